@@ -1,0 +1,173 @@
+//! Holds and allocations, and the request table that makes every command idempotent.
+//!
+//! A hold's id is the request id that placed it. The record lives in the request shard its id
+//! hashes to, together with the "done" records of feed commands, and outlives its last state
+//! change by the retention window so that retries get the first answer. The operations applied to
+//! a hold (commit, release, cancel, ship) are remembered on the hold itself, so the hot
+//! hold-then-commit path touches one request shard, not two.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use smallvec::SmallVec;
+
+use crate::command::Outcome;
+use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
+
+/// Marks an `Any` line of a partial hold that found no node.
+pub(crate) const NO_NODE: NodeId = NodeId::from_raw(u32::MAX);
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HoldState {
+    /// Units reserved for a cart until the hold expires.
+    Held = 0,
+    /// An allocation: units promised to an order until shipped or cancelled.
+    Committed = 1,
+    Released = 2,
+    Expired = 3,
+    Shipped = 4,
+    Cancelled = 5,
+}
+
+impl HoldState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Shipped => "shipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Held | Self::Committed)
+    }
+}
+
+/// One line of a hold: what was asked, what was granted, and what is still reserved or allocated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HoldLine {
+    pub sku: SkuId,
+    pub node: NodeId,
+    pub need_day: Day,
+    /// The claim was placed against future supply (need day after the day it was placed), so the
+    /// position's dated claims carry it.
+    pub future: bool,
+    pub requested: u32,
+    pub granted: u32,
+    /// Still reserved (state held) or allocated (state committed).
+    pub remaining: u32,
+}
+
+/// The kind of operation applied to a hold, for idempotent retries.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HoldOp {
+    Commit = 0,
+    Release = 1,
+    Cancel = 2,
+    Ship = 3,
+}
+
+impl HoldOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Release => "release",
+            Self::Cancel => "cancel_allocation",
+            Self::Ship => "ship",
+        }
+    }
+}
+
+/// A remembered operation on a hold: its request id, kind and the answer it got.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpRecord {
+    pub request: RequestId,
+    pub op: HoldOp,
+    /// The hold's state right after the operation (`Expired` for a refused commit).
+    pub state_after: HoldState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hold {
+    pub id: RequestId,
+    pub lines: Vec<HoldLine>,
+    pub placed_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub state: HoldState,
+    pub partial: bool,
+    pub ops: SmallVec<[OpRecord; 1]>,
+}
+
+impl Hold {
+    pub fn op(&self, request: RequestId) -> Option<&OpRecord> {
+        self.ops.iter().find(|o| o.request == request)
+    }
+    pub fn line_index(&self, sku: SkuId, node: NodeId) -> Option<usize> {
+        self.lines.iter().position(|l| l.sku == sku && l.node == node)
+    }
+}
+
+/// A remembered feed command, so a retry returns the first answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoneRecord {
+    pub kind: &'static str,
+    pub outcome: Outcome,
+}
+
+/// Everything one request-shard lock protects.
+#[derive(Debug, Default)]
+pub(crate) struct RequestShard {
+    pub holds: HashMap<RequestId, Hold, ahash::RandomState>,
+    pub done: HashMap<RequestId, DoneRecord, ahash::RandomState>,
+    /// Held holds by expiry. Entries are not removed when a hold is committed or released: `tick`
+    /// skips entries whose hold is no longer held at that expiry (lazy deletion).
+    pub expiry: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
+    /// Finished records in the order they finished, for forgetting them after the window.
+    pub retention: VecDeque<(Timestamp, RequestId)>,
+}
+
+impl RequestShard {
+    /// What a request id was first used for, if anything.
+    pub fn first_use(&self, id: RequestId) -> Option<&'static str> {
+        if self.holds.contains_key(&id) {
+            Some("hold")
+        } else {
+            self.done.get(&id).map(|d| d.kind)
+        }
+    }
+
+    /// Remembers that `id` finished at `now`; forgets the oldest record past `cap`.
+    pub fn retain(&mut self, now: Timestamp, id: RequestId, cap: usize) -> u32 {
+        self.retention.push_back((now, id));
+        let mut forgotten = 0;
+        while self.retention.len() > cap {
+            let (_, old) = self.retention.pop_front().expect("non-empty");
+            self.forget(old);
+            forgotten += 1;
+        }
+        forgotten
+    }
+
+    /// Forgets records that finished at or before `horizon`.
+    pub fn forget_before(&mut self, horizon: Timestamp) -> u32 {
+        let mut forgotten = 0;
+        while let Some(&(at, id)) = self.retention.front() {
+            if at > horizon {
+                break;
+            }
+            self.retention.pop_front();
+            self.forget(id);
+            forgotten += 1;
+        }
+        forgotten
+    }
+
+    fn forget(&mut self, id: RequestId) {
+        let removed = self.holds.remove(&id).is_some() || self.done.remove(&id).is_some();
+        assert!(removed, "a retained record exists until forgotten");
+    }
+}

@@ -1,0 +1,207 @@
+//! `check_invariants`: the ledger's internal consistency, checked from scratch.
+//!
+//! Tests, fuzzers and simulations call it after every step. It recomputes every derived number
+//! (reserved, allocated, dated claims) from the hold records and compares, so a bookkeeping slip
+//! anywhere shows up at the step that caused it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::hold::{HoldState, NO_NODE};
+use crate::ids::{Day, NodeId, RequestId, SkuId};
+use crate::ledger::Engine;
+use crate::limits;
+use crate::shard::NO_DATED;
+
+#[derive(Default)]
+struct Expected {
+    reserved: u64,
+    allocated: u64,
+    claims: BTreeMap<Day, u64>,
+}
+
+impl Engine {
+    /// Checks every internal invariant; returns a description of the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let catalog = self.catalog.lock();
+        let mut requests = self.lock_all_requests();
+        let feeds = self.feeds.lock();
+        let mut shards = self.lock_all_skus();
+        let n_nodes = catalog.network.n_nodes();
+        let n_skus = catalog.sku_names.len();
+        if feeds.len() != n_nodes {
+            return Err(format!(
+                "{} feed sequence slots for {} nodes",
+                feeds.len(),
+                n_nodes
+            ));
+        }
+
+        let mut expected: HashMap<(SkuId, NodeId), Expected> = HashMap::new();
+        let cap = self.retained_per_shard();
+        for rs_idx in 0..self.config.request_shards {
+            let rs = requests.get(rs_idx);
+            let in_heap: HashSet<(u64, RequestId)> = rs.expiry.iter().map(|e| ((e.0).0.0, (e.0).1)).collect();
+            let mut retained: HashSet<RequestId> = HashSet::new();
+            if rs.retention.len() > cap {
+                return Err(format!(
+                    "request shard {rs_idx} retains {} > {cap}",
+                    rs.retention.len()
+                ));
+            }
+            for &(_, id) in &rs.retention {
+                if !retained.insert(id) {
+                    return Err(format!("request {id} retained twice"));
+                }
+                let finished = rs.holds.get(&id).is_some_and(|h| h.state.is_finished());
+                if !finished && !rs.done.contains_key(&id) {
+                    return Err(format!(
+                        "retained request {id} is neither a finished hold nor done"
+                    ));
+                }
+            }
+            for id in rs.done.keys() {
+                if rs.holds.contains_key(id) {
+                    return Err(format!("request {id} is both a hold and a done record"));
+                }
+                if !retained.contains(id) {
+                    return Err(format!("done record {id} is not in the retention queue"));
+                }
+                if self.request_shard_of(*id) != rs_idx {
+                    return Err(format!("done record {id} is in the wrong request shard"));
+                }
+            }
+            for (id, hold) in &rs.holds {
+                let ctx = |what: &str| format!("hold {id} ({}): {what}", hold.state.name());
+                if hold.id != *id || self.request_shard_of(*id) != rs_idx {
+                    return Err(ctx("filed under the wrong id or shard"));
+                }
+                if hold.state.is_finished() != retained.contains(id) {
+                    return Err(ctx("finished holds and only they are in the retention queue"));
+                }
+                if hold.state == HoldState::Held && !in_heap.contains(&(hold.expires_at.0, *id)) {
+                    return Err(ctx("held but missing from the expiry queue"));
+                }
+                let mut seen = HashSet::new();
+                for l in &hold.lines {
+                    if !(l.remaining <= l.granted && l.granted <= l.requested) {
+                        return Err(ctx("line quantities out of order"));
+                    }
+                    if l.node == NO_NODE {
+                        if l.granted != 0 {
+                            return Err(ctx("a line with no node has units"));
+                        }
+                        continue;
+                    }
+                    if !seen.insert((l.sku, l.node)) {
+                        return Err(ctx("a position appears twice"));
+                    }
+                    if l.remaining == 0 {
+                        continue;
+                    }
+                    let e = expected.entry((l.sku, l.node)).or_default();
+                    match hold.state {
+                        HoldState::Held => e.reserved += u64::from(l.remaining),
+                        HoldState::Committed => e.allocated += u64::from(l.remaining),
+                        _ => return Err(ctx("a finished hold still has units")),
+                    }
+                    if l.future {
+                        *e.claims.entry(l.need_day).or_default() += u64::from(l.remaining);
+                    }
+                }
+            }
+        }
+
+        let mut n_skus_seen = 0;
+        for shard_idx in 0..self.config.sku_shards {
+            let shard = shards.get(shard_idx);
+            if shard.network.n_nodes() != n_nodes {
+                return Err(format!("shard {shard_idx} has a stale network"));
+            }
+            let mut referenced = HashSet::new();
+            for (slot, entry) in shard.skus.iter().enumerate() {
+                n_skus_seen += 1;
+                let sku = SkuId::from_raw(((slot as u32) << self.map.bits) | shard_idx as u32);
+                if *catalog.sku_names[sku.index()] != *entry.name {
+                    return Err(format!("SKU {sku:?} name differs between catalog and shard"));
+                }
+                for w in entry.positions.windows(2) {
+                    if w[0].node >= w[1].node {
+                        return Err(format!("SKU {sku:?} positions not strictly sorted by node"));
+                    }
+                }
+                for p in &entry.positions {
+                    let ctx = |what: &str| format!("position {sku:?}@{:?}: {what}", p.node);
+                    if p.node.index() >= n_nodes {
+                        return Err(ctx("unknown node"));
+                    }
+                    let e = expected.remove(&(sku, p.node)).unwrap_or_default();
+                    if u64::from(p.reserved) != e.reserved {
+                        return Err(ctx(&format!(
+                            "reserved {} but holds say {}",
+                            p.reserved, e.reserved
+                        )));
+                    }
+                    if u64::from(p.allocated) != e.allocated {
+                        return Err(ctx(&format!(
+                            "allocated {} but allocations say {}",
+                            p.allocated, e.allocated
+                        )));
+                    }
+                    let claims: BTreeMap<Day, u64> = match p.dated {
+                        NO_DATED => BTreeMap::new(),
+                        i => {
+                            let Some(d) = shard.dated.get(i as usize) else {
+                                return Err(ctx("dated index out of range"));
+                            };
+                            if !referenced.insert(i) {
+                                return Err(ctx("dated record shared"));
+                            }
+                            if d.is_empty() {
+                                return Err(ctx("empty dated record kept"));
+                            }
+                            if d.lots.len() > limits::LOTS_PER_POSITION_MAX {
+                                return Err(ctx("too many lots"));
+                            }
+                            for w in d.lots.windows(2) {
+                                if (w[0].arrival, &w[0].reference) >= (w[1].arrival, &w[1].reference) {
+                                    return Err(ctx("lots not sorted or duplicated"));
+                                }
+                            }
+                            for w in d.future_claims.windows(2) {
+                                if w[0].0 >= w[1].0 {
+                                    return Err(ctx("claims not sorted"));
+                                }
+                            }
+                            d.future_claims
+                                .iter()
+                                .map(|&(day, q)| (day, u64::from(q)))
+                                .collect()
+                        }
+                    };
+                    if claims.values().any(|&q| q == 0) || claims != e.claims {
+                        return Err(ctx(&format!(
+                            "dated claims {claims:?} but holds say {:?}",
+                            e.claims
+                        )));
+                    }
+                }
+            }
+            let free: HashSet<u32> = shard.free.iter().copied().collect();
+            if free.len() != shard.free.len() || free.iter().any(|i| referenced.contains(i)) {
+                return Err(format!("shard {shard_idx}: dated free list is corrupt"));
+            }
+            if free.len() + referenced.len() != shard.dated.len() {
+                return Err(format!("shard {shard_idx}: leaked dated records"));
+            }
+        }
+        if n_skus_seen != n_skus {
+            return Err(format!("{n_skus_seen} SKUs in shards, {n_skus} in the catalog"));
+        }
+        if let Some(((sku, node), _)) = expected.into_iter().next() {
+            return Err(format!(
+                "holds reference position {sku:?}@{node:?}, which does not exist"
+            ));
+        }
+        Ok(())
+    }
+}

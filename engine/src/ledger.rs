@@ -1,0 +1,495 @@
+//! The engine: the sharded ledger, the request table, the network, and the lock protocol that
+//! lets many threads apply commands at once without ever overselling.
+//!
+//! # Concurrency: ordered shard locks, sequenced under the locks
+//!
+//! State is split into lock classes, always taken in this order, each class in ascending index:
+//!
+//! 1. `catalog` (one mutex): SKU id assignment and the master network copy;
+//! 2. request shards (by request-id hash): holds and done records;
+//! 3. `feeds` (one mutex): the last feed sequence number per node;
+//! 4. SKU shards (by SKU id): positions and their dated supply and claims.
+//!
+//! A command locks every shard it reads or writes (two-phase locking), checks everything, mutates,
+//! and, still holding the locks, takes the next sequence number and hands the command to the
+//! `CommandLog`. Two commands that touch a common shard therefore get sequence numbers in the
+//! order they really applied, and commands with no common shard commute: replaying the log in
+//! sequence order rebuilds the same state. A multi-line hold holds all its SKU shards at once, so
+//! it is atomic, and ATP is checked and consumed under the same lock: no interleaving oversells.
+//! Rare global commands (`tick`, node upserts) take every lock of their classes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
+use dashmap::DashMap;
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use crate::atp::{self, InboundLot, TimelinePoint};
+use crate::command::{Command, Outcome};
+use crate::error::EngineError;
+use crate::hold::{Hold, RequestShard};
+use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
+use crate::limits;
+use crate::network::{Network, NodeSpec};
+use crate::shard::{Shard, ShardMap, SkuEntry};
+
+/// Engine settings that shape state; a snapshot and its log must be read with the same ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Number of SKU shards (locks); a power of two.
+    pub sku_shards: usize,
+    /// Number of request shards (locks); a power of two.
+    pub request_shards: usize,
+    /// How long finished requests are remembered for idempotent retries.
+    pub retention_ms: u64,
+    /// Upper bound on remembered finished requests, engine-wide.
+    pub retained_records_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            sku_shards: limits::SKU_SHARDS_DEFAULT,
+            request_shards: limits::REQUEST_SHARDS_DEFAULT,
+            retention_ms: limits::RETENTION_MS_DEFAULT,
+            retained_records_max: limits::RETAINED_RECORDS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Receives every applied command, in an order that is a valid serial order of the execution.
+///
+/// `append` runs while the command's locks are held: keep it short (push to a queue), and never
+/// call back into the engine.
+pub trait CommandLog: Send + Sync {
+    fn append(&self, seq: u64, now: Timestamp, command: &Command);
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    pub sku_names: Vec<Arc<str>>,
+    pub network: Arc<Network>,
+}
+
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) map: ShardMap,
+    request_bits: u32,
+    pub(crate) catalog: Mutex<Catalog>,
+    sku_ids: DashMap<Arc<str>, SkuId, ahash::RandomState>,
+    network: ArcSwap<Network>,
+    pub(crate) requests: Box<[CachePadded<Mutex<RequestShard>>]>,
+    /// Last applied feed sequence number per node (index = node id).
+    pub(crate) feeds: Mutex<Vec<u64>>,
+    pub(crate) shards: Box<[CachePadded<Mutex<Shard>>]>,
+    next_seq: AtomicU64,
+    log: Option<Arc<dyn CommandLog>>,
+}
+
+/// A set of SKU shards locked in ascending order.
+pub(crate) struct LockedShards<'a> {
+    guards: SmallVec<[(usize, MutexGuard<'a, Shard>); 4]>,
+}
+
+impl<'a> LockedShards<'a> {
+    pub fn get(&mut self, shard: usize) -> &mut Shard {
+        let i = self
+            .guards
+            .binary_search_by_key(&shard, |g| g.0)
+            .expect("shard was locked");
+        &mut self.guards[i].1
+    }
+    pub fn any(&self) -> &Shard {
+        &self.guards[0].1
+    }
+}
+
+/// Request shards locked in ascending order.
+pub(crate) struct LockedRequests<'a> {
+    guards: SmallVec<[(usize, MutexGuard<'a, RequestShard>); 2]>,
+}
+
+impl<'a> LockedRequests<'a> {
+    pub fn get(&mut self, shard: usize) -> &mut RequestShard {
+        let i = self
+            .guards
+            .binary_search_by_key(&shard, |g| g.0)
+            .expect("request shard was locked");
+        &mut self.guards[i].1
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self::with_log(config, None)
+    }
+
+    /// An engine that hands every applied command to `log` (the write-ahead log, or a test).
+    pub fn with_log(config: EngineConfig, log: Option<Arc<dyn CommandLog>>) -> Self {
+        assert!(config.sku_shards.is_power_of_two());
+        assert!(config.request_shards.is_power_of_two());
+        assert!(config.retained_records_max >= config.request_shards);
+        let network = Arc::new(Network::default());
+        let shards = (0..config.sku_shards)
+            .map(|_| CachePadded::new(Mutex::new(Shard::new(network.clone()))))
+            .collect();
+        let requests = (0..config.request_shards)
+            .map(|_| CachePadded::new(Mutex::new(RequestShard::default())))
+            .collect();
+        Self {
+            map: ShardMap {
+                bits: config.sku_shards.trailing_zeros(),
+            },
+            request_bits: config.request_shards.trailing_zeros(),
+            catalog: Mutex::new(Catalog {
+                sku_names: Vec::new(),
+                network: network.clone(),
+            }),
+            sku_ids: DashMap::with_hasher(ahash::RandomState::new()),
+            network: ArcSwap::new(network),
+            requests,
+            feeds: Mutex::new(Vec::new()),
+            shards,
+            next_seq: AtomicU64::new(1),
+            log,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Applies one command at time `now`. On `Err`, nothing changed.
+    pub fn apply(&self, now: Timestamp, command: &Command) -> Result<Outcome, EngineError> {
+        match command {
+            Command::UpsertNode(spec) => self.upsert_node(now, command, spec),
+            Command::UpsertSku { name, required } => self.upsert_sku(now, command, name, *required),
+            Command::Hold { .. } => self.apply_hold(now, command),
+            Command::Commit { .. }
+            | Command::Release { .. }
+            | Command::CancelAllocation { .. }
+            | Command::Ship { .. } => self.apply_hold_change(now, command),
+            Command::Tick => Ok(self.tick(now, command)),
+            _ => self.apply_feed(now, command),
+        }
+    }
+
+    /// The sequence number the next applied command will get. Starts at 1.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// Records an applied command. Must be called with all of the command's locks held.
+    pub(crate) fn sequence(&self, now: Timestamp, command: &Command) {
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        if let Some(log) = &self.log {
+            log.append(seq, now, command);
+        }
+    }
+
+    // ---- locking ----------------------------------------------------------------------------
+
+    pub(crate) fn request_shard_of(&self, id: RequestId) -> usize {
+        let h = (id.0 as u64) ^ ((id.0 >> 64) as u64);
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.request_bits.max(1))) as usize
+            & (self.config.request_shards - 1)
+    }
+
+    pub(crate) fn lock_requests(&self, ids: &[RequestId]) -> LockedRequests<'_> {
+        let mut idx: SmallVec<[usize; 2]> = ids.iter().map(|&i| self.request_shard_of(i)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        LockedRequests {
+            guards: idx.into_iter().map(|i| (i, self.requests[i].lock())).collect(),
+        }
+    }
+
+    pub(crate) fn lock_all_requests(&self) -> LockedRequests<'_> {
+        LockedRequests {
+            guards: self
+                .requests
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.lock()))
+                .collect(),
+        }
+    }
+
+    /// Locks the shards of `skus` (any order, repeats allowed) in ascending shard order.
+    pub(crate) fn lock_skus(&self, skus: impl Iterator<Item = SkuId>) -> LockedShards<'_> {
+        let mut idx: SmallVec<[usize; 8]> = skus.map(|s| self.map.shard_of(s)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        LockedShards {
+            guards: idx.into_iter().map(|i| (i, self.shards[i].lock())).collect(),
+        }
+    }
+
+    pub(crate) fn lock_all_skus(&self) -> LockedShards<'_> {
+        LockedShards {
+            guards: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.lock()))
+                .collect(),
+        }
+    }
+
+    /// Fails unless `sku` exists in its (locked) shard.
+    pub(crate) fn check_sku(&self, shards: &mut LockedShards<'_>, sku: SkuId) -> Result<(), EngineError> {
+        let slot = self.map.slot_of(sku);
+        if slot < shards.get(self.map.shard_of(sku)).skus.len() {
+            Ok(())
+        } else {
+            Err(EngineError::UnknownSkuId(sku))
+        }
+    }
+
+    // ---- catalog ----------------------------------------------------------------------------
+
+    fn upsert_node(
+        &self,
+        now: Timestamp,
+        command: &Command,
+        spec: &NodeSpec,
+    ) -> Result<Outcome, EngineError> {
+        crate::ids::check_name(&spec.name)?;
+        let mut catalog = self.catalog.lock();
+        if catalog.network.node_id(&spec.name).is_none() && catalog.network.n_nodes() >= limits::NODES_MAX {
+            return Err(EngineError::CapacityExceeded {
+                what: "nodes",
+                max: limits::NODES_MAX,
+            });
+        }
+        let (network, id) = catalog.network.with_node(spec.clone());
+        let mut feeds = self.feeds.lock();
+        let mut shards = self.lock_all_skus();
+        if feeds.len() < network.n_nodes() {
+            feeds.resize(network.n_nodes(), 0);
+        }
+        for (_, shard) in shards.guards.iter_mut() {
+            shard.network = network.clone();
+        }
+        catalog.network = network.clone();
+        self.network.store(network);
+        self.sequence(now, command);
+        Ok(Outcome::NodeUpserted(id))
+    }
+
+    fn upsert_sku(
+        &self,
+        now: Timestamp,
+        command: &Command,
+        name: &str,
+        required: crate::network::Capabilities,
+    ) -> Result<Outcome, EngineError> {
+        crate::ids::check_name(name)?;
+        let mut catalog = self.catalog.lock();
+        if let Some(id) = self.sku_ids.get(name).map(|e| *e.value()) {
+            let mut shards = self.lock_skus(std::iter::once(id));
+            shards.get(self.map.shard_of(id)).skus[self.map.slot_of(id)].required = required;
+            self.sequence(now, command);
+            return Ok(Outcome::SkuUpserted(id));
+        }
+        if catalog.sku_names.len() >= limits::SKUS_MAX {
+            return Err(EngineError::CapacityExceeded {
+                what: "SKUs",
+                max: limits::SKUS_MAX,
+            });
+        }
+        let id = SkuId::from_raw(catalog.sku_names.len() as u32);
+        let name: Arc<str> = Arc::from(name);
+        let mut shards = self.lock_skus(std::iter::once(id));
+        let shard = shards.get(self.map.shard_of(id));
+        assert_eq!(shard.skus.len(), self.map.slot_of(id), "SKU slots are dense");
+        shard.skus.push(SkuEntry {
+            name: name.clone(),
+            required,
+            positions: Vec::new(),
+        });
+        catalog.sku_names.push(name.clone());
+        self.sku_ids.insert(name, id);
+        self.sequence(now, command);
+        Ok(Outcome::SkuUpserted(id))
+    }
+
+    // ---- queries ----------------------------------------------------------------------------
+
+    pub fn sku_id(&self, name: &str) -> Result<SkuId, EngineError> {
+        self.sku_ids
+            .get(name)
+            .map(|e| *e.value())
+            .ok_or_else(|| EngineError::UnknownSku(name.into()))
+    }
+
+    pub fn node_id(&self, name: &str) -> Result<NodeId, EngineError> {
+        self.network
+            .load()
+            .node_id(name)
+            .ok_or_else(|| EngineError::UnknownNode(name.into()))
+    }
+
+    pub fn sku_name(&self, sku: SkuId) -> Result<Arc<str>, EngineError> {
+        let shard = self.shards[self.map.shard_of(sku)].lock();
+        shard
+            .skus
+            .get(self.map.slot_of(sku))
+            .map(|e| e.name.clone())
+            .ok_or(EngineError::UnknownSkuId(sku))
+    }
+
+    /// The current network (nodes and their attributes).
+    pub fn network(&self) -> Arc<Network> {
+        self.network.load_full()
+    }
+
+    pub fn n_skus(&self) -> usize {
+        self.catalog.lock().sku_names.len()
+    }
+
+    fn read_position<T>(
+        &self,
+        sku: SkuId,
+        node: NodeId,
+        read: impl FnOnce(&Shard, Option<&crate::shard::Position>) -> T,
+    ) -> Result<T, EngineError> {
+        let shard = self.shards[self.map.shard_of(sku)].lock();
+        let slot = self.map.slot_of(sku);
+        if slot >= shard.skus.len() {
+            return Err(EngineError::UnknownSkuId(sku));
+        }
+        if node.index() >= shard.network.n_nodes() {
+            return Err(EngineError::UnknownNodeId(node));
+        }
+        Ok(read(&shard, shard.position(slot, node)))
+    }
+
+    /// ATP of one position on day `on` (today when `None`), as seen at `now`. A node that never
+    /// stocked the SKU has ATP 0.
+    pub fn atp(&self, sku: SkuId, node: NodeId, now: Timestamp, on: Option<Day>) -> Result<i64, EngineError> {
+        let today = now.day();
+        self.read_position(sku, node, |shard, p| {
+            p.map_or(0, |p| shard.atp(p, today, on.unwrap_or(today)))
+        })
+    }
+
+    /// Network ATP: the sum over open nodes of each position's ATP on day `on` (negative
+    /// positions count as zero: one oversold node does not take stock from the others).
+    pub fn network_atp(&self, sku: SkuId, now: Timestamp, on: Option<Day>) -> Result<i64, EngineError> {
+        let today = now.day();
+        let t = on.unwrap_or(today);
+        let shard = self.shards[self.map.shard_of(sku)].lock();
+        let entry = shard
+            .skus
+            .get(self.map.slot_of(sku))
+            .ok_or(EngineError::UnknownSkuId(sku))?;
+        let network = &shard.network;
+        Ok(entry
+            .positions
+            .iter()
+            .filter(|p| network.is_open(p.node))
+            .map(|p| shard.atp(p, today, t).max(0))
+            .sum())
+    }
+
+    /// The availability timeline of a position: from each listed day on, up to `atp` units can be
+    /// promised (cumulative ATP with look-ahead).
+    pub fn timeline(
+        &self,
+        sku: SkuId,
+        node: NodeId,
+        now: Timestamp,
+    ) -> Result<Vec<TimelinePoint>, EngineError> {
+        let today = now.day();
+        self.read_position(sku, node, |shard, p| match p {
+            Some(p) => atp::timeline(p.base(), shard.dated_of(p), today),
+            None => vec![TimelinePoint { day: today, atp: 0 }],
+        })
+    }
+
+    /// A copy of one position's numbers and lots; `None` if the node never stocked the SKU.
+    pub fn position(&self, sku: SkuId, node: NodeId) -> Result<Option<PositionView>, EngineError> {
+        self.read_position(sku, node, |shard, p| {
+            p.map(|p| PositionView {
+                on_hand: p.on_hand,
+                safety_stock: p.safety_stock,
+                reserved: p.reserved,
+                allocated: p.allocated,
+                lots: shard.dated_of(p).map(|d| d.lots.clone()).unwrap_or_default(),
+                future_claims: shard
+                    .dated_of(p)
+                    .map(|d| d.future_claims.clone())
+                    .unwrap_or_default(),
+            })
+        })
+    }
+
+    /// A copy of a hold or allocation, if it is still remembered.
+    pub fn hold(&self, id: RequestId) -> Option<Hold> {
+        self.requests[self.request_shard_of(id)]
+            .lock()
+            .holds
+            .get(&id)
+            .cloned()
+    }
+
+    /// The last applied feed sequence number of a node (0 before any).
+    pub fn feed_seq(&self, node: NodeId) -> u64 {
+        self.feeds.lock().get(node.index()).copied().unwrap_or(0)
+    }
+
+    /// Counts for a status line: SKUs, nodes, stocked positions, dated positions, holds by state.
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats {
+            skus: self.n_skus(),
+            nodes: self.network().n_nodes(),
+            ..EngineStats::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for e in &shard.skus {
+                stats.positions += e.positions.len();
+            }
+            stats.dated_positions += shard.dated.len() - shard.free.len();
+        }
+        for rs in self.requests.iter() {
+            let rs = rs.lock();
+            for h in rs.holds.values() {
+                match h.state {
+                    crate::hold::HoldState::Held => stats.held += 1,
+                    crate::hold::HoldState::Committed => stats.committed += 1,
+                    _ => stats.finished_retained += 1,
+                }
+            }
+            stats.finished_retained += rs.done.len();
+        }
+        stats
+    }
+}
+
+/// A copy of one position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionView {
+    pub on_hand: u32,
+    pub safety_stock: u32,
+    pub reserved: u32,
+    pub allocated: u32,
+    pub lots: Vec<InboundLot>,
+    pub future_claims: Vec<(Day, u32)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub skus: usize,
+    pub nodes: usize,
+    pub positions: usize,
+    pub dated_positions: usize,
+    pub held: usize,
+    pub committed: usize,
+    pub finished_retained: usize,
+}

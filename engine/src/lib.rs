@@ -1,0 +1,43 @@
+//! `promised-engine`: the deterministic core of promised.
+//!
+//! The engine is a state machine. Commands ([`Command`]) are the only way state changes; each is
+//! applied with the time passed in ([`Engine::apply`]), reads no clock, does no I/O and draws no
+//! random numbers, so the same commands give the same state, bit for bit ([`Engine::state_digest`]).
+//!
+//! Layers, one per module:
+//! - [`ids`], [`limits`], [`error`]: identifiers and units, every limit, typed errors;
+//! - [`network`]: nodes and their attributes;
+//! - [`atp`]: the available-to-promise arithmetic with look-ahead, as pure functions;
+//! - `shard`: positions (SKU x node) of the SKUs of one shard, compact and behind one lock;
+//! - [`hold`]: holds, allocations and the request table that makes commands idempotent;
+//! - [`ledger`]: the [`Engine`]: the lock protocol, catalog commands and queries;
+//! - `feed`, `hold_ops`: applying feed commands and hold commands;
+//! - `invariants`, [`digest`]: self-checks and the canonical state hash;
+//! - [`dataset`]: deterministic synthetic data sets (`small`, `retail`, `peak`).
+
+pub mod atp;
+pub mod command;
+pub mod dataset;
+pub mod digest;
+pub mod error;
+mod feed;
+pub mod hold;
+mod hold_ops;
+pub mod ids;
+mod invariants;
+pub mod ledger;
+pub mod limits;
+pub mod network;
+mod shard;
+
+pub use atp::{InboundLot, TimelinePoint};
+pub use command::{
+    AdjustReason, Command, GrantedLine, HoldLineRequest, HoldOutcome, LineQuantity, LineRefusal, NodeChoice,
+    Outcome, RefusalReason,
+};
+pub use digest::StateDigest;
+pub use error::{EngineError, ErrorCode};
+pub use hold::{Hold, HoldLine, HoldState};
+pub use ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
+pub use ledger::{CommandLog, Engine, EngineConfig, EngineStats, PositionView};
+pub use network::{Capabilities, NodeKind, NodeSpec, NodeStatus};

@@ -1,0 +1,205 @@
+//! The fulfillment network: nodes and their attributes, and SKU capability requirements.
+//!
+//! The network changes rarely (an admin upserts a node) and is read on every hold, so it is an
+//! immutable `Arc<Network>`, replaced whole on change. Each SKU shard keeps its own copy of the
+//! `Arc`, swapped while every shard lock is held, so a hold reads node status under the locks it
+//! already owns: no extra atomic on the hot path, and a status change is ordered exactly between
+//! the holds before and after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ids::{NodeId, ZoneId};
+
+/// What a node is. Routing rules prefer or avoid kinds (issue "Delivery promises").
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeKind {
+    Dc = 0,
+    Store = 1,
+    ThirdParty = 2,
+    DropShip = 3,
+}
+
+impl NodeKind {
+    pub const ALL: [NodeKind; 4] = [Self::Dc, Self::Store, Self::ThirdParty, Self::DropShip];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dc => "dc",
+            Self::Store => "store",
+            Self::ThirdParty => "3pl",
+            Self::DropShip => "drop_ship",
+        }
+    }
+}
+
+/// Whether a node takes new holds. Paused and closed nodes keep their stock and allocations (they
+/// are still counted and can still ship), but grant nothing new and leave network ATP.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeStatus {
+    Open = 0,
+    Paused = 1,
+    Closed = 2,
+}
+
+impl NodeStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Paused => "paused",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// A set of node capabilities (or SKU requirements), one bit each.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    pub const GIFT_WRAP: Self = Self(1 << 0);
+    pub const HAZMAT: Self = Self(1 << 1);
+    pub const BOPIS: Self = Self(1 << 2);
+    pub const EMBROIDERY: Self = Self(1 << 3);
+    pub const NAMES: [(&'static str, Capabilities); 4] = [
+        ("gift_wrap", Self::GIFT_WRAP),
+        ("hazmat", Self::HAZMAT),
+        ("bopis", Self::BOPIS),
+        ("embroidery", Self::EMBROIDERY),
+    ];
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+    pub const fn contains(self, required: Self) -> bool {
+        self.0 & required.0 == required.0
+    }
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(_, c)| self.contains(*c))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// Where a node is: coordinates for distance-based defaults and the zone it sits in.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct Location {
+    pub lat: f32,
+    pub lon: f32,
+    pub zone: ZoneId,
+}
+
+/// When a node works: a weekday mask (bit 0 = Monday) and holidays (days it does not ship).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Calendar {
+    pub weekdays: u8,
+    pub holidays: Vec<crate::ids::Day>,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Self {
+            weekdays: 0b0111_1111,
+            holidays: Vec::new(),
+        }
+    }
+}
+
+/// Daily throughput a node can ship.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DailyCapacity {
+    pub orders: u32,
+    pub units: u32,
+}
+
+/// Everything known about one node. Upserted whole.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub kind: NodeKind,
+    pub status: NodeStatus,
+    pub location: Location,
+    pub capabilities: Capabilities,
+    pub capacity: DailyCapacity,
+    /// Days between the order and the day it can leave (0 = same day before cut-off).
+    pub processing_days: u8,
+    /// Minutes after local midnight after which an order counts as the next day's.
+    pub cutoff_minute: u16,
+    /// The node's offset from UTC, in minutes.
+    pub utc_offset_minutes: i16,
+    pub calendar: Calendar,
+    /// Multiplier on lane costs, in thousandths (1000 = neutral).
+    pub cost_factor_milli: u32,
+}
+
+impl NodeSpec {
+    /// An open DC with neutral attributes: handy for tests and small examples.
+    pub fn open(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: NodeKind::Dc,
+            status: NodeStatus::Open,
+            location: Location::default(),
+            capabilities: Capabilities::default(),
+            capacity: DailyCapacity {
+                orders: u32::MAX,
+                units: u32::MAX,
+            },
+            processing_days: 0,
+            cutoff_minute: 14 * 60,
+            utc_offset_minutes: 0,
+            calendar: Calendar::default(),
+            cost_factor_milli: 1000,
+        }
+    }
+}
+
+/// The immutable network value: node specs indexed by `NodeId`, and the name index.
+#[derive(Debug, Default)]
+pub struct Network {
+    nodes: Vec<NodeSpec>,
+    by_name: HashMap<String, NodeId>,
+}
+
+impl Network {
+    pub fn node(&self, id: NodeId) -> Option<&NodeSpec> {
+        self.nodes.get(id.index())
+    }
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &NodeSpec)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NodeId::from_raw(i as u32), n))
+    }
+    pub fn is_open(&self, id: NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.status == NodeStatus::Open)
+    }
+
+    /// A new network with `spec` inserted or replaced; returns it with the node's id.
+    pub(crate) fn with_node(&self, spec: NodeSpec) -> (Arc<Network>, NodeId) {
+        let mut nodes = self.nodes.clone();
+        let mut by_name = self.by_name.clone();
+        let id = match by_name.get(&spec.name) {
+            Some(&id) => {
+                nodes[id.index()] = spec;
+                id
+            }
+            None => {
+                let id = NodeId::from_raw(nodes.len() as u32);
+                by_name.insert(spec.name.clone(), id);
+                nodes.push(spec);
+                id
+            }
+        };
+        (Arc::new(Network { nodes, by_name }), id)
+    }
+}
