@@ -438,6 +438,17 @@ impl Engine {
             .cloned()
     }
 
+    /// Returns spare vector capacity to the allocator (after a bulk load). Changes no state.
+    pub fn shrink_to_fit(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            for entry in shard.skus.iter_mut() {
+                entry.positions.shrink_to_fit();
+            }
+            shard.skus.shrink_to_fit();
+        }
+    }
+
     /// The last applied feed sequence number of a node (0 before any).
     pub fn feed_seq(&self, node: NodeId) -> u64 {
         self.feeds.lock().get(node.index()).copied().unwrap_or(0)

@@ -203,3 +203,34 @@ impl Network {
         (Arc::new(Network { nodes, by_name }), id)
     }
 }
+
+/// How fast a parcel travels.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ServiceLevel {
+    Ground = 0,
+    TwoDay = 1,
+    NextDay = 2,
+}
+
+impl ServiceLevel {
+    pub const ALL: [ServiceLevel; 3] = [Self::Ground, Self::TwoDay, Self::NextDay];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ground => "ground",
+            Self::TwoDay => "two_day",
+            Self::NextDay => "next_day",
+        }
+    }
+}
+
+/// Node x destination zone x service level -> transit days and cost.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lane {
+    pub node: NodeId,
+    pub zone: ZoneId,
+    pub level: ServiceLevel,
+    pub transit_days: u8,
+    pub cost_per_package_cents: u32,
+    pub cost_per_unit_cents: u32,
+}
