@@ -173,7 +173,8 @@ impl DataSet {
     /// The positions of SKU `sku_idx`, sorted by node: a pure function of (seed, index).
     pub fn positions_of(&self, sku_idx: u32) -> Vec<GenPosition> {
         let spec = &self.spec;
-        let mut rng = Pcg64Mcg::seed_from_u64(spec.seed ^ (u64::from(sku_idx) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            Pcg64Mcg::seed_from_u64(spec.seed ^ (u64::from(sku_idx) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let sku = &self.skus[sku_idx as usize];
         let capable: Vec<u32> = if sku.required == Capabilities::default() {
             Vec::new()
@@ -191,7 +192,9 @@ impl DataSet {
             return Vec::new();
         }
         let mean = spec.nodes_per_sku.min(spec.n_nodes);
-        let k = rng.random_range(mean.div_ceil(2)..=mean + mean / 2).clamp(1, pool as u32) as usize;
+        let k = rng
+            .random_range(mean.div_ceil(2)..=mean + mean / 2)
+            .clamp(1, pool as u32) as usize;
         let mut chosen: Vec<u32> = sample(&mut rng, pool, k)
             .into_iter()
             .map(|i| if capable.is_empty() { i as u32 } else { capable[i] })
@@ -210,7 +213,11 @@ impl DataSet {
                     (rng.random_range(0.2..1.8) * (4.0 + 400.0 * weight)).round() as u32
                 };
                 let safety_stock = if rng.random_bool(0.2) { on_hand / 10 } else { 0 };
-                let n_lots = if rng.random_bool(0.03) { rng.random_range(1..=2) } else { 0 };
+                let n_lots = if rng.random_bool(0.03) {
+                    rng.random_range(1..=2)
+                } else {
+                    0
+                };
                 let lots = (0..n_lots)
                     .map(|j| {
                         let q = rng.random_range(10..=500);
@@ -263,8 +270,10 @@ impl DataSet {
             report.skus += 1;
         }
         // Generate in parallel (per SKU), then feed node by node.
-        let per_sku: Vec<Vec<GenPosition>> =
-            (0..self.spec.n_skus).into_par_iter().map(|i| self.positions_of(i)).collect();
+        let per_sku: Vec<Vec<GenPosition>> = (0..self.spec.n_skus)
+            .into_par_iter()
+            .map(|i| self.positions_of(i))
+            .collect();
         let mut by_node: Vec<Vec<(SkuId, u32)>> = vec![Vec::new(); self.nodes.len()];
         let mut extras: Vec<(SkuId, &GenPosition)> = Vec::new();
         for (i, positions) in per_sku.iter().enumerate() {
@@ -325,7 +334,9 @@ impl DataSet {
     pub fn lane(&self, node: NodeId, zone: ZoneId, level: ServiceLevel) -> Option<&Lane> {
         let per_node = self.zones.len() * ServiceLevel::ALL.len();
         let i = node.index() * per_node + zone.0 as usize * ServiceLevel::ALL.len() + level as usize;
-        self.lanes.get(i).filter(|l| l.node == node && l.zone == zone && l.level == level)
+        self.lanes
+            .get(i)
+            .filter(|l| l.node == node && l.zone == zone && l.level == level)
     }
 }
 
@@ -374,19 +385,43 @@ fn gen_node(rng: &mut Pcg64Mcg, spec: &DataSetSpec, i: u32, zones: &[Zone], holi
             add(rng, 0.7, Capabilities::GIFT_WRAP);
             add(rng, 0.5, Capabilities::HAZMAT);
             add(rng, 0.1, Capabilities::EMBROIDERY);
-            (rng.random_range(20_000..=100_000), rng.random_range(0..=1), rng.random_range(14..=20), 0x7F, 1000)
+            (
+                rng.random_range(20_000..=100_000),
+                rng.random_range(0..=1),
+                rng.random_range(14..=20),
+                0x7F,
+                1000,
+            )
         }
         NodeKind::Store => {
             add(rng, 1.0, Capabilities::BOPIS);
             add(rng, 0.3, Capabilities::GIFT_WRAP);
-            (rng.random_range(50..=500), 0, rng.random_range(12..=17), 0x7F, 1300)
+            (
+                rng.random_range(50..=500),
+                0,
+                rng.random_range(12..=17),
+                0x7F,
+                1300,
+            )
         }
         NodeKind::ThirdParty => {
             add(rng, 0.3, Capabilities::HAZMAT);
             add(rng, 0.2, Capabilities::EMBROIDERY);
-            (rng.random_range(5_000..=20_000), 1, rng.random_range(12..=18), 0x3F, 1100)
+            (
+                rng.random_range(5_000..=20_000),
+                1,
+                rng.random_range(12..=18),
+                0x3F,
+                1100,
+            )
         }
-        NodeKind::DropShip => (rng.random_range(100..=2_000), rng.random_range(1..=3), 12, 0x1F, 1400),
+        NodeKind::DropShip => (
+            rng.random_range(100..=2_000),
+            rng.random_range(1..=3),
+            12,
+            0x1F,
+            1400,
+        ),
     };
     let prefix = match kind {
         NodeKind::Dc => "DC",
@@ -404,13 +439,23 @@ fn gen_node(rng: &mut Pcg64Mcg, spec: &DataSetSpec, i: u32, zones: &[Zone], holi
         name: format!("{prefix}-{i:04}"),
         kind,
         status,
-        location: Location { lat, lon, zone: zone.id },
+        location: Location {
+            lat,
+            lon,
+            zone: zone.id,
+        },
         capabilities: caps,
-        capacity: DailyCapacity { orders, units: orders.saturating_mul(3) },
+        capacity: DailyCapacity {
+            orders,
+            units: orders.saturating_mul(3),
+        },
         processing_days,
         cutoff_minute: cutoff_hour * 60,
         utc_offset_minutes: ((lon / 15.0).round() as i16) * 60,
-        calendar: Calendar { weekdays, holidays: holidays.to_vec() },
+        calendar: Calendar {
+            weekdays,
+            holidays: holidays.to_vec(),
+        },
         cost_factor_milli: cost + rng.random_range(0..=200),
     }
 }
@@ -467,7 +512,8 @@ fn haversine_km(lat1: f32, lon1: f32, lat2: f32, lon2: f32) -> f64 {
         f64::from(lat2).to_radians(),
         f64::from(lon2).to_radians(),
     );
-    let a = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    let a =
+        ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * 6371.0 * a.sqrt().asin()
 }
 
@@ -499,7 +545,12 @@ mod tests {
         let positions: usize = (0..1_000).map(|i| ds.positions_of(i).len()).sum();
         assert!((8_000..=12_000).contains(&positions), "{positions} positions");
         // Popular SKUs carry more stock than the long tail.
-        let stock = |i: u32| ds.positions_of(i).iter().map(|p| u64::from(p.on_hand)).sum::<u64>();
+        let stock = |i: u32| {
+            ds.positions_of(i)
+                .iter()
+                .map(|p| u64::from(p.on_hand))
+                .sum::<u64>()
+        };
         let head: u64 = (0..10).map(stock).sum();
         let tail: u64 = (990..1_000).map(stock).sum();
         assert!(head > 5 * tail, "head {head} tail {tail}");
@@ -509,7 +560,9 @@ mod tests {
                 assert!(ds.nodes[p.node.index()].capabilities.contains(sku.required));
             }
         }
-        let lane = ds.lane(NodeId::from_raw(3), ZoneId(7), ServiceLevel::TwoDay).unwrap();
+        let lane = ds
+            .lane(NodeId::from_raw(3), ZoneId(7), ServiceLevel::TwoDay)
+            .unwrap();
         assert!(lane.transit_days <= 2);
     }
 
@@ -531,7 +584,10 @@ mod tests {
                 assert_eq!(got.lots.len(), p.lots.len());
                 let arriving: u32 = p.lots.iter().map(|l| l.1).sum();
                 let final_atp = engine.atp(sku, p.node, now, Some(now.day().plus(60))).unwrap();
-                assert_eq!(final_atp, i64::from(p.on_hand) - i64::from(p.safety_stock) + i64::from(arriving));
+                assert_eq!(
+                    final_atp,
+                    i64::from(p.on_hand) - i64::from(p.safety_stock) + i64::from(arriving)
+                );
             }
         }
         // Loading twice from scratch gives the same state.

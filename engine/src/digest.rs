@@ -47,22 +47,17 @@ impl Engine {
                 entry.name.hash(&mut h);
                 entry.required.hash(&mut h);
                 entry.positions.len().hash(&mut h);
-                for p in &entry.positions {
-                    (p.node, p.on_hand, p.safety_stock, p.reserved, p.allocated).hash(&mut h);
+                for (node, p) in entry.nodes.iter().zip(&entry.positions) {
+                    (node, p.on_hand, p.safety_stock, p.reserved, p.allocated).hash(&mut h);
                     shard.dated_of(p).hash(&mut h);
                 }
             }
         }
         for rs_idx in 0..self.config.request_shards {
             let rs = requests.get(rs_idx);
-            let mut holds: Vec<_> = rs.holds.values().collect();
-            holds.sort_unstable_by_key(|hold| hold.id);
-            holds.hash(&mut h);
-            let mut done: Vec<_> = rs.done.iter().collect();
-            done.sort_unstable_by_key(|d| *d.0);
-            for (id, rec) in done {
-                (id, rec.kind, format!("{:?}", rec.outcome)).hash(&mut h);
-            }
+            let mut records: Vec<_> = rs.records.iter().collect();
+            records.sort_unstable_by_key(|r| *r.0);
+            records.hash(&mut h);
             rs.retention.hash(&mut h);
         }
         StateDigest(h.digest128())

@@ -7,7 +7,7 @@
 use crate::atp::InboundLot;
 use crate::command::{Command, Outcome};
 use crate::error::EngineError;
-use crate::hold::DoneRecord;
+use crate::hold::{DoneRecord, Record};
 use crate::ids::{NodeId, RequestId, SkuId, Timestamp, check_name};
 use crate::ledger::{Engine, LockedShards};
 use crate::limits;
@@ -52,13 +52,8 @@ impl Engine {
         }
         let outcome = Outcome::Fed { repeated: false };
         let rs = requests.get(rs_idx);
-        rs.done.insert(
-            request,
-            DoneRecord {
-                kind: command.kind(),
-                outcome: outcome.clone(),
-            },
-        );
+        rs.records
+            .insert(request, Record::Done(DoneRecord { kind: command.kind() }));
         rs.retain(now, request, self.retained_per_shard());
         self.sequence(now, command);
         Ok(outcome)

@@ -11,7 +11,6 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use smallvec::SmallVec;
 
-use crate::command::Outcome;
 use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
 
 /// Marks an `Any` line of a partial hold that found no node.
@@ -111,18 +110,25 @@ impl Hold {
     }
 }
 
-/// A remembered feed command, so a retry returns the first answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A remembered feed command, so a retry returns the first answer (feeds always answer `Fed`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DoneRecord {
     pub kind: &'static str,
-    pub outcome: Outcome,
+}
+
+/// What a request id names: a hold (placed by it) or a finished feed command.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Record {
+    Hold(Hold),
+    Done(DoneRecord),
 }
 
 /// Everything one request-shard lock protects.
 #[derive(Debug, Default)]
 pub(crate) struct RequestShard {
-    pub holds: HashMap<RequestId, Hold, ahash::RandomState>,
-    pub done: HashMap<RequestId, DoneRecord, ahash::RandomState>,
+    /// Holds and done records in one map, so that checking an unknown request id (every new
+    /// request does) costs one probe, not one per kind.
+    pub records: HashMap<RequestId, Record, ahash::RandomState>,
     /// Held holds by expiry. Entries are not removed when a hold is committed or released: `tick`
     /// skips entries whose hold is no longer held at that expiry (lazy deletion).
     pub expiry: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
@@ -131,13 +137,33 @@ pub(crate) struct RequestShard {
 }
 
 impl RequestShard {
+    pub fn hold(&self, id: &RequestId) -> Option<&Hold> {
+        match self.records.get(id) {
+            Some(Record::Hold(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn hold_mut(&mut self, id: &RequestId) -> Option<&mut Hold> {
+        match self.records.get_mut(id) {
+            Some(Record::Hold(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> {
+        self.records.values().filter_map(|r| match r {
+            Record::Hold(h) => Some(h),
+            Record::Done(_) => None,
+        })
+    }
+
     /// What a request id was first used for, if anything.
     pub fn first_use(&self, id: RequestId) -> Option<&'static str> {
-        if self.holds.contains_key(&id) {
-            Some("hold")
-        } else {
-            self.done.get(&id).map(|d| d.kind)
-        }
+        self.records.get(&id).map(|r| match r {
+            Record::Hold(_) => "hold",
+            Record::Done(d) => d.kind,
+        })
     }
 
     /// Remembers that `id` finished at `now`; forgets the oldest record past `cap`.
@@ -167,7 +193,7 @@ impl RequestShard {
     }
 
     fn forget(&mut self, id: RequestId) {
-        let removed = self.holds.remove(&id).is_some() || self.done.remove(&id).is_some();
+        let removed = self.records.remove(&id).is_some();
         assert!(removed, "a retained record exists until forgotten");
     }
 }

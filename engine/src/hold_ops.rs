@@ -13,7 +13,7 @@ use crate::command::{
     RefusalReason,
 };
 use crate::error::EngineError;
-use crate::hold::{Hold, HoldLine, HoldOp, HoldState, NO_NODE, OpRecord};
+use crate::hold::{Hold, HoldLine, HoldOp, HoldState, NO_NODE, OpRecord, Record};
 use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
 use crate::ledger::{Engine, LockedShards};
 use crate::limits;
@@ -35,11 +35,15 @@ impl Engine {
         let rs_idx = self.request_shard_of(*id);
         let mut requests = self.lock_requests(&[*id]);
         let rs = requests.get(rs_idx);
-        if let Some(existing) = rs.holds.get(id) {
-            return Ok(Outcome::Hold(granted(existing, true)));
-        }
-        if let Some(first) = rs.first_use(*id) {
-            return Err(EngineError::RequestIdReused { request: *id, first });
+        match rs.records.get(id) {
+            Some(Record::Hold(existing)) => return Ok(Outcome::Hold(granted(existing, true))),
+            Some(Record::Done(d)) => {
+                return Err(EngineError::RequestIdReused {
+                    request: *id,
+                    first: d.kind,
+                });
+            }
+            None => {}
         }
         let mut shards = self.lock_skus(lines.iter().map(|l| l.sku));
         let n_nodes = shards.any().network.n_nodes();
@@ -76,14 +80,10 @@ impl Engine {
                 });
             }
             if grant > 0 {
-                let p = shard
-                    .position(slot, node.expect("granted lines have a node"))
-                    .expect("stocked");
+                let node = node.expect("granted lines have a node");
+                let p = shard.position(slot, node).expect("stocked");
                 if p.reserved.checked_add(grant).is_none() {
-                    return Err(EngineError::QuantityOverflow {
-                        sku: l.sku,
-                        node: p.node,
-                    });
+                    return Err(EngineError::QuantityOverflow { sku: l.sku, node });
                 }
             }
             plan.push(HoldLine {
@@ -125,7 +125,7 @@ impl Engine {
         let outcome = granted(&hold, false);
         let rs = requests.get(rs_idx);
         rs.expiry.push(Reverse((expires_at, *id)));
-        rs.holds.insert(*id, hold);
+        rs.records.insert(*id, Record::Hold(hold));
         self.sequence(now, command);
         Ok(Outcome::Hold(outcome))
     }
@@ -152,7 +152,7 @@ impl Engine {
                 first: "hold",
             });
         }
-        let Some(hold) = requests.get(h_idx).holds.get(&hold_id) else {
+        let Some(hold) = requests.get(h_idx).hold(&hold_id) else {
             return Err(EngineError::UnknownHold(hold_id));
         };
         if let Some(rec) = hold.op(request) {
@@ -168,11 +168,7 @@ impl Engine {
         if let Some(first) = requests.get(r_idx).first_use(request) {
             return Err(EngineError::RequestIdReused { request, first });
         }
-        let hold = requests
-            .get(h_idx)
-            .holds
-            .get_mut(&hold_id)
-            .expect("looked up above");
+        let hold = requests.get(h_idx).hold_mut(&hold_id).expect("looked up above");
         let expired_now = hold.state == HoldState::Held && now >= hold.expires_at;
         let wrong_state = || EngineError::WrongHoldState {
             hold: hold_id,
@@ -353,7 +349,7 @@ impl Engine {
                     break;
                 }
                 rs.expiry.pop();
-                if let Some(hold) = rs.holds.get_mut(&id)
+                if let Some(hold) = rs.hold_mut(&id)
                     && hold.state == HoldState::Held
                     && hold.expires_at == at
                 {
@@ -407,13 +403,13 @@ fn evaluate_line(
         }
         NodeChoice::Any => {
             let mut best: Option<(NodeId, i64)> = None;
-            for p in &entry.positions {
-                if !network.is_open(p.node) || !capable(p.node) {
+            for (&node, p) in entry.nodes.iter().zip(&entry.positions) {
+                if !network.is_open(node) || !capable(node) {
                     continue;
                 }
                 let atp = shard.atp(p, today, need_day);
                 if best.is_none_or(|(_, b)| atp > b) {
-                    best = Some((p.node, atp));
+                    best = Some((node, atp));
                 }
             }
             match best {

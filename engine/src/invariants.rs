@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::hold::{HoldState, NO_NODE};
+use crate::hold::{HoldState, NO_NODE, Record};
 use crate::ids::{Day, NodeId, RequestId, SkuId};
 use crate::ledger::Engine;
 use crate::limits;
@@ -52,25 +52,27 @@ impl Engine {
                 if !retained.insert(id) {
                     return Err(format!("request {id} retained twice"));
                 }
-                let finished = rs.holds.get(&id).is_some_and(|h| h.state.is_finished());
-                if !finished && !rs.done.contains_key(&id) {
+                let finished = match rs.records.get(&id) {
+                    Some(Record::Hold(h)) => h.state.is_finished(),
+                    Some(Record::Done(_)) => true,
+                    None => false,
+                };
+                if !finished {
                     return Err(format!(
                         "retained request {id} is neither a finished hold nor done"
                     ));
                 }
             }
-            for id in rs.done.keys() {
-                if rs.holds.contains_key(id) {
-                    return Err(format!("request {id} is both a hold and a done record"));
+            for (id, record) in &rs.records {
+                if self.request_shard_of(*id) != rs_idx {
+                    return Err(format!("record {id} is in the wrong request shard"));
                 }
-                if !retained.contains(id) {
+                if matches!(record, Record::Done(_)) && !retained.contains(id) {
                     return Err(format!("done record {id} is not in the retention queue"));
                 }
-                if self.request_shard_of(*id) != rs_idx {
-                    return Err(format!("done record {id} is in the wrong request shard"));
-                }
             }
-            for (id, hold) in &rs.holds {
+            for (id, record) in &rs.records {
+                let Record::Hold(hold) = record else { continue };
                 let ctx = |what: &str| format!("hold {id} ({}): {what}", hold.state.name());
                 if hold.id != *id || self.request_shard_of(*id) != rs_idx {
                     return Err(ctx("filed under the wrong id or shard"));
@@ -124,17 +126,24 @@ impl Engine {
                 if *catalog.sku_names[sku.index()] != *entry.name {
                     return Err(format!("SKU {sku:?} name differs between catalog and shard"));
                 }
-                for w in entry.positions.windows(2) {
-                    if w[0].node >= w[1].node {
+                if entry.nodes.len() != entry.positions.len() {
+                    return Err(format!(
+                        "SKU {sku:?}: {} nodes but {} positions",
+                        entry.nodes.len(),
+                        entry.positions.len()
+                    ));
+                }
+                for w in entry.nodes.windows(2) {
+                    if w[0] >= w[1] {
                         return Err(format!("SKU {sku:?} positions not strictly sorted by node"));
                     }
                 }
-                for p in &entry.positions {
-                    let ctx = |what: &str| format!("position {sku:?}@{:?}: {what}", p.node);
-                    if p.node.index() >= n_nodes {
+                for (&node, p) in entry.nodes.iter().zip(&entry.positions) {
+                    let ctx = |what: &str| format!("position {sku:?}@{node:?}: {what}");
+                    if node.index() >= n_nodes {
                         return Err(ctx("unknown node"));
                     }
-                    let e = expected.remove(&(sku, p.node)).unwrap_or_default();
+                    let e = expected.remove(&(sku, node)).unwrap_or_default();
                     if u64::from(p.reserved) != e.reserved {
                         return Err(ctx(&format!(
                             "reserved {} but holds say {}",

@@ -310,6 +310,7 @@ impl Engine {
         shard.skus.push(SkuEntry {
             name: name.clone(),
             required,
+            nodes: Vec::new(),
             positions: Vec::new(),
         });
         catalog.sku_names.push(name.clone());
@@ -390,10 +391,11 @@ impl Engine {
             .ok_or(EngineError::UnknownSkuId(sku))?;
         let network = &shard.network;
         Ok(entry
-            .positions
+            .nodes
             .iter()
-            .filter(|p| network.is_open(p.node))
-            .map(|p| shard.atp(p, today, t).max(0))
+            .zip(&entry.positions)
+            .filter(|(node, _)| network.is_open(**node))
+            .map(|(_, p)| shard.atp(p, today, t).max(0))
             .sum())
     }
 
@@ -431,11 +433,7 @@ impl Engine {
 
     /// A copy of a hold or allocation, if it is still remembered.
     pub fn hold(&self, id: RequestId) -> Option<Hold> {
-        self.requests[self.request_shard_of(id)]
-            .lock()
-            .holds
-            .get(&id)
-            .cloned()
+        self.requests[self.request_shard_of(id)].lock().hold(&id).cloned()
     }
 
     /// Returns spare vector capacity to the allocator (after a bulk load). Changes no state.
@@ -443,9 +441,16 @@ impl Engine {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             for entry in shard.skus.iter_mut() {
+                entry.nodes.shrink_to_fit();
                 entry.positions.shrink_to_fit();
             }
             shard.skus.shrink_to_fit();
+        }
+        for rs in self.requests.iter() {
+            let mut rs = rs.lock();
+            rs.records.shrink_to_fit();
+            rs.retention.shrink_to_fit();
+            rs.expiry.shrink_to_fit();
         }
     }
 
@@ -470,14 +475,17 @@ impl Engine {
         }
         for rs in self.requests.iter() {
             let rs = rs.lock();
-            for h in rs.holds.values() {
+            stats.finished_retained += rs.records.len();
+            for h in rs.holds() {
                 match h.state {
                     crate::hold::HoldState::Held => stats.held += 1,
                     crate::hold::HoldState::Committed => stats.committed += 1,
-                    _ => stats.finished_retained += 1,
+                    _ => {}
+                }
+                if !h.state.is_finished() {
+                    stats.finished_retained -= 1;
                 }
             }
-            stats.finished_retained += rs.done.len();
         }
         stats
     }

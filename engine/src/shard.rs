@@ -1,9 +1,11 @@
 //! A SKU shard: the positions of every SKU whose id maps to it, behind one lock.
 //!
-//! A position is 24 bytes inline (the hot numbers every hold touches); its inbound lots and
+//! A position is 20 bytes inline (the hot numbers every hold touches); its inbound lots and
 //! future-dated claims live out of line in the shard's `dated` slab, only for positions that have
-//! them. A SKU's positions are a vector sorted by node, so a lookup is one index plus a binary
-//! search over the few dozen nodes that stock the SKU.
+//! them. A SKU keeps its stocking nodes in a sorted array of their own, beside the positions: a
+//! lookup binary-searches 4-byte node ids (two or three adjacent cache lines for a typical SKU)
+//! and then touches one position. Searching node ids inside the 20-byte positions instead costs a
+//! dependent cache miss per probe, which measured 2-3x slower on a 4M-position ledger.
 
 use std::sync::Arc;
 
@@ -14,10 +16,9 @@ use crate::network::{Capabilities, Network};
 /// Marks a position with nothing dated.
 pub(crate) const NO_DATED: u32 = u32::MAX;
 
-/// One SKU at one node.
+/// One SKU at one node (the node is the parallel entry of `SkuEntry::nodes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Position {
-    pub node: NodeId,
     pub on_hand: u32,
     pub safety_stock: u32,
     /// Units held for carts (holds not yet committed).
@@ -28,12 +29,11 @@ pub struct Position {
     pub(crate) dated: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Position>() == 24);
+const _: () = assert!(std::mem::size_of::<Position>() == 20);
 
 impl Position {
-    pub(crate) fn new(node: NodeId) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            node,
             on_hand: 0,
             safety_stock: 0,
             reserved: 0,
@@ -51,7 +51,9 @@ impl Position {
 pub(crate) struct SkuEntry {
     pub name: Arc<str>,
     pub required: Capabilities,
-    /// Sorted by node id, one per stocked node.
+    /// The nodes that stock this SKU, sorted.
+    pub nodes: Vec<NodeId>,
+    /// `positions[i]` is the position at `nodes[i]`.
     pub positions: Vec<Position>,
 }
 
@@ -78,27 +80,25 @@ impl Shard {
     }
 
     pub fn position(&self, slot: usize, node: NodeId) -> Option<&Position> {
-        let ps = &self.skus.get(slot)?.positions;
-        ps.binary_search_by_key(&node, |p| p.node).ok().map(|i| &ps[i])
+        let entry = self.skus.get(slot)?;
+        entry.nodes.binary_search(&node).ok().map(|i| &entry.positions[i])
     }
 
     /// The position's index in its SKU's vector, created empty if the node does not stock it yet.
     pub fn position_index_or_insert(&mut self, slot: usize, node: NodeId) -> usize {
-        let ps = &mut self.skus[slot].positions;
-        match ps.binary_search_by_key(&node, |p| p.node) {
+        let entry = &mut self.skus[slot];
+        match entry.nodes.binary_search(&node) {
             Ok(i) => i,
             Err(i) => {
-                ps.insert(i, Position::new(node));
+                entry.nodes.insert(i, node);
+                entry.positions.insert(i, Position::new());
                 i
             }
         }
     }
 
     pub fn position_index(&self, slot: usize, node: NodeId) -> Option<usize> {
-        self.skus[slot]
-            .positions
-            .binary_search_by_key(&node, |p| p.node)
-            .ok()
+        self.skus[slot].nodes.binary_search(&node).ok()
     }
 
     pub fn dated_of(&self, p: &Position) -> Option<&Dated> {
