@@ -57,7 +57,9 @@ impl Engine {
             let rs = requests.get(rs_idx);
             let mut records: Vec<_> = rs.records.iter().collect();
             records.sort_unstable_by_key(|r| *r.0);
-            records.hash(&mut h);
+            for (id, record) in records {
+                (id, record).hash(&mut h);
+            }
             rs.retention.hash(&mut h);
         }
         StateDigest(h.digest128())

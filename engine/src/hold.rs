@@ -123,12 +123,144 @@ pub(crate) enum Record {
     Done(DoneRecord),
 }
 
+/// Hashes request ids (already random, or counters) with one multiply: ids are 128-bit values
+/// chosen by clients, so a general-purpose keyed hash only adds work on the hottest lookup.
+/// The fold keeps both halves; the final xor-shift spreads entropy into the low bits hashbrown
+/// uses to pick a bucket and the high bits it uses as tags.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BuildRequestIdHasher;
+
+#[derive(Default)]
+pub(crate) struct RequestIdHasher(u64);
+
+impl std::hash::BuildHasher for BuildRequestIdHasher {
+    type Hasher = RequestIdHasher;
+    fn build_hasher(&self) -> RequestIdHasher {
+        RequestIdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for RequestIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        let h = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64 ^ (x >> 64) as u64 ^ ((x >> 64) as u64).rotate_left(31));
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Request records: a compact index from request id to a slot, and the records themselves in a
+/// slab whose freed slots are reused first. The index stays small enough to live in cache (24
+/// bytes a bucket instead of a whole hold), and a new hold is written into a slot that was freed
+/// recently and is still warm, instead of a cold bucket of a large table.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    index: HashMap<RequestId, u32, BuildRequestIdHasher>,
+    slab: Vec<Option<Record>>,
+    free: Vec<u32>,
+}
+
+impl Records {
+    pub fn get(&self, id: &RequestId) -> Option<&Record> {
+        let slot = *self.index.get(id)?;
+        self.slab[slot as usize].as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: &RequestId) -> Option<&mut Record> {
+        let slot = *self.index.get(id)?;
+        self.slab[slot as usize].as_mut()
+    }
+
+    /// Files a record under a request id that has none.
+    pub fn insert(&mut self, id: RequestId, record: Record) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(record);
+                slot
+            }
+            None => {
+                self.slab.push(Some(record));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let previous = self.index.insert(id, slot);
+        assert!(previous.is_none(), "a request id is filed once");
+    }
+
+    pub fn remove(&mut self, id: &RequestId) -> Option<Record> {
+        let slot = self.index.remove(id)?;
+        self.free.push(slot);
+        self.slab[slot as usize].take()
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&RequestId, &Record)> {
+        self.index.iter().map(|(id, &slot)| {
+            (
+                id,
+                self.slab[slot as usize].as_ref().expect("indexed slots are full"),
+            )
+        })
+    }
+
+    /// Compacts the slab and returns spare capacity to the allocator.
+    pub fn shrink_to_fit(&mut self) {
+        let mut slab = Vec::with_capacity(self.index.len());
+        for slot in self.index.values_mut() {
+            slab.push(self.slab[*slot as usize].take());
+            *slot = (slab.len() - 1) as u32;
+        }
+        self.slab = slab;
+        self.free = Vec::new();
+        self.index.shrink_to_fit();
+    }
+
+    /// Checks that index, slab and free list agree.
+    pub fn check(&self) -> Result<(), String> {
+        let mut used = vec![false; self.slab.len()];
+        for &slot in self.index.values() {
+            let slot = slot as usize;
+            if slot >= self.slab.len() || used[slot] || self.slab[slot].is_none() {
+                return Err(format!(
+                    "request index points at slot {slot}, which is bad or shared"
+                ));
+            }
+            used[slot] = true;
+        }
+        for &slot in &self.free {
+            let slot = slot as usize;
+            if slot >= self.slab.len() || used[slot] || self.slab[slot].is_some() {
+                return Err(format!("free request slot {slot} is bad, used or listed twice"));
+            }
+            used[slot] = true;
+        }
+        if used.iter().any(|u| !u) {
+            return Err("a request slot is neither indexed nor free".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything one request-shard lock protects.
 #[derive(Debug, Default)]
 pub(crate) struct RequestShard {
     /// Holds and done records in one map, so that checking an unknown request id (every new
     /// request does) costs one probe, not one per kind.
-    pub records: HashMap<RequestId, Record, ahash::RandomState>,
+    pub records: Records,
     /// Held holds by expiry. Entries are not removed when a hold is committed or released: `tick`
     /// skips entries whose hold is no longer held at that expiry (lazy deletion).
     pub expiry: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
@@ -152,7 +284,7 @@ impl RequestShard {
     }
 
     pub fn holds(&self) -> impl Iterator<Item = &Hold> {
-        self.records.values().filter_map(|r| match r {
+        self.records.iter().filter_map(|(_, r)| match r {
             Record::Hold(h) => Some(h),
             Record::Done(_) => None,
         })

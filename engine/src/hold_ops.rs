@@ -152,7 +152,12 @@ impl Engine {
                 first: "hold",
             });
         }
-        let Some(hold) = requests.get(h_idx).hold(&hold_id) else {
+        // An operation's request id lives on its hold, never in the request table, so a retried
+        // operation is recognised on the hold below and this only catches ids of other requests.
+        if let Some(first) = requests.get(r_idx).first_use(request) {
+            return Err(EngineError::RequestIdReused { request, first });
+        }
+        let Some(hold) = requests.get(h_idx).hold_mut(&hold_id) else {
             return Err(EngineError::UnknownHold(hold_id));
         };
         if let Some(rec) = hold.op(request) {
@@ -165,10 +170,6 @@ impl Engine {
                 })
             };
         }
-        if let Some(first) = requests.get(r_idx).first_use(request) {
-            return Err(EngineError::RequestIdReused { request, first });
-        }
-        let hold = requests.get(h_idx).hold_mut(&hold_id).expect("looked up above");
         let expired_now = hold.state == HoldState::Held && now >= hold.expires_at;
         let wrong_state = || EngineError::WrongHoldState {
             hold: hold_id,

@@ -63,7 +63,10 @@ impl Engine {
                     ));
                 }
             }
-            for (id, record) in &rs.records {
+            rs.records
+                .check()
+                .map_err(|e| format!("request shard {rs_idx}: {e}"))?;
+            for (id, record) in rs.records.iter() {
                 if self.request_shard_of(*id) != rs_idx {
                     return Err(format!("record {id} is in the wrong request shard"));
                 }
@@ -71,7 +74,7 @@ impl Engine {
                     return Err(format!("done record {id} is not in the retention queue"));
                 }
             }
-            for (id, record) in &rs.records {
+            for (id, record) in rs.records.iter() {
                 let Record::Hold(hold) = record else { continue };
                 let ctx = |what: &str| format!("hold {id} ({}): {what}", hold.state.name());
                 if hold.id != *id || self.request_shard_of(*id) != rs_idx {

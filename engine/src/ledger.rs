@@ -201,8 +201,10 @@ impl Engine {
 
     pub(crate) fn lock_requests(&self, ids: &[RequestId]) -> LockedRequests<'_> {
         let mut idx: SmallVec<[usize; 2]> = ids.iter().map(|&i| self.request_shard_of(i)).collect();
-        idx.sort_unstable();
-        idx.dedup();
+        if idx.len() > 1 {
+            idx.sort_unstable();
+            idx.dedup();
+        }
         LockedRequests {
             guards: idx.into_iter().map(|i| (i, self.requests[i].lock())).collect(),
         }
@@ -222,8 +224,10 @@ impl Engine {
     /// Locks the shards of `skus` (any order, repeats allowed) in ascending shard order.
     pub(crate) fn lock_skus(&self, skus: impl Iterator<Item = SkuId>) -> LockedShards<'_> {
         let mut idx: SmallVec<[usize; 8]> = skus.map(|s| self.map.shard_of(s)).collect();
-        idx.sort_unstable();
-        idx.dedup();
+        if idx.len() > 1 {
+            idx.sort_unstable();
+            idx.dedup();
+        }
         LockedShards {
             guards: idx.into_iter().map(|i| (i, self.shards[i].lock())).collect(),
         }

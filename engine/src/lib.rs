@@ -4,6 +4,24 @@
 //! applied with the time passed in ([`Engine::apply`]), reads no clock, does no I/O and draws no
 //! random numbers, so the same commands give the same state, bit for bit ([`Engine::state_digest`]).
 //!
+//! ```
+//! use promised_engine::*;
+//! # fn main() -> Result<(), EngineError> {
+//! let engine = Engine::new(EngineConfig::default());
+//! let now = Timestamp(1_795_000_000_000); // every command carries its time: the engine reads no clock
+//! engine.apply(now, &Command::UpsertNode(NodeSpec::open("DC-1")))?;
+//! engine.apply(now, &Command::UpsertSku { name: "SKU-1".into(), required: Capabilities::default() })?;
+//! let (sku, node) = (engine.sku_id("SKU-1")?, engine.node_id("DC-1")?);
+//! engine.apply(now, &Command::SetOnHand { request: RequestId(1), node, feed_seq: 1, counts: vec![(sku, 50)] })?;
+//! let hold = RequestId(2); // the hold's id is its idempotency key
+//! let line = HoldLineRequest { sku, node: NodeChoice::Node(node), quantity: Quantity::new(10)?, need_day: None };
+//! engine.apply(now, &Command::Hold { hold, lines: vec![line], ttl_ms: 15 * 60_000, partial: false })?;
+//! engine.apply(now, &Command::Commit { request: RequestId(3), hold })?;
+//! assert_eq!(engine.atp(sku, node, now, None)?, 40);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Layers, one per module:
 //! - [`ids`], [`limits`], [`error`]: identifiers and units, every limit, typed errors;
 //! - [`network`]: nodes and their attributes;

@@ -23,14 +23,26 @@ impl World {
             ..EngineConfig::default()
         });
         for n in nodes {
-            engine.apply(T0, &Command::UpsertNode(NodeSpec::open(*n))).unwrap();
+            engine
+                .apply(T0, &Command::UpsertNode(NodeSpec::open(*n)))
+                .unwrap();
         }
         for s in skus {
             engine
-                .apply(T0, &Command::UpsertSku { name: s.to_string(), required: Default::default() })
+                .apply(
+                    T0,
+                    &Command::UpsertSku {
+                        name: s.to_string(),
+                        required: Default::default(),
+                    },
+                )
                 .unwrap();
         }
-        Self { engine, next: 1000, now: T0 }
+        Self {
+            engine,
+            next: 1000,
+            now: T0,
+        }
     }
     fn id(&mut self) -> RequestId {
         self.next += 1;
@@ -51,7 +63,12 @@ impl World {
         let (sku, node) = (self.sku(sku), self.node(node));
         let seq = self.engine.feed_seq(node) + 1;
         let request = self.id();
-        self.apply(Command::SetOnHand { request, node, feed_seq: seq, counts: vec![(sku, on_hand)] });
+        self.apply(Command::SetOnHand {
+            request,
+            node,
+            feed_seq: seq,
+            counts: vec![(sku, on_hand)],
+        });
     }
     fn inbound(&mut self, sku: &str, node: &str, q: i64, day_offset: u32, reference: &str) {
         let (sku, node) = (self.sku(sku), self.node(node));
@@ -68,7 +85,9 @@ impl World {
     }
     fn atp(&self, sku: &str, node: &str, day_offset: u32) -> i64 {
         let day = self.now.day().plus(day_offset);
-        self.engine.atp(self.sku(sku), self.node(node), self.now, Some(day)).unwrap()
+        self.engine
+            .atp(self.sku(sku), self.node(node), self.now, Some(day))
+            .unwrap()
     }
     fn hold(&mut self, lines: &[(&str, Option<&str>, i64, u32)], partial: bool) -> (RequestId, HoldOutcome) {
         let id = self.id();
@@ -81,7 +100,12 @@ impl World {
                 need_day: (need > 0).then(|| self.now.day().plus(need)),
             })
             .collect();
-        let Outcome::Hold(out) = self.apply(Command::Hold { hold: id, lines, ttl_ms: 15 * 60_000, partial }) else {
+        let Outcome::Hold(out) = self.apply(Command::Hold {
+            hold: id,
+            lines,
+            ttl_ms: 15 * 60_000,
+            partial,
+        }) else {
             panic!("hold answers Hold")
         };
         (id, out)
@@ -115,16 +139,23 @@ fn all_or_nothing_and_partial_holds() {
     w.set("A", "DC1", 5);
     w.set("B", "DC1", 2);
     let (_, out) = w.hold(&[("A", Some("DC1"), 3, 0), ("B", Some("DC1"), 3, 0)], false);
-    let HoldOutcome::Refused { lines } = out else { panic!("must refuse") };
+    let HoldOutcome::Refused { lines } = out else {
+        panic!("must refuse")
+    };
     assert_eq!(lines.len(), 1);
-    assert_eq!((lines[0].line_idx, lines[0].available, lines[0].reason), (1, 2, RefusalReason::InsufficientAtp));
+    assert_eq!(
+        (lines[0].line_idx, lines[0].available, lines[0].reason),
+        (1, 2, RefusalReason::InsufficientAtp)
+    );
     assert_eq!(w.atp("A", "DC1", 0), 5, "a refused hold takes nothing");
     let (_, out) = w.hold(&[("A", Some("DC1"), 3, 0), ("B", Some("DC1"), 3, 0)], true);
     assert_eq!(granted(&out), vec![3, 2]);
     assert_eq!((w.atp("A", "DC1", 0), w.atp("B", "DC1", 0)), (2, 0));
     // Not stocked at DC2 at all.
     let (_, out) = w.hold(&[("A", Some("DC2"), 1, 0)], false);
-    let HoldOutcome::Refused { lines } = out else { panic!() };
+    let HoldOutcome::Refused { lines } = out else {
+        panic!()
+    };
     assert_eq!(lines[0].reason, RefusalReason::NotStocked);
 }
 
@@ -140,43 +171,114 @@ fn hold_life_cycle_and_idempotent_retries() {
         quantity: Quantity::new(4).unwrap(),
         need_day: None,
     }];
-    let retry = w.apply(Command::Hold { hold: h, lines, ttl_ms: 60_000, partial: false });
-    let Outcome::Hold(HoldOutcome::Granted { repeated: true, lines: rl, .. }) = retry else { panic!("{retry:?}") };
-    assert_eq!(rl, match first { HoldOutcome::Granted { lines, .. } => lines, _ => panic!() });
+    let retry = w.apply(Command::Hold {
+        hold: h,
+        lines,
+        ttl_ms: 60_000,
+        partial: false,
+    });
+    let Outcome::Hold(HoldOutcome::Granted {
+        repeated: true,
+        lines: rl,
+        ..
+    }) = retry
+    else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(
+        rl,
+        match first {
+            HoldOutcome::Granted { lines, .. } => lines,
+            _ => panic!(),
+        }
+    );
     assert_eq!(w.atp("A", "DC1", 0), 6);
 
     let (a, d) = (w.sku("A"), w.node("DC1"));
     let r1 = w.id();
-    let partial = vec![LineQuantity { sku: a, node: d, quantity: Quantity::new(1).unwrap() }];
-    let out = w.apply(Command::Release { request: r1, hold: h, lines: partial.clone() });
-    assert_eq!(out, Outcome::HoldChanged { hold: h, state: HoldState::Held, repeated: false });
+    let partial = vec![LineQuantity {
+        sku: a,
+        node: d,
+        quantity: Quantity::new(1).unwrap(),
+    }];
+    let out = w.apply(Command::Release {
+        request: r1,
+        hold: h,
+        lines: partial.clone(),
+    });
+    assert_eq!(
+        out,
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Held,
+            repeated: false
+        }
+    );
     // The same partial release again, same request id: nothing more is released.
-    let out = w.apply(Command::Release { request: r1, hold: h, lines: partial });
-    assert_eq!(out, Outcome::HoldChanged { hold: h, state: HoldState::Held, repeated: true });
+    let out = w.apply(Command::Release {
+        request: r1,
+        hold: h,
+        lines: partial,
+    });
+    assert_eq!(
+        out,
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Held,
+            repeated: true
+        }
+    );
     assert_eq!(w.atp("A", "DC1", 0), 7);
 
     let c = w.id();
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged { hold: h, state: HoldState::Committed, repeated: false }
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Committed,
+            repeated: false
+        }
     );
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged { hold: h, state: HoldState::Committed, repeated: true }
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Committed,
+            repeated: true
+        }
     );
     let s = w.id();
-    let ship_two = vec![LineQuantity { sku: a, node: d, quantity: Quantity::new(2).unwrap() }];
-    w.apply(Command::Ship { request: s, hold: h, lines: ship_two });
+    let ship_two = vec![LineQuantity {
+        sku: a,
+        node: d,
+        quantity: Quantity::new(2).unwrap(),
+    }];
+    w.apply(Command::Ship {
+        request: s,
+        hold: h,
+        lines: ship_two,
+    });
     let p = w.engine.position(a, d).unwrap().unwrap();
     assert_eq!((p.on_hand, p.allocated), (8, 1));
     let x = w.id();
     let out = w.apply(Command::CancelAllocation { request: x, hold: h });
-    assert_eq!(out, Outcome::HoldChanged { hold: h, state: HoldState::Cancelled, repeated: false });
+    assert_eq!(
+        out,
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Cancelled,
+            repeated: false
+        }
+    );
     assert_eq!(w.atp("A", "DC1", 0), 8);
     // A retried commit still gets its first answer, even though the allocation is now cancelled.
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged { hold: h, state: HoldState::Committed, repeated: true }
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Committed,
+            repeated: true
+        }
     );
 }
 
@@ -188,20 +290,42 @@ fn expiry_by_tick_and_on_late_commit() {
     let (h2, _) = w.hold(&[("A", Some("DC1"), 4, 0)], false);
     assert_eq!(w.atp("A", "DC1", 0), 3);
     w.now = T0.saturating_add_ms(15 * 60_000 - 1);
-    assert_eq!(w.apply(Command::Tick), Outcome::Ticked { expired: 0, forgotten: 0 });
+    assert_eq!(
+        w.apply(Command::Tick),
+        Outcome::Ticked {
+            expired: 0,
+            forgotten: 0
+        }
+    );
     w.now = T0.saturating_add_ms(15 * 60_000);
     // A commit at or after expiry is refused and frees the stock, even before any tick.
     let c = w.id();
     let out = w.apply(Command::Commit { request: c, hold: h1 });
-    assert_eq!(out, Outcome::HoldRefused { hold: h1, reason: RefusalReason::HoldExpired, repeated: false });
+    assert_eq!(
+        out,
+        Outcome::HoldRefused {
+            hold: h1,
+            reason: RefusalReason::HoldExpired,
+            repeated: false
+        }
+    );
     assert_eq!(w.atp("A", "DC1", 0), 6);
-    assert_eq!(w.apply(Command::Tick), Outcome::Ticked { expired: 1, forgotten: 0 });
+    assert_eq!(
+        w.apply(Command::Tick),
+        Outcome::Ticked {
+            expired: 1,
+            forgotten: 0
+        }
+    );
     assert_eq!(w.atp("A", "DC1", 0), 10);
     assert_eq!(w.engine.hold(h2).unwrap().state, HoldState::Expired);
     // A day later the finished records are forgotten.
     w.now = w.now.saturating_add_ms(DAY_MS);
     let out = w.apply(Command::Tick);
-    assert!(matches!(out, Outcome::Ticked { forgotten, .. } if forgotten >= 2), "{out:?}");
+    assert!(
+        matches!(out, Outcome::Ticked { forgotten, .. } if forgotten >= 2),
+        "{out:?}"
+    );
     assert!(w.engine.hold(h1).is_none());
 }
 
@@ -217,16 +341,28 @@ fn future_hold_on_inbound_supply() {
     let (h, out) = w.hold(&[("A", Some("DC1"), 12, 5)], false);
     assert_eq!(granted(&out), vec![12]);
     // Today's stock is now partly spoken for: only 3 can be promised today, and nothing more later.
-    assert_eq!((w.atp("A", "DC1", 0), w.atp("A", "DC1", 5), w.atp("A", "DC1", 30)), (3, 3, 3));
+    assert_eq!(
+        (w.atp("A", "DC1", 0), w.atp("A", "DC1", 5), w.atp("A", "DC1", 30)),
+        (3, 3, 3)
+    );
     let tl = w.engine.timeline(w.sku("A"), w.node("DC1"), w.now).unwrap();
     assert_eq!(tl.iter().map(|p| p.atp).collect::<Vec<_>>(), vec![3, 3]);
     // Cancelling the lot leaves the future claim short: ATP goes negative from day 5 on.
     let request = w.id();
     let (a, d) = (w.sku("A"), w.node("DC1"));
-    w.apply(Command::CancelInbound { request, sku: a, node: d, reference: "PO-9".into() });
+    w.apply(Command::CancelInbound {
+        request,
+        sku: a,
+        node: d,
+        reference: "PO-9".into(),
+    });
     assert_eq!(w.atp("A", "DC1", 5), -7);
     let r = w.id();
-    w.apply(Command::Release { request: r, hold: h, lines: vec![] });
+    w.apply(Command::Release {
+        request: r,
+        hold: h,
+        lines: vec![],
+    });
     assert_eq!(w.atp("A", "DC1", 5), 5);
     assert_eq!(w.engine.position(a, d).unwrap().unwrap().future_claims, vec![]);
 }
@@ -238,7 +374,12 @@ fn receive_moves_lot_to_on_hand() {
     w.inbound("A", "DC1", 9, 3, "ASN-1");
     let (a, d) = (w.sku("A"), w.node("DC1"));
     let request = w.id();
-    w.apply(Command::ReceiveInbound { request, sku: a, node: d, reference: "ASN-1".into() });
+    w.apply(Command::ReceiveInbound {
+        request,
+        sku: a,
+        node: d,
+        reference: "ASN-1".into(),
+    });
     let p = w.engine.position(a, d).unwrap().unwrap();
     assert_eq!((p.on_hand, p.lots.len()), (10, 0));
     assert_eq!(w.atp("A", "DC1", 0), 10);
@@ -251,18 +392,27 @@ fn safety_stock_and_node_status() {
     w.set("A", "ST1", 4);
     let (a, d) = (w.sku("A"), w.node("DC1"));
     let request = w.id();
-    w.apply(Command::SetSafetyStock { request, sku: a, node: d, quantity: 3 });
+    w.apply(Command::SetSafetyStock {
+        request,
+        sku: a,
+        node: d,
+        quantity: 3,
+    });
     assert_eq!(w.engine.network_atp(a, w.now, None).unwrap(), 11);
     let mut spec = NodeSpec::open("ST1");
     spec.status = NodeStatus::Closed;
     w.apply(Command::UpsertNode(spec));
     assert_eq!(w.engine.network_atp(a, w.now, None).unwrap(), 7);
     let (_, out) = w.hold(&[("A", Some("ST1"), 1, 0)], false);
-    let HoldOutcome::Refused { lines } = out else { panic!() };
+    let HoldOutcome::Refused { lines } = out else {
+        panic!()
+    };
     assert_eq!(lines[0].reason, RefusalReason::NodeNotOpen);
     // `Any` picks the open node with the most ATP.
     let (_, out) = w.hold(&[("A", None, 7, 0)], false);
-    let HoldOutcome::Granted { lines, .. } = out else { panic!() };
+    let HoldOutcome::Granted { lines, .. } = out else {
+        panic!()
+    };
     assert_eq!(lines[0].node, Some(d));
 }
 
@@ -271,11 +421,21 @@ fn stale_and_repeated_feeds() {
     let mut w = World::new(&["DC1"], &["A"]);
     let (a, d) = (w.sku("A"), w.node("DC1"));
     let r = w.id();
-    let feed = Command::SetOnHand { request: r, node: d, feed_seq: 5, counts: vec![(a, 7)] };
+    let feed = Command::SetOnHand {
+        request: r,
+        node: d,
+        feed_seq: 5,
+        counts: vec![(a, 7)],
+    };
     assert_eq!(w.apply(feed.clone()), Outcome::Fed { repeated: false });
     assert_eq!(w.apply(feed), Outcome::Fed { repeated: true });
     let r2 = w.id();
-    let stale = Command::SetOnHand { request: r2, node: d, feed_seq: 5, counts: vec![(a, 1)] };
+    let stale = Command::SetOnHand {
+        request: r2,
+        node: d,
+        feed_seq: 5,
+        counts: vec![(a, 1)],
+    };
     let err = w.engine.apply(w.now, &stale).unwrap_err();
     assert_eq!(err.code(), promised_engine::ErrorCode::StaleFeedSequence);
     assert_eq!(w.atp("A", "DC1", 0), 7);

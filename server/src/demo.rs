@@ -69,6 +69,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     // Forget the load's request records, as a day of uptime would: what is left is the ledger.
     let now = start.saturating_add_ms(engine.config().retention_ms);
     engine.apply(now, &Command::Tick)?;
+    engine.shrink_to_fit();
     let rss_after = rss_bytes();
     println!("promised demo: data set {:?} (seed {})", spec.name, spec.seed);
     println!(
