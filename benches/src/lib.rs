@@ -9,21 +9,7 @@ use promised_engine::{Command, Engine, EngineConfig, NodeId, RequestId, SkuId, T
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-/// Delays mimalloc's return of freed pages to the OS from 10 ms to 5 s. Loading a data set frees
-/// and reallocates growing vectors by the million; with eager purging the kernel zeroes the same
-/// pages again and again (measured: `retail` load 3.2 s -> 2.1 s, system time 1.4 s -> 0.1 s).
-pub fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3).
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets a process-wide allocator option; mimalloc documents it as safe at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 5_000) };
-    // Transparent huge pages for the heap: a 4M-position ledger is read at random, and 2 MiB
-    // pages cut the TLB misses of each lookup (measured: random ATP query 720 ns -> 450 ns).
-    /// `mi_option_large_os_pages`.
-    const MI_OPTION_LARGE_OS_PAGES: libmimalloc_sys::mi_option_t = 6;
-    // SAFETY: as above.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_LARGE_OS_PAGES, 1) };
-}
+pub use promised::alloc::{bulk_load, tune_allocator};
 
 /// On-hand count given to every position: large enough for billions of 1-unit holds.
 pub const BENCH_ON_HAND: u32 = 1 << 30;
@@ -45,7 +31,7 @@ impl BenchWorld {
         let dataset = DataSet::generate(spec);
         let engine = Engine::new(EngineConfig::default());
         let now = spec.start_day.start().saturating_add_ms(9 * 3_600_000);
-        dataset.load(&engine, now).expect("data set loads");
+        bulk_load(|| dataset.load(&engine, now)).expect("data set loads");
         let network = engine.network();
         let sku_ids: Vec<SkuId> = dataset
             .skus

@@ -64,7 +64,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let engine = Engine::new(EngineConfig::default());
     let start = spec.start_day.start().saturating_add_ms(9 * 3_600_000);
     let t = Instant::now();
-    let report = ds.load(&engine, start).context("loading the data set")?;
+    let report = promised::alloc::bulk_load(|| ds.load(&engine, start)).context("loading the data set")?;
     let loaded = t.elapsed();
     // Forget the load's request records, as a day of uptime would: what is left is the ledger.
     let now = start.saturating_add_ms(engine.config().retention_ms);

@@ -77,7 +77,7 @@ fn main() {
     let empty_engine_bytes = LIVE.load(Ordering::Relaxed) - engine_start;
     let now = spec.start_day.start();
     let t = Instant::now();
-    let report = ds.load(&engine, now).expect("load");
+    let report = promised_benches::bulk_load(|| ds.load(&engine, now)).expect("load");
     let load_s = t.elapsed().as_secs_f64();
     let total_s = total.elapsed().as_secs_f64();
     let after_load = LIVE.load(Ordering::Relaxed) - dataset_bytes - before;
