@@ -56,7 +56,7 @@ impl Engine {
             }
         }
 
-        let mut plan: SmallVec<[HoldLine; 4]> = SmallVec::with_capacity(lines.len());
+        let mut plan: Vec<HoldLine> = Vec::with_capacity(lines.len());
         let mut refusals = Vec::new();
         for (line_idx, l) in lines.iter().enumerate() {
             let need_day = l.need_day.unwrap_or(today).max(today);
@@ -115,7 +115,7 @@ impl Engine {
         let expires_at = now.saturating_add_ms(*ttl_ms);
         let hold = Hold {
             id: *id,
-            lines: plan.into_vec(),
+            lines: plan,
             placed_at: now,
             expires_at,
             state: HoldState::Held,
@@ -479,6 +479,9 @@ fn check_hold_statically(lines: &[HoldLineRequest], ttl_ms: u64, today: Day) -> 
         }
     }
     // Each position at most once; a SKU asked from `Any` node may not appear again at all.
+    if lines.len() == 1 {
+        return Ok(());
+    }
     let mut keys: SmallVec<[(SkuId, u32, usize); 8]> = lines
         .iter()
         .enumerate()

@@ -200,14 +200,19 @@ impl Engine {
     }
 
     pub(crate) fn lock_requests(&self, ids: &[RequestId]) -> LockedRequests<'_> {
-        let mut idx: SmallVec<[usize; 2]> = ids.iter().map(|&i| self.request_shard_of(i)).collect();
+        let mut idx: SmallVec<[usize; 2]> = SmallVec::new();
+        for &id in ids {
+            idx.push(self.request_shard_of(id));
+        }
         if idx.len() > 1 {
             idx.sort_unstable();
             idx.dedup();
         }
-        LockedRequests {
-            guards: idx.into_iter().map(|i| (i, self.requests[i].lock())).collect(),
+        let mut guards = SmallVec::new();
+        for i in idx {
+            guards.push((i, self.requests[i].lock()));
         }
+        LockedRequests { guards }
     }
 
     pub(crate) fn lock_all_requests(&self) -> LockedRequests<'_> {
@@ -223,14 +228,19 @@ impl Engine {
 
     /// Locks the shards of `skus` (any order, repeats allowed) in ascending shard order.
     pub(crate) fn lock_skus(&self, skus: impl Iterator<Item = SkuId>) -> LockedShards<'_> {
-        let mut idx: SmallVec<[usize; 8]> = skus.map(|s| self.map.shard_of(s)).collect();
+        let mut idx: SmallVec<[usize; 8]> = SmallVec::new();
+        for sku in skus {
+            idx.push(self.map.shard_of(sku));
+        }
         if idx.len() > 1 {
             idx.sort_unstable();
             idx.dedup();
         }
-        LockedShards {
-            guards: idx.into_iter().map(|i| (i, self.shards[i].lock())).collect(),
+        let mut guards = SmallVec::new();
+        for i in idx {
+            guards.push((i, self.shards[i].lock()));
         }
+        LockedShards { guards }
     }
 
     pub(crate) fn lock_all_skus(&self) -> LockedShards<'_> {
