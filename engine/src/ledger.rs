@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use smallvec::SmallVec;
 
 use crate::atp::{self, InboundLot, TimelinePoint};
@@ -84,14 +84,16 @@ pub struct Engine {
     pub(crate) requests: Box<[CachePadded<Mutex<RequestShard>>]>,
     /// Last applied feed sequence number per node (index = node id).
     pub(crate) feeds: Mutex<Vec<u64>>,
-    pub(crate) shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Reader-writer locks: queries (the bulk of checkout traffic) share a shard, commands take it
+    /// whole. With a mutex, two threads reading one hot SKU queued behind each other.
+    pub(crate) shards: Box<[CachePadded<RwLock<Shard>>]>,
     next_seq: AtomicU64,
     log: Option<Arc<dyn CommandLog>>,
 }
 
 /// A set of SKU shards locked in ascending order.
 pub(crate) struct LockedShards<'a> {
-    guards: SmallVec<[(usize, MutexGuard<'a, Shard>); 4]>,
+    guards: SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 4]>,
 }
 
 impl<'a> LockedShards<'a> {
@@ -134,7 +136,7 @@ impl Engine {
         assert!(config.retained_records_max >= config.request_shards);
         let network = Arc::new(Network::default());
         let shards = (0..config.sku_shards)
-            .map(|_| CachePadded::new(Mutex::new(Shard::new(network.clone()))))
+            .map(|_| CachePadded::new(RwLock::new(Shard::new(network.clone()))))
             .collect();
         let requests = (0..config.request_shards)
             .map(|_| CachePadded::new(Mutex::new(RequestShard::default())))
@@ -238,7 +240,7 @@ impl Engine {
         }
         let mut guards = SmallVec::new();
         for i in idx {
-            guards.push((i, self.shards[i].lock()));
+            guards.push((i, self.shards[i].write()));
         }
         LockedShards { guards }
     }
@@ -249,7 +251,7 @@ impl Engine {
                 .shards
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (i, s.lock()))
+                .map(|(i, s)| (i, s.write()))
                 .collect(),
         }
     }
@@ -350,7 +352,7 @@ impl Engine {
     }
 
     pub fn sku_name(&self, sku: SkuId) -> Result<Arc<str>, EngineError> {
-        let shard = self.shards[self.map.shard_of(sku)].lock();
+        let shard = self.shards[self.map.shard_of(sku)].read();
         shard
             .skus
             .get(self.map.slot_of(sku))
@@ -373,7 +375,7 @@ impl Engine {
         node: NodeId,
         read: impl FnOnce(&Shard, Option<&crate::shard::Position>) -> T,
     ) -> Result<T, EngineError> {
-        let shard = self.shards[self.map.shard_of(sku)].lock();
+        let shard = self.shards[self.map.shard_of(sku)].read();
         let slot = self.map.slot_of(sku);
         if slot >= shard.skus.len() {
             return Err(EngineError::UnknownSkuId(sku));
@@ -398,7 +400,7 @@ impl Engine {
     pub fn network_atp(&self, sku: SkuId, now: Timestamp, on: Option<Day>) -> Result<i64, EngineError> {
         let today = now.day();
         let t = on.unwrap_or(today);
-        let shard = self.shards[self.map.shard_of(sku)].lock();
+        let shard = self.shards[self.map.shard_of(sku)].read();
         let entry = shard
             .skus
             .get(self.map.slot_of(sku))
@@ -453,7 +455,7 @@ impl Engine {
     /// Returns spare vector capacity to the allocator (after a bulk load). Changes no state.
     pub fn shrink_to_fit(&self) {
         for shard in self.shards.iter() {
-            let mut shard = shard.lock();
+            let mut shard = shard.write();
             for entry in shard.skus.iter_mut() {
                 entry.nodes.shrink_to_fit();
                 entry.positions.shrink_to_fit();
@@ -481,7 +483,7 @@ impl Engine {
             ..EngineStats::default()
         };
         for shard in self.shards.iter() {
-            let shard = shard.lock();
+            let shard = shard.read();
             for e in &shard.skus {
                 stats.positions += e.positions.len();
             }
