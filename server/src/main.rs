@@ -31,6 +31,14 @@ enum Commands {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Die quietly on a closed pipe (`promised demo | head`), as Unix tools do, instead of
+    // panicking in `println!`.
+    // SAFETY: restoring the default disposition of a signal is async-signal-safe and done
+    // before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     promised::alloc::tune_allocator();
     match Cli::parse().command {
         Commands::Demo(args) => demo::run(&args),
