@@ -30,7 +30,7 @@ enum Commands {
     Demo(demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     // Die quietly on a closed pipe (`promised demo | head`), as Unix tools do, instead of
     // panicking in `println!`.
     // SAFETY: restoring the default disposition of a signal is async-signal-safe and done
@@ -40,7 +40,14 @@ fn main() -> anyhow::Result<()> {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     promised::alloc::tune_allocator();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Commands::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("promised: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
