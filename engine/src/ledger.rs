@@ -87,7 +87,9 @@ pub struct Engine {
     /// Reader-writer locks: queries (the bulk of checkout traffic) share a shard, commands take it
     /// whole. With a mutex, two threads reading one hot SKU queued behind each other.
     pub(crate) shards: Box<[CachePadded<RwLock<Shard>>]>,
-    next_seq: AtomicU64,
+    /// On its own cache line: every command increments it, and it must not evict the read-mostly
+    /// fields above from the other cores' caches (false sharing).
+    next_seq: CachePadded<AtomicU64>,
     log: Option<Arc<dyn CommandLog>>,
 }
 
@@ -155,7 +157,7 @@ impl Engine {
             requests,
             feeds: Mutex::new(Vec::new()),
             shards,
-            next_seq: AtomicU64::new(1),
+            next_seq: CachePadded::new(AtomicU64::new(1)),
             log,
             config,
         }
