@@ -162,7 +162,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             points.join(", ")
         );
     }
-    println!("  state digest {}", engine.state_digest());
+    println!(
+        "  state digest {} ({})",
+        engine.state_digest(),
+        if args.threads == 1 {
+            "the same on every run with these arguments"
+        } else {
+            "threads race for the last units, so it differs from run to run; --threads 1 repeats"
+        }
+    );
     Ok(())
 }
 
