@@ -39,6 +39,35 @@ fn line(sku: SkuId, node: NodeId) -> HoldLineRequest {
     }
 }
 
+/// What a benchmark does with a hold once granted.
+#[derive(Clone, Copy)]
+enum Then {
+    Commit,
+    Release,
+}
+
+/// Places hold `base` with `lines`, then commits or releases it with request id `base + 1`.
+fn hold_then(world: &BenchWorld, at: Timestamp, base: u128, lines: Vec<HoldLineRequest>, then: Then) {
+    let hold = RequestId(base);
+    let command = Command::Hold {
+        hold,
+        lines,
+        ttl_ms: TTL_MS,
+        partial: false,
+    };
+    world.engine.apply(at, &command).expect("hold");
+    let request = RequestId(base + 1);
+    let second = match then {
+        Then::Commit => Command::Commit { request, hold },
+        Then::Release => Command::Release {
+            request,
+            hold,
+            lines: vec![],
+        },
+    };
+    world.engine.apply(at, &second).expect("commit or release");
+}
+
 /// A timed batch and the request-id bases it used.
 struct Batch {
     elapsed: Duration,
@@ -86,7 +115,14 @@ where
 fn pool(threads: usize) -> &'static rayon::ThreadPool {
     static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
     let pools = POOLS.get_or_init(|| {
-        (1..=2).map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("thread pool")).collect()
+        (1..=2)
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .expect("thread pool")
+            })
+            .collect()
     });
     &pools[threads - 1]
 }
@@ -154,24 +190,7 @@ fn holds(c: &mut Criterion) {
                 let at = now;
                 let batch = split(iters, threads, |pick, base| {
                     let (sku, node) = picks[pick];
-                    let hold = RequestId(base);
-                    let cmd = Command::Hold {
-                        hold,
-                        lines: vec![line(sku, node)],
-                        ttl_ms: TTL_MS,
-                        partial: false,
-                    };
-                    world.engine.apply(at, &cmd).expect("hold");
-                    world
-                        .engine
-                        .apply(
-                            at,
-                            &Command::Commit {
-                                request: RequestId(base + 1),
-                                hold,
-                            },
-                        )
-                        .expect("commit");
+                    hold_then(&world, at, base, vec![line(sku, node)], Then::Commit);
                 });
                 clean_up(&world, &batch.hold_ids(), &mut now);
                 batch.elapsed
@@ -192,20 +211,7 @@ fn holds(c: &mut Criterion) {
                         .iter()
                         .map(|&(sku, node)| line(sku, node))
                         .collect();
-                    let hold = RequestId(base);
-                    let cmd = Command::Hold {
-                        hold,
-                        lines,
-                        ttl_ms: TTL_MS,
-                        partial: false,
-                    };
-                    world.engine.apply(at, &cmd).expect("hold");
-                    let release = Command::Release {
-                        request: RequestId(base + 1),
-                        hold,
-                        lines: vec![],
-                    };
-                    world.engine.apply(at, &release).expect("release");
+                    hold_then(&world, at, base, lines, Then::Release);
                 });
                 clean_up(&world, &[], &mut now);
                 batch.elapsed
@@ -223,20 +229,7 @@ fn holds(c: &mut Criterion) {
                 let at = now;
                 let batch = split(iters, 2, |pick, base| {
                     let (sku, node) = picks[pick];
-                    let hold = RequestId(base);
-                    let cmd = Command::Hold {
-                        hold,
-                        lines: vec![line(sku, node)],
-                        ttl_ms: TTL_MS,
-                        partial: false,
-                    };
-                    world.engine.apply(at, &cmd).expect("hold");
-                    let release = Command::Release {
-                        request: RequestId(base + 1),
-                        hold,
-                        lines: vec![],
-                    };
-                    world.engine.apply(at, &release).expect("release");
+                    hold_then(&world, at, base, vec![line(sku, node)], Then::Release);
                 });
                 clean_up(&world, &[], &mut now);
                 batch.elapsed
