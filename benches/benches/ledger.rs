@@ -338,6 +338,23 @@ fn queries(c: &mut Criterion) {
             .elapsed
         })
     });
+    g.bench_function("network_atp_zipf_sku_2_threads", |b| {
+        b.iter_custom(|iters| {
+            split(iters, 2, |pick, _| {
+                std::hint::black_box(engine.network_atp(zipf[pick].0, now, None).expect("network atp"));
+            })
+            .elapsed
+        })
+    });
+    g.bench_function("timeline_with_inbound_lots_2_threads", |b| {
+        b.iter_custom(|iters| {
+            split(iters, 2, |pick, _| {
+                let (sku, node) = dated[pick];
+                std::hint::black_box(engine.timeline(sku, node, now).expect("timeline"));
+            })
+            .elapsed
+        })
+    });
     g.finish();
 }
 

@@ -104,7 +104,13 @@ fn main() {
     );
 }
 
-/// Request ids: thread, round and iteration in separate bit ranges, 4 ids per hold.
+/// Request ids that look like random UUIDs (as clients send them), 4 per hold: thread, round
+/// and iteration are mixed into the high 64 bits; the low bits number the hold's requests.
 fn hold_id(thread: u64, round: u64, i: u64) -> RequestId {
-    RequestId((1 << 120) | (u128::from(thread) << 96) | (u128::from(round) << 64) | (u128::from(i) << 2))
+    let x = (thread << 56) ^ (round << 36) ^ i;
+    let mixed = x
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    RequestId((u128::from(mixed) << 64) | (u128::from(x) << 2))
 }
