@@ -172,7 +172,8 @@ pub enum RefusalReason {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GrantedLine {
     pub sku: SkuId,
-    /// The node the units are held at; `None` for an `Any` line that got nothing in a partial hold.
+    /// The node the units are held at. For an `Any` line of a partial hold that got nothing, the
+    /// node with the most ATP, if any eligible node stocks the SKU at all.
     pub node: Option<NodeId>,
     pub requested: u32,
     pub granted: u32,

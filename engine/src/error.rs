@@ -23,6 +23,7 @@ pub enum ErrorCode {
     TooManyLines = 123,
     TooManyLots = 124,
     CapacityExceeded = 125,
+    TooManyOperations = 126,
     StaleFeedSequence = 130,
     RequestIdReused = 131,
     WrongHoldState = 140,
@@ -79,6 +80,8 @@ pub enum EngineError {
     TooManyLines { n_lines: usize, max: usize },
     #[error("SKU {sku:?} at node {node:?} already has {max} open inbound lots")]
     TooManyLots { sku: SkuId, node: NodeId, max: usize },
+    #[error("hold {hold} already has {max} operations remembered; place a new hold instead")]
+    TooManyOperations { hold: RequestId, max: usize },
     #[error("the engine is full: at most {max} {what}")]
     CapacityExceeded { what: &'static str, max: usize },
     #[error("feed sequence {got} for node {node:?} is stale: the last applied was {last}")]
@@ -138,6 +141,7 @@ impl EngineError {
             E::TooManyLines { .. } => ErrorCode::TooManyLines,
             E::TooManyLots { .. } => ErrorCode::TooManyLots,
             E::CapacityExceeded { .. } => ErrorCode::CapacityExceeded,
+            E::TooManyOperations { .. } => ErrorCode::TooManyOperations,
             E::StaleFeedSequence { .. } => ErrorCode::StaleFeedSequence,
             E::RequestIdReused { .. } => ErrorCode::RequestIdReused,
             E::WrongHoldState { .. } => ErrorCode::WrongHoldState,

@@ -123,50 +123,14 @@ pub(crate) enum Record {
     Done(DoneRecord),
 }
 
-/// Hashes request ids (already random, or counters) with one multiply: ids are 128-bit values
-/// chosen by clients, so a general-purpose keyed hash only adds work on the hottest lookup.
-/// The fold keeps both halves; the final xor-shift spreads entropy into the low bits hashbrown
-/// uses to pick a bucket and the high bits it uses as tags.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct BuildRequestIdHasher;
-
-#[derive(Default)]
-pub(crate) struct RequestIdHasher(u64);
-
-impl std::hash::BuildHasher for BuildRequestIdHasher {
-    type Hasher = RequestIdHasher;
-    fn build_hasher(&self) -> RequestIdHasher {
-        RequestIdHasher(0)
-    }
-}
-
-impl std::hash::Hasher for RequestIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        let h = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 29);
-    }
-    fn write_u128(&mut self, x: u128) {
-        self.write_u64(x as u64 ^ (x >> 64) as u64 ^ ((x >> 64) as u64).rotate_left(31));
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Request records: a compact index from request id to a slot, and the records themselves in a
 /// slab whose freed slots are reused first. The index stays small enough to live in cache (24
 /// bytes a bucket instead of a whole hold), and a new hold is written into a slot that was freed
 /// recently and is still warm, instead of a cold bucket of a large table.
 #[derive(Debug, Default)]
 pub(crate) struct Records {
-    index: HashMap<RequestId, u32, BuildRequestIdHasher>,
+    /// Keyed with a per-process random seed: iteration order never reaches the state.
+    index: HashMap<RequestId, u32, ahash::RandomState>,
     slab: Vec<Option<Record>>,
     free: Vec<u32>,
 }
@@ -296,6 +260,21 @@ impl RequestShard {
             Record::Hold(_) => "hold",
             Record::Done(d) => d.kind,
         })
+    }
+
+    /// Drops the expiry entries of holds that are no longer held once they outnumber the records
+    /// (lazy deletion leaves one per committed or released hold until its expiry time), so the
+    /// queue stays within twice the records. Which holds expire when does not change.
+    pub fn compact_expiry(&mut self) {
+        if self.expiry.len() <= 2 * self.records.len() + 64 {
+            return;
+        }
+        let live: Vec<_> = self
+            .holds()
+            .filter(|h| h.state == HoldState::Held)
+            .map(|h| Reverse((h.expires_at, h.id)))
+            .collect();
+        self.expiry = BinaryHeap::from(live);
     }
 
     /// Remembers that `id` finished at `now`; forgets the oldest record past `cap`.

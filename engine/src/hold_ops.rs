@@ -82,7 +82,9 @@ impl Engine {
             if grant > 0 {
                 let node = node.expect("granted lines have a node");
                 let p = shard.position(slot, node).expect("stocked");
-                if p.reserved.checked_add(grant).is_none() {
+                // Keeping reserved + allocated within u32 also bounds every later commit
+                // (reserved -> allocated) and every per-day future claim.
+                if u64::from(p.reserved) + u64::from(p.allocated) + u64::from(grant) > u64::from(u32::MAX) {
                     return Err(EngineError::QuantityOverflow { sku: l.sku, node });
                 }
             }
@@ -152,14 +154,11 @@ impl Engine {
                 first: "hold",
             });
         }
-        // An operation's request id lives on its hold, never in the request table, so a retried
-        // operation is recognised on the hold below and this only catches ids of other requests.
-        if let Some(first) = requests.get(r_idx).first_use(request) {
-            return Err(EngineError::RequestIdReused { request, first });
-        }
-        let Some(hold) = requests.get(h_idx).hold_mut(&hold_id) else {
+        let Some(hold) = requests.get(h_idx).hold(&hold_id) else {
             return Err(EngineError::UnknownHold(hold_id));
         };
+        // An operation's request id is remembered on its hold (not in the request table), so a
+        // retry is recognised here first, whatever the id was used for since.
         if let Some(rec) = hold.op(request) {
             return if rec.op == op {
                 Ok(repeat_outcome(hold_id, rec))
@@ -170,6 +169,16 @@ impl Engine {
                 })
             };
         }
+        if hold.ops.len() >= limits::OPS_PER_HOLD_MAX {
+            return Err(EngineError::TooManyOperations {
+                hold: hold_id,
+                max: limits::OPS_PER_HOLD_MAX,
+            });
+        }
+        if let Some(first) = requests.get(r_idx).first_use(request) {
+            return Err(EngineError::RequestIdReused { request, first });
+        }
+        let hold = requests.get(h_idx).hold_mut(&hold_id).expect("looked up above");
         let expired_now = hold.state == HoldState::Held && now >= hold.expires_at;
         let wrong_state = || EngineError::WrongHoldState {
             hold: hold_id,
@@ -178,11 +187,20 @@ impl Engine {
         };
         match (op, hold.state) {
             (HoldOp::Commit | HoldOp::Release, HoldState::Held) => {}
-            (HoldOp::Release, HoldState::Released | HoldState::Expired) if lines.is_empty() => {
-                // Releasing a cart that is already gone is not an error; nothing changes.
+            (HoldOp::Release, HoldState::Released | HoldState::Expired) => {
+                // Releasing (all or part of) a cart that is already gone is not an error; nothing
+                // changes, and nothing is remembered.
                 return Ok(Outcome::HoldChanged {
                     hold: hold_id,
                     state: hold.state,
+                    repeated: false,
+                });
+            }
+            (HoldOp::Commit, HoldState::Expired) => {
+                // Too late, whether or not a tick got there first: the same answer either way.
+                return Ok(Outcome::HoldRefused {
+                    hold: hold_id,
+                    reason: RefusalReason::HoldExpired,
                     repeated: false,
                 });
             }
@@ -363,6 +381,7 @@ impl Engine {
                 forgotten += rs.retain(now, id, cap);
             }
             forgotten += rs.forget_before(horizon);
+            rs.compact_expiry();
         }
         self.sequence(now, command);
         Outcome::Ticked { expired, forgotten }

@@ -5,6 +5,7 @@
 //! anywhere shows up at the step that caused it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::hold::{HoldState, NO_NODE, Record};
 use crate::ids::{Day, NodeId, RequestId, SkuId};
@@ -28,6 +29,21 @@ impl Engine {
         let mut shards = self.lock_all_skus();
         let n_nodes = catalog.network.n_nodes();
         let n_skus = catalog.sku_names.len();
+        if !Arc::ptr_eq(&self.network.load_full(), &catalog.network) {
+            return Err("the published network is not the catalog's".into());
+        }
+        if self.sku_ids.len() != n_skus {
+            return Err(format!(
+                "{} SKU names resolve, {} SKUs exist",
+                self.sku_ids.len(),
+                n_skus
+            ));
+        }
+        for (i, name) in catalog.sku_names.iter().enumerate() {
+            if self.sku_ids.get(&**name).map(|e| *e.value()) != Some(SkuId::from_raw(i as u32)) {
+                return Err(format!("SKU name {name:?} does not resolve to id {i}"));
+            }
+        }
         if feeds.len() != n_nodes {
             return Err(format!(
                 "{} feed sequence slots for {} nodes",
@@ -119,7 +135,7 @@ impl Engine {
         let mut n_skus_seen = 0;
         for shard_idx in 0..self.config.sku_shards {
             let shard = shards.get(shard_idx);
-            if shard.network.n_nodes() != n_nodes {
+            if !Arc::ptr_eq(&shard.network, &catalog.network) {
                 return Err(format!("shard {shard_idx} has a stale network"));
             }
             let mut referenced = HashSet::new();

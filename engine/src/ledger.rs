@@ -33,7 +33,7 @@ use crate::error::EngineError;
 use crate::hold::{Hold, RequestShard};
 use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
 use crate::limits;
-use crate::network::{Network, NodeSpec};
+use crate::network::{Network, NodeSpec, NodeStatus};
 use crate::shard::{Shard, ShardMap, SkuEntry};
 
 /// Engine settings that shape state; a snapshot and its log must be read with the same ones.
@@ -47,6 +47,11 @@ pub struct EngineConfig {
     pub retention_ms: u64,
     /// Upper bound on remembered finished requests, engine-wide.
     pub retained_records_max: usize,
+    /// Secret key of the hash that spreads request ids over request shards. Ids are chosen by
+    /// clients; with a public hash one client could pile every request onto one lock. The key is
+    /// part of the state's shape (it decides which records share a retention queue), so a data
+    /// directory keeps its key: the server draws one when it creates the directory.
+    pub request_hash_key: u128,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             request_shards: limits::REQUEST_SHARDS_DEFAULT,
             retention_ms: limits::RETENTION_MS_DEFAULT,
             retained_records_max: limits::RETAINED_RECORDS_MAX_DEFAULT,
+            request_hash_key: 0x005E_ED0F_9E37_79B9_7F4A_7C15_u128,
         }
     }
 }
@@ -79,8 +85,8 @@ pub struct Engine {
     pub(crate) map: ShardMap,
     request_bits: u32,
     pub(crate) catalog: Mutex<Catalog>,
-    sku_ids: DashMap<Arc<str>, SkuId, ahash::RandomState>,
-    network: ArcSwap<Network>,
+    pub(crate) sku_ids: DashMap<Arc<str>, SkuId, ahash::RandomState>,
+    pub(crate) network: ArcSwap<Network>,
     pub(crate) requests: Box<[CachePadded<Mutex<RequestShard>>]>,
     /// Last applied feed sequence number per node (index = node id).
     pub(crate) feeds: Mutex<Vec<u64>>,
@@ -198,9 +204,11 @@ impl Engine {
     // ---- locking ----------------------------------------------------------------------------
 
     pub(crate) fn request_shard_of(&self, id: RequestId) -> usize {
-        let h = (id.0 as u64) ^ ((id.0 >> 64) as u64);
-        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.request_bits.max(1))) as usize
-            & (self.config.request_shards - 1)
+        use std::hash::Hasher;
+        let key = self.config.request_hash_key;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(key as u64, (key >> 64) as u64);
+        h.write_u128(id.0);
+        (h.finish() >> (64 - self.request_bits.max(1))) as usize & (self.config.request_shards - 1)
     }
 
     pub(crate) fn lock_requests(&self, ids: &[RequestId]) -> LockedRequests<'_> {
@@ -397,8 +405,9 @@ impl Engine {
         })
     }
 
-    /// Network ATP: the sum over open nodes of each position's ATP on day `on` (negative
-    /// positions count as zero: one oversold node does not take stock from the others).
+    /// Network ATP: the sum over eligible nodes (open, with the capabilities the SKU requires) of
+    /// each position's ATP on day `on`. Negative positions count as zero: one oversold node does
+    /// not take stock from the others.
     pub fn network_atp(&self, sku: SkuId, now: Timestamp, on: Option<Day>) -> Result<i64, EngineError> {
         let today = now.day();
         let t = on.unwrap_or(today);
@@ -412,7 +421,11 @@ impl Engine {
             .nodes
             .iter()
             .zip(&entry.positions)
-            .filter(|(node, _)| network.is_open(**node))
+            .filter(|(node, _)| {
+                network
+                    .node(**node)
+                    .is_some_and(|n| n.status == NodeStatus::Open && n.capabilities.contains(entry.required))
+            })
             .map(|(_, p)| shard.atp(p, today, t).max(0))
             .sum())
     }
@@ -494,6 +507,7 @@ impl Engine {
         for rs in self.requests.iter() {
             let rs = rs.lock();
             stats.finished_retained += rs.records.len();
+            stats.expiry_entries += rs.expiry.len();
             for h in rs.holds() {
                 match h.state {
                     crate::hold::HoldState::Held => stats.held += 1,
@@ -529,4 +543,6 @@ pub struct EngineStats {
     pub held: usize,
     pub committed: usize,
     pub finished_retained: usize,
+    /// Entries in the expiry queues, live or stale (bounded by `tick`'s compaction).
+    pub expiry_entries: usize,
 }

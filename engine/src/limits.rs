@@ -20,6 +20,10 @@ pub const FEED_LINES_MAX: usize = 10_000;
 /// Lines in one partial release or partial ship (at most one per hold line).
 pub const CHANGE_LINES_MAX: usize = HOLD_LINES_MAX;
 
+/// Operations (commit, partial releases and ships, cancel) remembered on one hold. Each is kept
+/// for idempotent retries and searched on every retry; a B2B order shipped line by line fits.
+pub const OPS_PER_HOLD_MAX: usize = 1_000;
+
 /// Inbound lots open at once on one position. Purchase orders arrive weekly at most; the ATP
 /// look-ahead walks these lots on every promise, so the walk stays short.
 pub const LOTS_PER_POSITION_MAX: usize = 64;

@@ -491,10 +491,11 @@ impl Fixture {
                         hold: self.committed,
                         lines: vec![],
                     },
+                    // A partial release of a committed order: cancel or ship it instead.
                     5 => Command::Release {
                         request: fresh,
-                        hold: self.released,
-                        lines: vec![lq(self.b, self.dc1, 1)],
+                        hold: self.committed,
+                        lines: vec![lq(self.a, self.dc1, 1)],
                     },
                     _ => Command::Ship {
                         request: fresh,

@@ -549,6 +549,7 @@ fn log_config() -> EngineConfig {
         request_shards: 4,
         retention_ms: 40,
         retained_records_max: 64,
+        ..EngineConfig::default()
     }
 }
 

@@ -709,9 +709,10 @@ impl Model {
                 return Err(ErrorCode::DuplicateLine);
             }
         }
-        // The request id may be neither the hold's own id nor that of another hold or feed.
-        // Operations' ids are remembered on their hold only, so a retry is recognised there.
-        if request == id || self.used_as_request(request) {
+        // The request id may not be the hold's own id. Operations' ids are remembered on their
+        // hold only, so a retry is recognised there first; after that the id may not name
+        // another hold or a feed.
+        if request == id {
             return Err(ErrorCode::RequestIdReused);
         }
         let Some(h) = self.holds.get(&id) else {
@@ -735,14 +736,26 @@ impl Model {
                 }
             });
         }
+        if self.used_as_request(request) {
+            return Err(ErrorCode::RequestIdReused);
+        }
         let expired_now = h.state == HoldState::Held && now >= h.expires_at;
         match (op, h.state) {
             (HoldOp::Commit | HoldOp::Release, HoldState::Held) => {}
-            (HoldOp::Release, HoldState::Released | HoldState::Expired) if lines.is_empty() => {
-                // Releasing a cart that is already gone changes nothing and is not remembered.
+            (HoldOp::Release, HoldState::Released | HoldState::Expired) => {
+                // Releasing (any part of) a cart that is already gone changes nothing and is not
+                // remembered.
                 return Ok(Outcome::HoldChanged {
                     hold: id,
                     state: h.state,
+                    repeated: false,
+                });
+            }
+            (HoldOp::Commit, HoldState::Expired) => {
+                // Too late: refused the same way whether or not a tick expired it first.
+                return Ok(Outcome::HoldRefused {
+                    hold: id,
+                    reason: RefusalReason::HoldExpired,
                     repeated: false,
                 });
             }
@@ -1555,7 +1568,7 @@ impl Harness {
                     let t = on.unwrap_or(today);
                     Ok((0..self.model.nodes.len() as u32)
                         .map(node)
-                        .filter(|n| self.model.is_open(*n))
+                        .filter(|n| self.model.is_open(*n) && self.model.capable(s, *n))
                         .map(|n| self.model.atp_with(&aggs, s, n, today, t).max(0))
                         .sum())
                 } else {
@@ -1677,6 +1690,7 @@ fn time_window_config() -> EngineConfig {
         retention_ms: DAY_MS,
         // Far above what a case can reach: only the time window forgets.
         retained_records_max: 1 << 20,
+        ..EngineConfig::default()
     }
 }
 
@@ -1686,6 +1700,7 @@ fn record_cap_config() -> EngineConfig {
         request_shards: 1,
         retention_ms: 3 * DAY_MS,
         retained_records_max: 6,
+        ..EngineConfig::default()
     }
 }
 

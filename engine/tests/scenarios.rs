@@ -447,3 +447,249 @@ fn day_is_utc() {
     assert_eq!(T0.day(), Day(20_780));
     assert_eq!(Day(20_780).to_string(), "2026-11-23");
 }
+
+/// Regression: a commit could overflow `allocated` (u32) after `reserved` was already lowered,
+/// leaving the ledger inconsistent and the next hold granted against stock that was not there.
+#[test]
+fn holds_that_would_overflow_the_counters_are_refused() {
+    let mut w = World::new(&["DC1"], &["A"]);
+    let (a, d) = (w.sku("A"), w.node("DC1"));
+    w.set("A", "DC1", 1 << 31);
+    let request = w.id();
+    w.apply(Command::AdjustOnHand {
+        request,
+        sku: a,
+        node: d,
+        delta: (1 << 31) - 1,
+        reason: promised_engine::AdjustReason::Found,
+    });
+    w.inbound("A", "DC1", 1 << 31, 0, "PO-BIG");
+    let (h1, out) = w.hold(&[("A", Some("DC1"), 1 << 31, 0)], false);
+    assert_eq!(granted(&out), vec![1 << 31]);
+    let c = w.id();
+    w.apply(Command::Commit { request: c, hold: h1 });
+    let (h2, out) = w.hold(&[("A", Some("DC1"), (1 << 31) - 1, 0)], false);
+    assert_eq!(granted(&out), vec![(1 << 31) - 1]);
+    let before = w.engine.state_digest();
+    // reserved + allocated would pass u32::MAX: a typed error, and nothing changes.
+    let id = w.id();
+    let line = HoldLineRequest {
+        sku: a,
+        node: NodeChoice::Node(d),
+        quantity: Quantity::new(2).unwrap(),
+        need_day: None,
+    };
+    let err = w
+        .engine
+        .apply(
+            w.now,
+            &Command::Hold {
+                hold: id,
+                lines: vec![line],
+                ttl_ms: 60_000,
+                partial: false,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), promised_engine::ErrorCode::QuantityOverflow);
+    assert_eq!(w.engine.state_digest(), before);
+    let c2 = w.id();
+    w.apply(Command::Commit {
+        request: c2,
+        hold: h2,
+    });
+    let p = w.engine.position(a, d).unwrap().unwrap();
+    assert_eq!((p.reserved, p.allocated), (0, u32::MAX));
+}
+
+/// Regression: a commit after expiry answered an error once a tick had run, and a refusal before.
+#[test]
+fn late_commit_is_refused_the_same_way_before_and_after_tick() {
+    let mut w = World::new(&["DC1"], &["A"]);
+    w.set("A", "DC1", 10);
+    let (h, _) = w.hold(&[("A", Some("DC1"), 3, 0)], false);
+    w.now = T0.saturating_add_ms(15 * 60_000);
+    assert_eq!(
+        w.apply(Command::Tick),
+        Outcome::Ticked {
+            expired: 1,
+            forgotten: 0
+        }
+    );
+    let c = w.id();
+    let out = w.apply(Command::Commit { request: c, hold: h });
+    assert_eq!(
+        out,
+        Outcome::HoldRefused {
+            hold: h,
+            reason: RefusalReason::HoldExpired,
+            repeated: false
+        }
+    );
+    // A partial release of the expired cart is a no-op too.
+    let (a, d) = (w.sku("A"), w.node("DC1"));
+    let r = w.id();
+    let lines = vec![LineQuantity {
+        sku: a,
+        node: d,
+        quantity: Quantity::new(1).unwrap(),
+    }];
+    let out = w.apply(Command::Release {
+        request: r,
+        hold: h,
+        lines,
+    });
+    assert_eq!(
+        out,
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Expired,
+            repeated: false
+        }
+    );
+    assert_eq!(w.atp("A", "DC1", 0), 10);
+}
+
+/// Regression: once an operation's request id was reused as a hold id, a retry of the operation
+/// answered `RequestIdReused` instead of its first answer.
+#[test]
+fn operation_retry_is_recognised_on_its_hold_first() {
+    let mut w = World::new(&["DC1"], &["A"]);
+    w.set("A", "DC1", 10);
+    let (h, _) = w.hold(&[("A", Some("DC1"), 3, 0)], false);
+    let c = w.id();
+    w.apply(Command::Commit { request: c, hold: h });
+    let (a, d) = (w.sku("A"), w.node("DC1"));
+    let line = HoldLineRequest {
+        sku: a,
+        node: NodeChoice::Node(d),
+        quantity: Quantity::new(1).unwrap(),
+        need_day: None,
+    };
+    w.apply(Command::Hold {
+        hold: c,
+        lines: vec![line],
+        ttl_ms: 60_000,
+        partial: false,
+    });
+    assert_eq!(
+        w.apply(Command::Commit { request: c, hold: h }),
+        Outcome::HoldChanged {
+            hold: h,
+            state: HoldState::Committed,
+            repeated: true
+        }
+    );
+}
+
+#[test]
+fn operations_per_hold_are_bounded() {
+    let mut w = World::new(&["DC1"], &["A"]);
+    let limit = promised_engine::limits::OPS_PER_HOLD_MAX;
+    w.set("A", "DC1", 10_000);
+    let (h, _) = w.hold(&[("A", Some("DC1"), 5_000, 0)], false);
+    let (a, d) = (w.sku("A"), w.node("DC1"));
+    let one = vec![LineQuantity {
+        sku: a,
+        node: d,
+        quantity: Quantity::new(1).unwrap(),
+    }];
+    for _ in 0..limit {
+        let r = w.id();
+        w.engine
+            .apply(
+                w.now,
+                &Command::Release {
+                    request: r,
+                    hold: h,
+                    lines: one.clone(),
+                },
+            )
+            .unwrap();
+    }
+    let r = w.id();
+    let err = w
+        .engine
+        .apply(
+            w.now,
+            &Command::Release {
+                request: r,
+                hold: h,
+                lines: one,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), promised_engine::ErrorCode::TooManyOperations);
+    assert_eq!(w.atp("A", "DC1", 0), 10_000 - 5_000 + limit as i64);
+    w.engine.check_invariants().unwrap();
+}
+
+#[test]
+fn network_atp_counts_only_nodes_that_can_ship_the_sku() {
+    let mut w = World::new(&["DC1", "HZ1"], &[]);
+    w.apply(Command::UpsertSku {
+        name: "ACID".into(),
+        required: promised_engine::Capabilities::HAZMAT,
+    });
+    let mut spec = NodeSpec::open("HZ1");
+    spec.capabilities = promised_engine::Capabilities::HAZMAT;
+    w.apply(Command::UpsertNode(spec));
+    w.set("ACID", "DC1", 5);
+    w.set("ACID", "HZ1", 7);
+    let acid = w.sku("ACID");
+    assert_eq!(w.engine.network_atp(acid, w.now, None).unwrap(), 7);
+}
+
+#[test]
+fn tick_compacts_the_expiry_queue() {
+    let mut w = World::new(&["DC1"], &["A"]);
+    w.set("A", "DC1", 100_000);
+    let (a, d) = (w.sku("A"), w.node("DC1"));
+    for _ in 0..2_000 {
+        // Long-lived holds: their expiry entries are not due when the tick below runs.
+        let h = w.id();
+        let line = HoldLineRequest {
+            sku: a,
+            node: NodeChoice::Node(d),
+            quantity: Quantity::new(1).unwrap(),
+            need_day: None,
+        };
+        let ttl_ms = 30 * DAY_MS;
+        w.engine
+            .apply(
+                w.now,
+                &Command::Hold {
+                    hold: h,
+                    lines: vec![line],
+                    ttl_ms,
+                    partial: false,
+                },
+            )
+            .unwrap();
+        let c = w.id();
+        w.engine
+            .apply(w.now, &Command::Commit { request: c, hold: h })
+            .unwrap();
+        let s = w.id();
+        w.engine
+            .apply(
+                w.now,
+                &Command::Ship {
+                    request: s,
+                    hold: h,
+                    lines: vec![],
+                },
+            )
+            .unwrap();
+    }
+    assert!(w.engine.stats().expiry_entries >= 2_000);
+    // A day later every shipped hold is forgotten, and their stale expiry entries (due in 29
+    // days) are dropped rather than kept until then.
+    w.now = w.now.saturating_add_ms(DAY_MS + 1);
+    w.apply(Command::Tick);
+    assert!(
+        w.engine.stats().expiry_entries <= 64 * 4,
+        "{:?}",
+        w.engine.stats()
+    );
+}
