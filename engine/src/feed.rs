@@ -17,7 +17,7 @@ impl Engine {
         let (request, node) = feed_target(command);
         check_feed_statically(command, now)?;
         let rs_idx = self.request_shard_of(request);
-        let mut requests = self.lock_requests(&[request]);
+        let mut requests = self.lock_requests(&[rs_idx]);
         let rs = requests.get(rs_idx);
         if let Some(first) = rs.first_use(request) {
             return if first == command.kind() {

@@ -33,7 +33,7 @@ impl Engine {
         let today = now.day();
         check_hold_statically(lines, *ttl_ms, today)?;
         let rs_idx = self.request_shard_of(*id);
-        let mut requests = self.lock_requests(&[*id]);
+        let mut requests = self.lock_requests(&[rs_idx]);
         let rs = requests.get(rs_idx);
         match rs.records.get(id) {
             Some(Record::Hold(existing)) => return Ok(Outcome::Hold(granted(existing, true))),
@@ -147,7 +147,7 @@ impl Engine {
         check_change_lines(lines)?;
         let h_idx = self.request_shard_of(hold_id);
         let r_idx = self.request_shard_of(request);
-        let mut requests = self.lock_requests(&[hold_id, request]);
+        let mut requests = self.lock_requests(&[h_idx, r_idx]);
         if request == hold_id {
             return Err(EngineError::RequestIdReused {
                 request,

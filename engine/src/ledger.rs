@@ -211,11 +211,10 @@ impl Engine {
         (h.finish() >> (64 - self.request_bits.max(1))) as usize & (self.config.request_shards - 1)
     }
 
-    pub(crate) fn lock_requests(&self, ids: &[RequestId]) -> LockedRequests<'_> {
-        let mut idx: SmallVec<[usize; 2]> = SmallVec::new();
-        for &id in ids {
-            idx.push(self.request_shard_of(id));
-        }
+    /// Locks request shards by index (from `request_shard_of`, computed once by the caller: the
+    /// keyed hash is the dearest step of a lookup).
+    pub(crate) fn lock_requests(&self, shards: &[usize]) -> LockedRequests<'_> {
+        let mut idx: SmallVec<[usize; 2]> = SmallVec::from_slice(shards);
         if idx.len() > 1 {
             idx.sort_unstable();
             idx.dedup();

@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release -p promised-benches --bin hold_loop -- [N] [ROUNDS] [THREADS]`;
 //! `PICKS_MASK=15` cycles over 16 positions only, to separate the request table's cost from the
-//! ledger's.
+//! ledger's; `PROMISED_SET=small` picks another data set (for valgrind).
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,8 @@ fn main() {
     let mask: usize =
         std::env::var("PICKS_MASK").map_or(0xFFFF, |v| v.parse().expect("PICKS_MASK is a number"));
     let t = Instant::now();
-    let world = BenchWorld::new(&DataSetSpec::retail());
+    let set = std::env::var("PROMISED_SET").unwrap_or_else(|_| "retail".into());
+    let world = BenchWorld::new(&DataSetSpec::by_name(&set).expect("PROMISED_SET: small, retail or peak"));
     let picks = world.zipf_positions(1 << 16, 1);
     eprintln!(
         "set-up {:.2?}; {rounds} rounds of {n} hold + commit on {threads} threads",
