@@ -98,7 +98,8 @@ pub struct Hold {
     pub expires_at: Timestamp,
     pub state: HoldState,
     pub partial: bool,
-    pub ops: SmallVec<[OpRecord; 1]>,
+    /// Commit plus one ship or cancel fit inline: the usual life of an order allocates nothing.
+    pub ops: SmallVec<[OpRecord; 2]>,
 }
 
 impl Hold {
