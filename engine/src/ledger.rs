@@ -108,20 +108,43 @@ fn keyed_fold(a: u64, b: u64) -> u64 {
 }
 
 /// A set of SKU shards locked in ascending order.
-pub(crate) struct LockedShards<'a> {
-    guards: SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 4]>,
+/// Most commands touch one SKU shard, so that case carries no collection at all.
+pub(crate) enum LockedShards<'a> {
+    One(usize, RwLockWriteGuard<'a, Shard>),
+    /// Sorted by shard index; for `lock_all_skus`, position == shard index.
+    Many(SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 4]>),
 }
 
 impl<'a> LockedShards<'a> {
     pub fn get(&mut self, shard: usize) -> &mut Shard {
-        let i = self
-            .guards
-            .binary_search_by_key(&shard, |g| g.0)
-            .expect("shard was locked");
-        &mut self.guards[i].1
+        match self {
+            Self::One(i, guard) => {
+                assert_eq!(*i, shard, "shard was locked");
+                guard
+            }
+            Self::Many(guards) => {
+                let i = if guards.get(shard).is_some_and(|g| g.0 == shard) {
+                    shard
+                } else {
+                    guards
+                        .binary_search_by_key(&shard, |g| g.0)
+                        .expect("shard was locked")
+                };
+                &mut guards[i].1
+            }
+        }
     }
     pub fn any(&self) -> &Shard {
-        &self.guards[0].1
+        match self {
+            Self::One(_, guard) => guard,
+            Self::Many(guards) => &guards[0].1,
+        }
+    }
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut Shard)) {
+        match self {
+            Self::One(_, guard) => f(guard),
+            Self::Many(guards) => guards.iter_mut().for_each(|g| f(&mut g.1)),
+        }
     }
 }
 
@@ -248,30 +271,35 @@ impl Engine {
 
     /// Locks the shards of `skus` (any order, repeats allowed) in ascending shard order.
     pub(crate) fn lock_skus(&self, skus: impl Iterator<Item = SkuId>) -> LockedShards<'_> {
-        let mut idx: SmallVec<[usize; 8]> = SmallVec::new();
-        for sku in skus {
-            idx.push(self.map.shard_of(sku));
+        let mut shards = skus.map(|s| self.map.shard_of(s));
+        let first = shards.next().expect("a command names at least one SKU");
+        let mut others: SmallVec<[usize; 8]> = SmallVec::new();
+        for i in shards {
+            if i != first {
+                others.push(i);
+            }
         }
-        if idx.len() > 1 {
-            idx.sort_unstable();
-            idx.dedup();
+        if others.is_empty() {
+            return LockedShards::One(first, self.shards[first].write());
         }
+        others.push(first);
+        others.sort_unstable();
+        others.dedup();
         let mut guards = SmallVec::new();
-        for i in idx {
+        for i in others {
             guards.push((i, self.shards[i].write()));
         }
-        LockedShards { guards }
+        LockedShards::Many(guards)
     }
 
     pub(crate) fn lock_all_skus(&self) -> LockedShards<'_> {
-        LockedShards {
-            guards: self
-                .shards
+        LockedShards::Many(
+            self.shards
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (i, s.write()))
                 .collect(),
-        }
+        )
     }
 
     /// Fails unless `sku` exists in its (locked) shard.
@@ -306,9 +334,7 @@ impl Engine {
         if feeds.len() < network.n_nodes() {
             feeds.resize(network.n_nodes(), 0);
         }
-        for (_, shard) in shards.guards.iter_mut() {
-            shard.network = network.clone();
-        }
+        shards.for_each_mut(|shard| shard.network = network.clone());
         catalog.network = network.clone();
         self.network.store(network);
         self.sequence(now, command);
