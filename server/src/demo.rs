@@ -85,7 +85,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     if let (Some(a), Some(b)) = (rss_before, rss_after) {
         println!(
-            "  resident memory grew by {:.1} MiB: {:.1} bytes per stocked position (everything included)",
+            "  resident memory grew by {:.1} MiB, {:.1} bytes per stocked position, counting the generator's data and\n    pages the allocator keeps (the engine alone: cargo run --release -p promised-benches --bin memory)",
             (b.saturating_sub(a)) as f64 / (1 << 20) as f64,
             (b.saturating_sub(a)) as f64 / report.positions as f64
         );
