@@ -4,6 +4,8 @@
 //! passes to `Engine::apply` beside it. Applying the same commands with the same times in the same
 //! order always gives the same state, which is what the write-ahead log and replicas rely on.
 
+use smallvec::SmallVec;
+
 use crate::hold::HoldState;
 use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp};
 use crate::network::{Capabilities, NodeSpec};
@@ -197,7 +199,7 @@ pub enum HoldOutcome {
     Granted {
         hold: RequestId,
         expires_at: Timestamp,
-        lines: Vec<GrantedLine>,
+        lines: SmallVec<[GrantedLine; 2]>,
         /// True when this answers a retry of a hold already placed.
         repeated: bool,
     },

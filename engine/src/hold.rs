@@ -93,7 +93,8 @@ pub struct OpRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Hold {
     pub id: RequestId,
-    pub lines: Vec<HoldLine>,
+    /// Inline for the common one- or two-line cart: no allocation per hold.
+    pub lines: SmallVec<[HoldLine; 2]>,
     pub placed_at: Timestamp,
     pub expires_at: Timestamp,
     pub state: HoldState,

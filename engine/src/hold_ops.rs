@@ -56,7 +56,7 @@ impl Engine {
             }
         }
 
-        let mut plan: Vec<HoldLine> = Vec::with_capacity(lines.len());
+        let mut plan: SmallVec<[HoldLine; 2]> = SmallVec::with_capacity(lines.len());
         let mut refusals = Vec::new();
         for (line_idx, l) in lines.iter().enumerate() {
             let need_day = l.need_day.unwrap_or(today).max(today);
