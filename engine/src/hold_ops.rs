@@ -57,12 +57,20 @@ impl Engine {
         }
 
         let mut plan: SmallVec<[HoldLine; 2]> = SmallVec::with_capacity(lines.len());
+        // Where each planned line's position sits in its SKU's vector, so applying the plan
+        // does not search again.
+        let mut position_idx: SmallVec<[usize; 4]> = SmallVec::with_capacity(lines.len());
         let mut refusals = Vec::new();
         for (line_idx, l) in lines.iter().enumerate() {
             let need_day = l.need_day.unwrap_or(today).max(today);
             let shard = shards.get(self.map.shard_of(l.sku));
             let slot = self.map.slot_of(l.sku);
-            let (node, available, ineligible) = evaluate_line(shard, slot, l.node, need_day, today);
+            let Evaluation {
+                node,
+                idx,
+                available,
+                ineligible,
+            } = evaluate_line(shard, slot, l.node, need_day, today);
             let requested = l.quantity.get();
             let grant = match ineligible {
                 None if available >= i64::from(requested) => requested,
@@ -81,13 +89,14 @@ impl Engine {
             }
             if grant > 0 {
                 let node = node.expect("granted lines have a node");
-                let p = shard.position(slot, node).expect("stocked");
+                let p = &shard.skus[slot].positions[idx.expect("granted lines have a position")];
                 // Keeping reserved + allocated within u32 also bounds every later commit
                 // (reserved -> allocated) and every per-day future claim.
                 if u64::from(p.reserved) + u64::from(p.allocated) + u64::from(grant) > u64::from(u32::MAX) {
                     return Err(EngineError::QuantityOverflow { sku: l.sku, node });
                 }
             }
+            position_idx.push(idx.unwrap_or(usize::MAX));
             plan.push(HoldLine {
                 sku: l.sku,
                 node: node.unwrap_or(NO_NODE),
@@ -103,12 +112,10 @@ impl Engine {
         }
 
         // Everything is checked: from here on the hold cannot fail.
-        for line in plan.iter().filter(|l| l.granted > 0) {
+        for (line, &idx) in plan.iter().zip(&position_idx).filter(|(l, _)| l.granted > 0) {
             let shard = shards.get(self.map.shard_of(line.sku));
             let slot = self.map.slot_of(line.sku);
-            let idx = shard
-                .position_index(slot, line.node)
-                .expect("granted on a stocked position");
+            debug_assert_eq!(shard.position_index(slot, line.node), Some(idx));
             shard.skus[slot].positions[idx].reserved += line.granted;
             if line.future {
                 shard.dated_mut(slot, idx).add_claim(line.need_day, line.granted);
@@ -394,13 +401,22 @@ fn remove_claim(shard: &mut Shard, slot: usize, idx: usize, day: Day, quantity: 
 }
 
 /// Which node a line would take from, what it could get there, and why it is not eligible.
-fn evaluate_line(
-    shard: &Shard,
-    slot: usize,
-    choice: NodeChoice,
-    need_day: Day,
-    today: Day,
-) -> (Option<NodeId>, i64, Option<RefusalReason>) {
+/// What a hold line could get: the node and position it would take from, what is promisable
+/// there on its day, and why it is not eligible, if it is not.
+struct Evaluation {
+    node: Option<NodeId>,
+    idx: Option<usize>,
+    available: i64,
+    ineligible: Option<RefusalReason>,
+}
+
+fn evaluate_line(shard: &Shard, slot: usize, choice: NodeChoice, need_day: Day, today: Day) -> Evaluation {
+    let refuse = |node, reason| Evaluation {
+        node,
+        idx: None,
+        available: 0,
+        ineligible: Some(reason),
+    };
     let entry = &shard.skus[slot];
     let network = &shard.network;
     let capable = |n: NodeId| {
@@ -411,30 +427,40 @@ fn evaluate_line(
     match choice {
         NodeChoice::Node(n) => {
             if !network.is_open(n) {
-                return (Some(n), 0, Some(RefusalReason::NodeNotOpen));
+                return refuse(Some(n), RefusalReason::NodeNotOpen);
             }
             if !capable(n) {
-                return (Some(n), 0, Some(RefusalReason::MissingCapability));
+                return refuse(Some(n), RefusalReason::MissingCapability);
             }
-            match shard.position(slot, n) {
-                Some(p) => (Some(n), shard.atp(p, today, need_day), None),
-                None => (Some(n), 0, Some(RefusalReason::NotStocked)),
+            match shard.position_index(slot, n) {
+                Some(i) => Evaluation {
+                    node: Some(n),
+                    idx: Some(i),
+                    available: shard.atp(&entry.positions[i], today, need_day),
+                    ineligible: None,
+                },
+                None => refuse(Some(n), RefusalReason::NotStocked),
             }
         }
         NodeChoice::Any => {
-            let mut best: Option<(NodeId, i64)> = None;
-            for (&node, p) in entry.nodes.iter().zip(&entry.positions) {
+            let mut best: Option<(NodeId, usize, i64)> = None;
+            for (i, (&node, p)) in entry.nodes.iter().zip(&entry.positions).enumerate() {
                 if !network.is_open(node) || !capable(node) {
                     continue;
                 }
                 let atp = shard.atp(p, today, need_day);
-                if best.is_none_or(|(_, b)| atp > b) {
-                    best = Some((node, atp));
+                if best.is_none_or(|(_, _, b)| atp > b) {
+                    best = Some((node, i, atp));
                 }
             }
             match best {
-                Some((n, atp)) => (Some(n), atp, None),
-                None => (None, 0, Some(RefusalReason::NotStocked)),
+                Some((n, i, atp)) => Evaluation {
+                    node: Some(n),
+                    idx: Some(i),
+                    available: atp,
+                    ineligible: None,
+                },
+                None => refuse(None, RefusalReason::NotStocked),
             }
         }
     }
