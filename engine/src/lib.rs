@@ -31,9 +31,11 @@
 //! - [`ledger`]: the [`Engine`]: the lock protocol, catalog commands and queries;
 //! - `feed`, `hold_ops`: applying feed commands and hold commands;
 //! - `invariants`, [`digest`]: self-checks and the canonical state hash;
+//! - [`codec`]: the stable binary encoding of commands, for the write-ahead log and replicas;
 //! - [`dataset`]: deterministic synthetic data sets (`small`, `retail`, `peak`).
 
 pub mod atp;
+pub mod codec;
 pub mod command;
 pub mod dataset;
 pub mod digest;
