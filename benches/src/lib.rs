@@ -14,6 +14,49 @@ pub use promised::alloc::{bulk_load, tune_allocator};
 /// On-hand count given to every position: large enough for billions of 1-unit holds.
 pub const BENCH_ON_HAND: u32 = 1 << 30;
 
+/// `n` of `positions` (sorted by SKU id, SKU ids dense from 0) picked as checkout traffic picks
+/// them: a SKU by popularity (Zipf, exponent 1), then one of its positions uniformly.
+pub fn zipf_positions(
+    positions: &[(SkuId, NodeId)],
+    n_skus: usize,
+    n: usize,
+    seed: u64,
+) -> Vec<(SkuId, NodeId)> {
+    let mut first = vec![usize::MAX; n_skus];
+    let mut count = vec![0usize; n_skus];
+    for (i, (sku, _)) in positions.iter().enumerate() {
+        if first[sku.index()] == usize::MAX {
+            first[sku.index()] = i;
+        }
+        count[sku.index()] += 1;
+    }
+    let popularity = PopularitySampler::new(n_skus as u32, 1.0);
+    let mut rng = BenchWorld::rng(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let s = popularity.sample(&mut rng) as usize;
+        if count[s] > 0 {
+            out.push(positions[first[s] + rng.random_range(0..count[s])]);
+        }
+    }
+    out
+}
+
+/// Every stocked position of `dataset` at an open node, in SKU order, as loaded into `engine`.
+pub fn open_positions(engine: &Engine, dataset: &DataSet) -> Vec<(SkuId, NodeId)> {
+    let network = engine.network();
+    let mut out = Vec::new();
+    for (i, sku) in dataset.skus.iter().enumerate() {
+        let id = engine.sku_id(&sku.name).expect("loaded");
+        for p in dataset.positions_of(i as u32) {
+            if network.is_open(p.node) {
+                out.push((id, p.node));
+            }
+        }
+    }
+    out
+}
+
 pub struct BenchWorld {
     pub engine: Engine,
     pub dataset: DataSet,
@@ -91,24 +134,7 @@ impl BenchWorld {
     /// `n` positions picked as checkout traffic picks them: a SKU by popularity (Zipf, exponent
     /// 1), then one of its open stocked nodes uniformly.
     pub fn zipf_positions(&self, n: usize, seed: u64) -> Vec<(SkuId, NodeId)> {
-        let mut first = vec![usize::MAX; self.sku_ids.len()];
-        let mut count = vec![0usize; self.sku_ids.len()];
-        for (i, (sku, _)) in self.positions.iter().enumerate() {
-            if first[sku.index()] == usize::MAX {
-                first[sku.index()] = i;
-            }
-            count[sku.index()] += 1;
-        }
-        let popularity = self.popularity();
-        let mut rng = Self::rng(seed);
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let s = popularity.sample(&mut rng) as usize;
-            if count[s] > 0 {
-                out.push(self.positions[first[s] + rng.random_range(0..count[s])]);
-            }
-        }
-        out
+        zipf_positions(&self.positions, self.sku_ids.len(), n, seed)
     }
 
     /// `n` positions picked uniformly among all stocked positions at open nodes.
