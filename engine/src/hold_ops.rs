@@ -161,7 +161,9 @@ impl Engine {
                 first: "hold",
             });
         }
-        let Some(hold) = requests.get(h_idx).hold(&hold_id) else {
+        // Read first, answer in order below: one lookup of the hold, mutable, serves the command.
+        let first_use = requests.get(r_idx).first_use(request);
+        let Some(hold) = requests.get(h_idx).hold_mut(&hold_id) else {
             return Err(EngineError::UnknownHold(hold_id));
         };
         // An operation's request id is remembered on its hold (not in the request table), so a
@@ -182,10 +184,9 @@ impl Engine {
                 max: limits::OPS_PER_HOLD_MAX,
             });
         }
-        if let Some(first) = requests.get(r_idx).first_use(request) {
+        if let Some(first) = first_use {
             return Err(EngineError::RequestIdReused { request, first });
         }
-        let hold = requests.get(h_idx).hold_mut(&hold_id).expect("looked up above");
         let expired_now = hold.state == HoldState::Held && now >= hold.expires_at;
         let wrong_state = || EngineError::WrongHoldState {
             hold: hold_id,

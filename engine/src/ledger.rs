@@ -30,7 +30,7 @@ use smallvec::SmallVec;
 use crate::atp::{self, InboundLot, TimelinePoint};
 use crate::command::{Command, Outcome};
 use crate::error::EngineError;
-use crate::hold::{Hold, RequestShard};
+use crate::hold::{Hold, HoldState, Record, RequestShard};
 use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
 use crate::limits;
 use crate::network::{Network, NodeSpec, NodeStatus};
@@ -540,16 +540,12 @@ impl Engine {
         }
         for rs in self.requests.iter() {
             let rs = rs.lock();
-            stats.finished_retained += rs.records.len();
             stats.expiry_entries += rs.expiry.len();
-            for h in rs.holds() {
-                match h.state {
-                    crate::hold::HoldState::Held => stats.held += 1,
-                    crate::hold::HoldState::Committed => stats.committed += 1,
-                    _ => {}
-                }
-                if !h.state.is_finished() {
-                    stats.finished_retained -= 1;
+            for (_, record) in rs.records.iter() {
+                match record {
+                    Record::Hold(h) if h.state == HoldState::Held => stats.held += 1,
+                    Record::Hold(h) if h.state == HoldState::Committed => stats.committed += 1,
+                    Record::Hold(_) | Record::Done(_) => stats.finished_retained += 1,
                 }
             }
         }
