@@ -4,7 +4,7 @@
 //! position's on-hand count so that long benchmark runs never run out of stock (a refused hold is
 //! cheaper than a granted one, and would flatter the numbers).
 
-use promised_engine::dataset::{DataSet, DataSetSpec, PopularitySampler};
+use promised_engine::dataset::{DataSet, DataSetSpec, GenPosition, PopularitySampler};
 use promised_engine::{Command, Engine, EngineConfig, NodeId, RequestId, SkuId, Timestamp};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -42,18 +42,26 @@ pub fn zipf_positions(
     out
 }
 
-/// Every stocked position of `dataset` at an open node, in SKU order, as loaded into `engine`.
-pub fn open_positions(engine: &Engine, dataset: &DataSet) -> Vec<(SkuId, NodeId)> {
+/// Calls `visit(sku, position, node_is_open)` for every stocked position of `dataset`, in SKU
+/// order, with the SKU ids it got when loaded into `engine`.
+fn for_each_position(engine: &Engine, dataset: &DataSet, mut visit: impl FnMut(SkuId, &GenPosition, bool)) {
     let network = engine.network();
-    let mut out = Vec::new();
     for (i, sku) in dataset.skus.iter().enumerate() {
         let id = engine.sku_id(&sku.name).expect("loaded");
         for p in dataset.positions_of(i as u32) {
-            if network.is_open(p.node) {
-                out.push((id, p.node));
-            }
+            visit(id, &p, network.is_open(p.node));
         }
     }
+}
+
+/// Every stocked position of `dataset` at an open node, in SKU order, as loaded into `engine`.
+pub fn open_positions(engine: &Engine, dataset: &DataSet) -> Vec<(SkuId, NodeId)> {
+    let mut out = Vec::new();
+    for_each_position(engine, dataset, |sku, p, open| {
+        if open {
+            out.push((sku, p.node));
+        }
+    });
     out
 }
 
@@ -75,7 +83,6 @@ impl BenchWorld {
         let engine = Engine::new(EngineConfig::default());
         let now = spec.start_day.start().saturating_add_ms(9 * 3_600_000);
         bulk_load(|| dataset.load(&engine, now)).expect("data set loads");
-        let network = engine.network();
         let sku_ids: Vec<SkuId> = dataset
             .skus
             .iter()
@@ -84,17 +91,15 @@ impl BenchWorld {
         let mut positions = Vec::new();
         let mut dated_positions = Vec::new();
         let mut by_node: Vec<Vec<(SkuId, u32)>> = vec![Vec::new(); dataset.nodes.len()];
-        for (i, &sku) in sku_ids.iter().enumerate() {
-            for p in dataset.positions_of(i as u32) {
-                by_node[p.node.index()].push((sku, BENCH_ON_HAND));
-                if network.is_open(p.node) {
-                    positions.push((sku, p.node));
-                    if !p.lots.is_empty() {
-                        dated_positions.push((sku, p.node));
-                    }
+        for_each_position(&engine, &dataset, |sku, p, open| {
+            by_node[p.node.index()].push((sku, BENCH_ON_HAND));
+            if open {
+                positions.push((sku, p.node));
+                if !p.lots.is_empty() {
+                    dated_positions.push((sku, p.node));
                 }
             }
-        }
+        });
         let mut request = 0xBE4C_u128 << 100;
         for (n, counts) in by_node.iter().enumerate() {
             let node = NodeId::from_raw(n as u32);
