@@ -112,6 +112,15 @@ impl World {
     }
 }
 
+/// The answer to a commit, release, cancel or ship that took effect (or was retried).
+fn changed(hold: RequestId, state: HoldState, repeated: bool) -> Outcome {
+    Outcome::HoldChanged {
+        hold,
+        state,
+        repeated,
+    }
+}
+
 fn granted(out: &HoldOutcome) -> Vec<u32> {
     match out {
         HoldOutcome::Granted { lines, .. } => lines.iter().map(|l| l.granted).collect(),
@@ -206,46 +215,24 @@ fn hold_life_cycle_and_idempotent_retries() {
         hold: h,
         lines: partial.clone(),
     });
-    assert_eq!(
-        out,
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Held,
-            repeated: false
-        }
-    );
+    assert_eq!(out, changed(h, HoldState::Held, false));
     // The same partial release again, same request id: nothing more is released.
     let out = w.apply(Command::Release {
         request: r1,
         hold: h,
         lines: partial,
     });
-    assert_eq!(
-        out,
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Held,
-            repeated: true
-        }
-    );
+    assert_eq!(out, changed(h, HoldState::Held, true));
     assert_eq!(w.atp("A", "DC1", 0), 7);
 
     let c = w.id();
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Committed,
-            repeated: false
-        }
+        changed(h, HoldState::Committed, false)
     );
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Committed,
-            repeated: true
-        }
+        changed(h, HoldState::Committed, true)
     );
     let s = w.id();
     let ship_two = vec![LineQuantity {
@@ -262,23 +249,12 @@ fn hold_life_cycle_and_idempotent_retries() {
     assert_eq!((p.on_hand, p.allocated), (8, 1));
     let x = w.id();
     let out = w.apply(Command::CancelAllocation { request: x, hold: h });
-    assert_eq!(
-        out,
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Cancelled,
-            repeated: false
-        }
-    );
+    assert_eq!(out, changed(h, HoldState::Cancelled, false));
     assert_eq!(w.atp("A", "DC1", 0), 8);
     // A retried commit still gets its first answer, even though the allocation is now cancelled.
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Committed,
-            repeated: true
-        }
+        changed(h, HoldState::Committed, true)
     );
 }
 
@@ -539,14 +515,7 @@ fn late_commit_is_refused_the_same_way_before_and_after_tick() {
         hold: h,
         lines,
     });
-    assert_eq!(
-        out,
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Expired,
-            repeated: false
-        }
-    );
+    assert_eq!(out, changed(h, HoldState::Expired, false));
     assert_eq!(w.atp("A", "DC1", 0), 10);
 }
 
@@ -574,11 +543,7 @@ fn operation_retry_is_recognised_on_its_hold_first() {
     });
     assert_eq!(
         w.apply(Command::Commit { request: c, hold: h }),
-        Outcome::HoldChanged {
-            hold: h,
-            state: HoldState::Committed,
-            repeated: true
-        }
+        changed(h, HoldState::Committed, true)
     );
 }
 
