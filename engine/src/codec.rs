@@ -428,30 +428,30 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
     Ok(command)
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn u8(&mut self, x: u8) {
+    pub(crate) fn u8(&mut self, x: u8) {
         self.0.push(x);
     }
-    fn u16(&mut self, x: u16) {
+    pub(crate) fn u16(&mut self, x: u16) {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
-    fn u32(&mut self, x: u32) {
+    pub(crate) fn u32(&mut self, x: u32) {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
-    fn u64(&mut self, x: u64) {
+    pub(crate) fn u64(&mut self, x: u64) {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
-    fn request(&mut self, id: RequestId) {
+    pub(crate) fn request(&mut self, id: RequestId) {
         self.0.extend_from_slice(&id.0.to_le_bytes());
     }
-    fn len(&mut self, n: usize) {
+    pub(crate) fn len(&mut self, n: usize) {
         self.u32(u32::try_from(n).expect("list lengths are bounded by the engine's limits"));
     }
     /// Strings longer than `u16::MAX` bytes are cut: such a name is invalid anyway and is refused
     /// by `apply`, which sees the same (cut) name when the record is replayed.
-    fn str(&mut self, s: &str) {
+    pub(crate) fn str(&mut self, s: &str) {
         let mut end = s.len().min(usize::from(u16::MAX));
         while !s.is_char_boundary(end) {
             end -= 1;
@@ -461,13 +461,13 @@ impl Writer<'_> {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(DecodeError::Truncated { at: self.at, field });
@@ -476,31 +476,31 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(out)
     }
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         Ok(self.take(N, field)?.try_into().expect("took exactly N bytes"))
     }
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(field)?[0])
     }
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(field)?))
     }
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array(field)?))
     }
-    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array(field)?))
     }
-    fn request(&mut self) -> Result<RequestId, DecodeError> {
+    pub(crate) fn request(&mut self) -> Result<RequestId, DecodeError> {
         Ok(RequestId(u128::from_le_bytes(self.array("request id")?)))
     }
-    fn sku(&mut self) -> Result<SkuId, DecodeError> {
+    pub(crate) fn sku(&mut self) -> Result<SkuId, DecodeError> {
         Ok(SkuId::from_raw(self.u32("SKU id")?))
     }
-    fn node(&mut self) -> Result<NodeId, DecodeError> {
+    pub(crate) fn node(&mut self) -> Result<NodeId, DecodeError> {
         Ok(NodeId::from_raw(self.u32("node id")?))
     }
-    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+    pub(crate) fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         let at = self.at;
         match self.u8(field)? {
             0 => Ok(false),
@@ -508,7 +508,7 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError::InvalidValue { at, field }),
         }
     }
-    fn quantity(&mut self) -> Result<Quantity, DecodeError> {
+    pub(crate) fn quantity(&mut self) -> Result<Quantity, DecodeError> {
         let at = self.at;
         let q = self.u32("quantity")?;
         Quantity::new(i64::from(q)).map_err(|_| DecodeError::InvalidValue {
@@ -516,7 +516,7 @@ impl<'a> Reader<'a> {
             field: "quantity",
         })
     }
-    fn enum_u8<T>(
+    pub(crate) fn enum_u8<T>(
         &mut self,
         field: &'static str,
         from: impl FnOnce(u8) -> Option<T>,
@@ -527,7 +527,12 @@ impl<'a> Reader<'a> {
     }
     /// A list length, checked against `max` and against the bytes left (each entry takes at least
     /// `entry_bytes`), so a forged length cannot make the decoder allocate.
-    fn len(&mut self, field: &'static str, max: usize, entry_bytes: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn len(
+        &mut self,
+        field: &'static str,
+        max: usize,
+        entry_bytes: usize,
+    ) -> Result<usize, DecodeError> {
         let at = self.at;
         let len = self.u32(field)? as usize;
         if len > max {
@@ -538,7 +543,7 @@ impl<'a> Reader<'a> {
         }
         Ok(len)
     }
-    fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let at = self.at;
         let len = usize::from(self.u16(field)?);
         if len > limits::NAME_BYTES_MAX {

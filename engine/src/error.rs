@@ -31,6 +31,9 @@ pub enum ErrorCode {
     ExceedsAllocated = 142,
     QuantityOverflow = 150,
     NegativeOnHand = 151,
+    /// The write-ahead log cannot make writes durable (a failed write or fsync): writes are
+    /// refused until an operator fixes the storage and restarts; reads go on.
+    StorageFailed = 200,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -232,6 +232,8 @@ pub(crate) struct RequestShard {
     pub expiry: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
     /// Finished records in the order they finished, for forgetting them after the window.
     pub retention: VecDeque<(Timestamp, RequestId)>,
+    /// Set while a snapshot in progress has not copied this shard yet (see `Shard::capture`).
+    pub capture: Option<std::sync::Arc<crate::snapshot::SnapshotSink>>,
 }
 
 impl RequestShard {
@@ -267,8 +269,12 @@ impl RequestShard {
     /// Drops the expiry entries of holds that are no longer held once they outnumber the records
     /// (lazy deletion leaves one per committed or released hold until its expiry time), so the
     /// queue stays within twice the records. Which holds expire when does not change.
+    pub fn needs_compaction(&self) -> bool {
+        self.expiry.len() > 2 * self.records.len() + 64
+    }
+
     pub fn compact_expiry(&mut self) {
-        if self.expiry.len() <= 2 * self.records.len() + 64 {
+        if !self.needs_compaction() {
             return;
         }
         let live: Vec<_> = self

@@ -369,6 +369,14 @@ impl Engine {
         let cap = self.retained_per_shard();
         let (mut expired, mut forgotten) = (0u32, 0u32);
         for rs_idx in 0..self.config.request_shards {
+            // Most shards have nothing due: leave them untouched, so a snapshot in progress need
+            // not copy them out.
+            let view = requests.peek(rs_idx);
+            let due_now = view.expiry.peek().is_some_and(|e| e.0.0 <= now);
+            let old = view.retention.front().is_some_and(|&(at, _)| at <= horizon);
+            if !due_now && !old && !view.needs_compaction() {
+                continue;
+            }
             let rs = requests.get(rs_idx);
             let mut due: SmallVec<[RequestId; 8]> = SmallVec::new();
             while let Some(&Reverse((at, id))) = rs.expiry.peek() {

@@ -116,8 +116,9 @@ pub(crate) enum LockedShards<'a> {
 }
 
 impl<'a> LockedShards<'a> {
+    /// The shard, for writing. A shard a snapshot still waits for is copied out first.
     pub fn get(&mut self, shard: usize) -> &mut Shard {
-        match self {
+        let s: &mut Shard = match self {
             Self::One(i, guard) => {
                 assert_eq!(*i, shard, "shard was locked");
                 guard
@@ -132,7 +133,11 @@ impl<'a> LockedShards<'a> {
                 };
                 &mut guards[i].1
             }
+        };
+        if let Some(sink) = s.capture.take() {
+            sink.put_sku_shard(shard, crate::snapshot::encode_sku_shard(s));
         }
+        s
     }
     pub fn any(&self) -> &Shard {
         match self {
@@ -140,10 +145,12 @@ impl<'a> LockedShards<'a> {
             Self::Many(guards) => &guards[0].1,
         }
     }
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut Shard)) {
+    /// Gives every locked shard the new network. The network is not shard state (a snapshot
+    /// takes it whole), so this copies nothing out for a snapshot.
+    pub fn set_network(&mut self, network: &Arc<Network>) {
         match self {
-            Self::One(_, guard) => f(guard),
-            Self::Many(guards) => guards.iter_mut().for_each(|g| f(&mut g.1)),
+            Self::One(_, guard) => guard.network = network.clone(),
+            Self::Many(guards) => guards.iter_mut().for_each(|g| g.1.network = network.clone()),
         }
     }
 }
@@ -156,8 +163,9 @@ pub(crate) enum LockedRequests<'a> {
 }
 
 impl<'a> LockedRequests<'a> {
+    /// The shard, for writing. A shard a snapshot still waits for is copied out first.
     pub fn get(&mut self, shard: usize) -> &mut RequestShard {
-        match self {
+        let rs: &mut RequestShard = match self {
             Self::Few(guards) => guards
                 .iter_mut()
                 .flatten()
@@ -165,6 +173,23 @@ impl<'a> LockedRequests<'a> {
                 .map(|g| &mut *g.1)
                 .expect("request shard was locked"),
             Self::All(guards) => &mut guards[shard],
+        };
+        if let Some(sink) = rs.capture.take() {
+            sink.put_request_shard(shard, crate::snapshot::encode_request_shard(rs));
+        }
+        rs
+    }
+
+    /// The shard, for reading only.
+    pub fn peek(&self, shard: usize) -> &RequestShard {
+        match self {
+            Self::Few(guards) => guards
+                .iter()
+                .flatten()
+                .find(|g| g.0 == shard)
+                .map(|g| &*g.1)
+                .expect("request shard was locked"),
+            Self::All(guards) => &guards[shard],
         }
     }
 }
@@ -204,6 +229,71 @@ impl Engine {
             log,
             config,
         }
+    }
+
+    /// An engine from decoded snapshot parts (see `snapshot`); checks that they fit together.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        config: EngineConfig,
+        network: Arc<Network>,
+        feeds: Vec<u64>,
+        shards: Vec<Shard>,
+        requests: Vec<RequestShard>,
+        next_seq: u64,
+        log: Option<Arc<dyn CommandLog>>,
+    ) -> Result<Self, String> {
+        let mut engine = Self::with_log(config, log);
+        if shards.len() != engine.shards.len() || requests.len() != engine.requests.len() {
+            return Err("shard counts differ from the header".into());
+        }
+        if feeds.len() > network.n_nodes() {
+            return Err("more feed sequence numbers than nodes".into());
+        }
+        let n_skus: usize = shards.iter().map(|s| s.skus.len()).sum();
+        let mut sku_names: Vec<Option<Arc<str>>> = vec![None; n_skus];
+        for (i, shard) in shards.iter().enumerate() {
+            for (slot, entry) in shard.skus.iter().enumerate() {
+                let id = (slot << engine.map.bits) | i;
+                let name = sku_names
+                    .get_mut(id)
+                    .ok_or_else(|| format!("SKU {:?} has id {id}, past the SKU count", entry.name))?;
+                *name = Some(entry.name.clone());
+                if entry.nodes.iter().any(|n| n.index() >= network.n_nodes()) {
+                    return Err(format!("SKU {:?} is stocked at an unknown node", entry.name));
+                }
+            }
+        }
+        let sku_names: Vec<Arc<str>> = sku_names
+            .into_iter()
+            .enumerate()
+            .map(|(id, n)| n.ok_or_else(|| format!("SKU id {id} is missing (ids must be dense)")))
+            .collect::<Result<_, _>>()?;
+        for (id, name) in sku_names.iter().enumerate() {
+            if engine
+                .sku_ids
+                .insert(name.clone(), SkuId::from_raw(id as u32))
+                .is_some()
+            {
+                return Err(format!("SKU name {name:?} appears twice"));
+            }
+        }
+        for (slot, shard) in engine.shards.iter_mut().zip(shards) {
+            *slot.get_mut() = shard;
+        }
+        for (slot, rs) in engine.requests.iter_mut().zip(requests) {
+            *slot.get_mut() = rs;
+        }
+        *engine.feeds.get_mut() = feeds;
+        engine.catalog.get_mut().sku_names = sku_names;
+        engine.catalog.get_mut().network = network.clone();
+        engine.network.store(network);
+        *engine.next_seq.get_mut() = next_seq;
+        Ok(engine)
+    }
+
+    /// Starts handing applied commands to `log` (after recovery replayed the old log without it).
+    pub fn attach_log(&mut self, log: Arc<dyn CommandLog>) {
+        self.log = Some(log);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -334,7 +424,7 @@ impl Engine {
         if feeds.len() < network.n_nodes() {
             feeds.resize(network.n_nodes(), 0);
         }
-        shards.for_each_mut(|shard| shard.network = network.clone());
+        shards.set_network(&network);
         catalog.network = network.clone();
         self.network.store(network);
         self.sequence(now, command);

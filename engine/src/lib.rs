@@ -39,6 +39,7 @@ pub mod codec;
 pub mod command;
 pub mod dataset;
 pub mod digest;
+pub mod durable;
 pub mod error;
 mod feed;
 pub mod hold;
@@ -49,6 +50,9 @@ pub mod ledger;
 pub mod limits;
 pub mod network;
 mod shard;
+pub mod snapshot;
+pub mod storage;
+pub mod wal;
 
 pub use atp::{InboundLot, TimelinePoint};
 pub use command::{

@@ -184,6 +184,20 @@ impl Network {
         self.node(id).is_some_and(|n| n.status == NodeStatus::Open)
     }
 
+    /// A network of these nodes, ids in order; `None` if two share a name.
+    pub(crate) fn from_nodes(nodes: Vec<NodeSpec>) -> Option<Network> {
+        let mut by_name = HashMap::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            if by_name
+                .insert(n.name.clone(), NodeId::from_raw(i as u32))
+                .is_some()
+            {
+                return None;
+            }
+        }
+        Some(Network { nodes, by_name })
+    }
+
     /// A new network with `spec` inserted or replaced; returns it with the node's id.
     pub(crate) fn with_node(&self, spec: NodeSpec) -> (Arc<Network>, NodeId) {
         let mut nodes = self.nodes.clone();

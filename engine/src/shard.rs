@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::atp::{self, Dated};
 use crate::ids::{Day, NodeId, SkuId};
 use crate::network::{Capabilities, Network};
+use crate::snapshot::SnapshotSink;
 
 /// Marks a position with nothing dated.
 pub(crate) const NO_DATED: u32 = u32::MAX;
@@ -67,6 +68,9 @@ pub(crate) struct Shard {
     /// Out-of-line dated data; `free` lists reusable slots.
     pub dated: Vec<Dated>,
     pub free: Vec<u32>,
+    /// Set while a snapshot in progress has not copied this shard yet: the first writer copies
+    /// it out before changing it (copy-on-write at shard grain).
+    pub capture: Option<Arc<SnapshotSink>>,
 }
 
 impl Shard {
@@ -76,6 +80,7 @@ impl Shard {
             skus: Vec::new(),
             dated: Vec::new(),
             free: Vec::new(),
+            capture: None,
         }
     }
 

@@ -1,0 +1,311 @@
+//! The storage layer under the write-ahead log and snapshots: one flat directory of files.
+//!
+//! Behind a trait so that tests can run the real WAL and snapshot code against `SimStorage`, a
+//! directory that keeps written and synced bytes apart and can fail or lose power on command.
+//! `FsStorage` is the real one. What the code assumes of the media is written down in
+//! `docs/design.md` ("Storage assumptions").
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// A directory of named files.
+pub trait Storage: Send + Sync + 'static {
+    /// Names of the files in the directory, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// Creates an empty file (replacing any file of that name), open for appending.
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>>;
+    /// Cuts a file to `len` bytes and syncs it.
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals in the directory durable.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Where the files are, for messages.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// A file open for appending.
+pub trait StorageFile: Send {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// `fdatasync`: when it returns `Ok`, every appended byte survives a power loss.
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// A real directory.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    dir: PathBuf,
+}
+
+impl FsStorage {
+    /// Opens `dir`, creating it (and its parents) if needed.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+struct FsFile(File);
+
+impl StorageFile for FsFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Storage for FsStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Ok(name) = entry.file_name().into_string()
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.dir.join(name))
+    }
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(name))?;
+        Ok(Box::new(FsFile(file)))
+    }
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new().append(true).open(self.dir.join(name))?;
+        Ok(Box::new(FsFile(file)))
+    }
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.dir.join(name))
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+    fn describe(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// Which operation an injected fault hits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FaultOp {
+    Append,
+    Sync,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimFile {
+    /// What a reader sees now.
+    data: Vec<u8>,
+    /// What survives a power loss: the data as of the last successful sync.
+    synced: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Directory entries now: name -> file id.
+    names: HashMap<String, usize>,
+    /// Directory entries as of the last `sync_dir`.
+    synced_names: HashMap<String, usize>,
+    files: Vec<SimFile>,
+    /// Faults to inject: every operation of the kind fails while set.
+    failing: Vec<(FaultOp, io::ErrorKind)>,
+}
+
+/// An in-memory directory with POSIX-like durability: file bytes survive a power loss only once
+/// synced, directory entries only once the directory is synced. Cloning shares the directory.
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    state: Arc<Mutex<SimState>>,
+}
+
+/// How a simulated power loss treats bytes written but never synced.
+#[derive(Copy, Clone, Debug)]
+pub enum PowerLoss {
+    /// They are lost.
+    DropUnsynced,
+    /// A prefix of `keep` bytes of them survives, the last `garbage` of those overwritten with
+    /// junk (a torn sector).
+    Tear { keep: usize, garbage: usize },
+}
+
+impl SimStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later operation of kind `op` fail with `kind` until `heal`.
+    pub fn fail(&self, op: FaultOp, kind: io::ErrorKind) {
+        self.state.lock().failing.push((op, kind));
+    }
+
+    pub fn heal(&self) {
+        self.state.lock().failing.clear();
+    }
+
+    /// Flips the bits of byte `offset` of a file, as media damage would.
+    pub fn corrupt(&self, name: &str, offset: usize) {
+        let mut st = self.state.lock();
+        let id = st.names[name];
+        let file = &mut st.files[id];
+        file.data[offset] ^= 0xFF;
+        file.synced = file.data.clone();
+    }
+
+    /// A new directory holding what survives a power loss of this one now.
+    pub fn power_loss(&self, mode: PowerLoss) -> SimStorage {
+        let st = self.state.lock();
+        let mut out = SimState::default();
+        for (name, &id) in &st.synced_names {
+            let file = &st.files[id];
+            let mut data = file.synced.clone();
+            if let PowerLoss::Tear { keep, garbage } = mode
+                && file.data.starts_with(&file.synced)
+            {
+                let extra = &file.data[file.synced.len()..];
+                let keep = keep.min(extra.len());
+                data.extend_from_slice(&extra[..keep]);
+                let from = data.len() - garbage.min(keep);
+                for (i, b) in data[from..].iter_mut().enumerate() {
+                    *b = 0xA5 ^ i as u8;
+                }
+            }
+            out.files.push(SimFile {
+                synced: data.clone(),
+                data,
+            });
+            out.names.insert(name.clone(), out.files.len() - 1);
+        }
+        out.synced_names = out.names.clone();
+        SimStorage {
+            state: Arc::new(Mutex::new(out)),
+        }
+    }
+
+    fn check(st: &SimState, op: FaultOp) -> io::Result<()> {
+        match st.failing.iter().find(|f| f.0 == op) {
+            Some(&(_, kind)) => Err(io::Error::new(kind, format!("injected {op:?} fault"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
+}
+
+struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    id: usize,
+}
+
+impl StorageFile for SimHandle {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if let Err(e) = SimStorage::check(&st, FaultOp::Append) {
+            // A failed write may still have written part of the buffer.
+            let half = &bytes[..bytes.len() / 2];
+            st.files[self.id].data.extend_from_slice(half);
+            return Err(e);
+        }
+        st.files[self.id].data.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        SimStorage::check(&st, FaultOp::Sync)?;
+        let file = &mut st.files[self.id];
+        file.synced = file.data.clone();
+        Ok(())
+    }
+}
+
+impl Storage for SimStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state.lock().names.keys().cloned().collect())
+    }
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let st = self.state.lock();
+        let id = *st.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(st.files[id].data.clone())
+    }
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        let mut st = self.state.lock();
+        SimStorage::check(&st, FaultOp::Append)?;
+        st.files.push(SimFile::default());
+        let id = st.files.len() - 1;
+        st.names.insert(name.to_string(), id);
+        Ok(Box::new(SimHandle {
+            state: self.state.clone(),
+            id,
+        }))
+    }
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        let st = self.state.lock();
+        let id = *st.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(Box::new(SimHandle {
+            state: self.state.clone(),
+            id,
+        }))
+    }
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let mut st = self.state.lock();
+        SimStorage::check(&st, FaultOp::Sync)?;
+        let id = *st.names.get(name).ok_or_else(|| not_found(name))?;
+        let file = &mut st.files[id];
+        file.data.truncate(len as usize);
+        file.synced = file.data.clone();
+        Ok(())
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let id = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_string(), id);
+        Ok(())
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.names.remove(name).ok_or_else(|| not_found(name))?;
+        Ok(())
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        SimStorage::check(&st, FaultOp::Sync)?;
+        st.synced_names = st.names.clone();
+        Ok(())
+    }
+    fn describe(&self, name: &str) -> String {
+        format!("sim:{name}")
+    }
+}

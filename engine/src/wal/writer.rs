@@ -1,0 +1,571 @@
+//! The group-commit writer: one thread turns the commands of many requests into one write and
+//! one `fdatasync`, then releases every request whose record that sync made durable.
+//!
+//! Request threads encode their command into a shared queue while they still hold the engine's
+//! locks (`CommandLog::append`), which is what makes the log order the apply order. The writer
+//! swaps the queue out, puts the records in LSN order (a thread may be preempted between taking
+//! its number and queueing), frames them into the hash chain, writes, syncs, and publishes the
+//! new durable LSN. While it syncs, the next batch gathers: the slower the disk, the larger the
+//! batch, so throughput follows the requests, not the fsync rate.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, frame_record, parse_segment_name, segment_name};
+use crate::codec;
+use crate::command::Command;
+use crate::ids::Timestamp;
+use crate::ledger::CommandLog;
+use crate::storage::{Storage, StorageFile};
+
+/// When the writer syncs, and so when a write is acknowledged.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Sync every batch; acknowledge only synced records. The default.
+    Always,
+    /// Acknowledge once written; sync at most this often. A power loss loses up to this much of
+    /// acknowledged writes.
+    Interval(Duration),
+    /// Never sync. For benchmarks only: a power loss loses whatever the OS had not written.
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    pub fsync: FsyncPolicy,
+    /// A new segment starts once the current one reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The WAL can no longer make writes durable. Sticky: every later write fails too.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the write-ahead log failed and accepts no more writes: {0}")]
+pub struct WalFailed(pub String);
+
+/// Where the log ends: the writer continues from here.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LogTail {
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+    /// The CRC of the last record (the chain value).
+    pub prev_crc: u32,
+}
+
+/// Group-commit counters since start.
+#[derive(Clone, Debug, Default)]
+pub struct WalStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub syncs: u64,
+    pub batches: u64,
+    /// `batch_sizes[i]`: batches of `2^(i-1) < records <= 2^i` records.
+    pub batch_sizes: [u64; 24],
+    pub sync_nanos: u64,
+}
+
+impl WalStats {
+    pub fn mean_batch(&self) -> f64 {
+        self.records as f64 / self.batches.max(1) as f64
+    }
+}
+
+#[derive(Copy, Clone)]
+struct Entry {
+    lsn: u64,
+    time: u64,
+    start: u32,
+    len: u32,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    bytes: Vec<u8>,
+    writer_waiting: bool,
+    /// Someone waits for a sync (a snapshot under a relaxed fsync policy).
+    sync_wanted: bool,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    /// Every record up to here is acknowledged (durable under the policy).
+    durable: AtomicU64,
+    /// Every record up to here is synced to the media (equals `durable` under `Always`).
+    synced: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    waiters: Mutex<Vec<(u64, Waker)>>,
+    blocked: Condvar,
+    blocked_lock: Mutex<()>,
+    stats: Mutex<WalStats>,
+    /// Segments on disk by first LSN, oldest first; the last is being written.
+    segments: Mutex<Vec<u64>>,
+}
+
+/// The write-ahead log, open for appending. Hand it to the engine as its `CommandLog`.
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    storage: Arc<dyn Storage>,
+}
+
+impl Wal {
+    /// Starts a new segment at `tail` and the writer thread. Older segments (from recovery) are
+    /// kept and listed for removal after snapshots.
+    pub fn open(storage: Arc<dyn Storage>, tail: LogTail, options: WalOptions) -> io::Result<Self> {
+        let mut segments: Vec<u64> = storage
+            .list()?
+            .iter()
+            .filter_map(|n| parse_segment_name(n))
+            .filter(|&first| first < tail.next_lsn)
+            .collect();
+        segments.sort_unstable();
+        let file = start_segment(&*storage, tail)?;
+        segments.push(tail.next_lsn);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            durable: AtomicU64::new(tail.next_lsn - 1),
+            synced: AtomicU64::new(tail.next_lsn - 1),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
+            blocked: Condvar::new(),
+            blocked_lock: Mutex::new(()),
+            stats: Mutex::new(WalStats::default()),
+            segments: Mutex::new(segments),
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            storage: storage.clone(),
+            options,
+            file,
+            segment_len: SEGMENT_HEADER_LEN as u64,
+            tail,
+            held: Vec::new(),
+            held_bytes: Vec::new(),
+            out: Vec::with_capacity(1 << 20),
+            last_sync: Instant::now(),
+            unsynced: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Self {
+            shared,
+            writer: Mutex::new(Some(handle)),
+            storage,
+        })
+    }
+
+    /// Every record up to this LSN is acknowledged.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// The failure that stopped the log, if it stopped.
+    pub fn failure(&self) -> Option<WalFailed> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            Some(WalFailed(self.shared.failure.lock().clone().unwrap_or_default()))
+        } else {
+            None
+        }
+    }
+
+    /// Blocks until record `lsn` is acknowledged, or the log failed first.
+    pub fn wait_durable(&self, lsn: u64) -> Result<(), WalFailed> {
+        if self.durable_lsn() >= lsn {
+            return Ok(());
+        }
+        let mut guard = self.shared.blocked_lock.lock();
+        loop {
+            if self.durable_lsn() >= lsn {
+                return Ok(());
+            }
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            self.shared.blocked.wait(&mut guard);
+        }
+    }
+
+    /// Blocks until every record up to `lsn` is synced to the media, asking the writer for a sync
+    /// if its policy would not do one soon. Snapshots call this before they count, so that a
+    /// snapshot is never ahead of the log.
+    pub fn sync_to(&self, lsn: u64) -> Result<(), WalFailed> {
+        let mut guard = self.shared.blocked_lock.lock();
+        loop {
+            if self.shared.synced.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            {
+                let mut q = self.shared.queue.lock();
+                q.sync_wanted = true;
+                q.writer_waiting = false;
+            }
+            self.shared.work.notify_one();
+            self.shared
+                .blocked
+                .wait_for(&mut guard, Duration::from_millis(10));
+        }
+    }
+
+    /// A future that resolves when record `lsn` is acknowledged (for async servers).
+    pub fn durable(&self, lsn: u64) -> DurableAck {
+        DurableAck {
+            shared: self.shared.clone(),
+            lsn,
+        }
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.shared.stats.lock().clone()
+    }
+
+    /// Removes segments whose records all precede `lsn` (they are covered by a snapshot).
+    /// Returns how many went.
+    pub fn remove_segments_before(&self, lsn: u64) -> io::Result<usize> {
+        let mut segments = self.shared.segments.lock();
+        // Segment i holds LSNs [first_i, first_{i+1}); it can go if first_{i+1} <= lsn.
+        let keep_from = segments.windows(2).take_while(|w| w[1] <= lsn).count();
+        for &first in &segments[..keep_from] {
+            self.storage.remove(&segment_name(first))?;
+        }
+        segments.drain(..keep_from);
+        if keep_from > 0 {
+            self.storage.sync_dir()?;
+        }
+        Ok(keep_from)
+    }
+
+    /// Writes and syncs everything queued, then stops the writer. Idempotent.
+    pub fn close(&self) -> Result<(), WalFailed> {
+        self.shared.queue.lock().stop = true;
+        self.shared.work.notify_one();
+        if let Some(h) = self.writer.lock().take() {
+            h.join().expect("the WAL writer does not panic");
+        }
+        match self.failure() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl CommandLog for Wal {
+    fn append(&self, seq: u64, now: Timestamp, command: &Command) {
+        let mut q = self.shared.queue.lock();
+        let start = q.bytes.len();
+        codec::encode(command, &mut q.bytes);
+        let len = q.bytes.len() - start;
+        q.entries.push(Entry {
+            lsn: seq,
+            time: now.0,
+            start: start as u32,
+            len: len as u32,
+        });
+        if q.writer_waiting {
+            q.writer_waiting = false;
+            self.shared.work.notify_one();
+        }
+    }
+}
+
+/// Resolves when its record is acknowledged; to `Err` if the log fails first.
+pub struct DurableAck {
+    shared: Arc<Shared>,
+    lsn: u64,
+}
+
+impl Future for DurableAck {
+    type Output = Result<(), WalFailed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let check = |s: &Shared| {
+            if s.durable.load(Ordering::Acquire) >= self.lsn {
+                Some(Ok(()))
+            } else if s.failed.load(Ordering::Acquire) {
+                Some(Err(WalFailed(s.failure.lock().clone().unwrap_or_default())))
+            } else {
+                None
+            }
+        };
+        if let Some(r) = check(&self.shared) {
+            return Poll::Ready(r);
+        }
+        self.shared.waiters.lock().push((self.lsn, cx.waker().clone()));
+        // The writer may have published between the check and the registration.
+        match check(&self.shared) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+fn start_segment(storage: &dyn Storage, tail: LogTail) -> io::Result<Box<dyn StorageFile>> {
+    let mut file = storage.create(&segment_name(tail.next_lsn))?;
+    let header = SegmentHeader {
+        first_lsn: tail.next_lsn,
+        prev_crc: tail.prev_crc,
+    };
+    file.append(&header.encode())?;
+    file.sync_data()?;
+    storage.sync_dir()?;
+    Ok(file)
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    storage: Arc<dyn Storage>,
+    options: WalOptions,
+    file: Box<dyn StorageFile>,
+    segment_len: u64,
+    tail: LogTail,
+    /// Records that arrived ahead of a missing lower LSN, waiting for it.
+    held: Vec<Entry>,
+    held_bytes: Vec<u8>,
+    out: Vec<u8>,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut entries = Vec::new();
+        let mut bytes = Vec::new();
+        let mut sync_wanted;
+        loop {
+            let stop = {
+                let mut q = self.shared.queue.lock();
+                while q.entries.is_empty() && !q.stop && !q.sync_wanted {
+                    q.writer_waiting = true;
+                    match self.options.fsync {
+                        FsyncPolicy::Interval(d) if self.unsynced => {
+                            let left = d.saturating_sub(self.last_sync.elapsed());
+                            if self.shared.work.wait_for(&mut q, left).timed_out() {
+                                break;
+                            }
+                        }
+                        _ => self.shared.work.wait(&mut q),
+                    }
+                }
+                q.writer_waiting = false;
+                sync_wanted = std::mem::take(&mut q.sync_wanted);
+                std::mem::swap(&mut q.entries, &mut entries);
+                std::mem::swap(&mut q.bytes, &mut bytes);
+                q.stop && entries.is_empty()
+            };
+            let mut result = self.write_batch(&entries, &bytes);
+            if result.is_ok() && sync_wanted && self.unsynced {
+                result = self.sync();
+            }
+            entries.clear();
+            bytes.clear();
+            if let Err(e) = result {
+                self.fail(e);
+                return;
+            }
+            if stop {
+                if self.unsynced
+                    && let Err(e) = self.file.sync_data()
+                {
+                    self.fail(e);
+                }
+                return;
+            }
+        }
+    }
+
+    fn write_batch(&mut self, entries: &[Entry], bytes: &[u8]) -> io::Result<()> {
+        // Order: usually already sorted and contiguous; otherwise merge with held records.
+        let in_order = self.held.is_empty()
+            && entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.lsn == self.tail.next_lsn + i as u64);
+        let first = self.tail.next_lsn;
+        self.out.clear();
+        if in_order {
+            for e in entries {
+                self.frame(e.lsn, e.time, &bytes[e.start as usize..][..e.len as usize]);
+            }
+        } else {
+            self.frame_out_of_order(entries, bytes);
+        }
+        let n = self.tail.next_lsn - first;
+        if n == 0 {
+            return self.maybe_interval_sync();
+        }
+        if self.segment_len >= self.options.segment_bytes {
+            self.rotate(first)?;
+        }
+        self.file.append(&self.out)?;
+        self.segment_len += self.out.len() as u64;
+        let sync_started = Instant::now();
+        let acked = match self.options.fsync {
+            FsyncPolicy::Always => {
+                self.file.sync_data()?;
+                self.last_sync = Instant::now();
+                self.shared
+                    .synced
+                    .store(self.tail.next_lsn - 1, Ordering::Release);
+                true
+            }
+            FsyncPolicy::Interval(d) => {
+                self.unsynced = true;
+                if self.last_sync.elapsed() >= d {
+                    self.sync()?;
+                }
+                true
+            }
+            FsyncPolicy::Never => {
+                self.unsynced = true;
+                true
+            }
+        };
+        {
+            let mut s = self.shared.stats.lock();
+            s.records += n;
+            s.bytes += self.out.len() as u64;
+            s.batches += 1;
+            s.batch_sizes[(64 - (n - 1).leading_zeros()) as usize] += 1;
+            if self.options.fsync == FsyncPolicy::Always {
+                s.syncs += 1;
+                s.sync_nanos += sync_started.elapsed().as_nanos() as u64;
+            }
+        }
+        if acked {
+            self.publish(self.tail.next_lsn - 1);
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, lsn: u64, time: u64, body: &[u8]) {
+        self.tail.prev_crc = frame_record(&mut self.out, self.tail.prev_crc, lsn, time, body);
+        self.tail.next_lsn = lsn + 1;
+    }
+
+    fn frame_out_of_order(&mut self, entries: &[Entry], bytes: &[u8]) {
+        let mut all: Vec<(Entry, bool)> = self.held.drain(..).map(|e| (e, true)).collect();
+        all.extend(entries.iter().map(|&e| (e, false)));
+        all.sort_unstable_by_key(|(e, _)| e.lsn);
+        let held_bytes = std::mem::take(&mut self.held_bytes);
+        for (e, was_held) in all {
+            let src = if was_held { &held_bytes[..] } else { bytes };
+            let body = &src[e.start as usize..][..e.len as usize];
+            if e.lsn == self.tail.next_lsn {
+                self.frame(e.lsn, e.time, body);
+            } else {
+                let start = self.held_bytes.len() as u32;
+                self.held_bytes.extend_from_slice(body);
+                self.held.push(Entry { start, ..e });
+            }
+        }
+    }
+
+    fn maybe_interval_sync(&mut self) -> io::Result<()> {
+        if let FsyncPolicy::Interval(d) = self.options.fsync
+            && self.unsynced
+            && self.last_sync.elapsed() >= d
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let t = Instant::now();
+        self.file.sync_data()?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        {
+            let mut s = self.shared.stats.lock();
+            s.syncs += 1;
+            s.sync_nanos += t.elapsed().as_nanos() as u64;
+        }
+        self.shared
+            .synced
+            .store(self.tail.next_lsn - 1, Ordering::Release);
+        self.wake_all(|_| false);
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_lsn: u64) -> io::Result<()> {
+        if self.options.fsync != FsyncPolicy::Always {
+            self.file.sync_data()?;
+        }
+        let tail = LogTail {
+            next_lsn: first_lsn,
+            prev_crc: self.chain_before(first_lsn),
+        };
+        self.file = start_segment(&*self.storage, tail)?;
+        self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.shared.segments.lock().push(first_lsn);
+        Ok(())
+    }
+
+    /// The chain value before the first record in `out` (the batch being written).
+    fn chain_before(&self, first_lsn: u64) -> u32 {
+        debug_assert!(first_lsn < self.tail.next_lsn);
+        u32::from_le_bytes(self.out[8..12].try_into().expect("a framed record"))
+    }
+
+    fn publish(&self, lsn: u64) {
+        self.shared.durable.store(lsn, Ordering::Release);
+        self.wake_all(|w| w.0 <= lsn);
+    }
+
+    fn wake_all(&self, due: impl Fn(&(u64, Waker)) -> bool) {
+        let ready: Vec<_> = {
+            let mut waiters = self.shared.waiters.lock();
+            let (ready, pending): (Vec<_>, Vec<_>) = waiters.drain(..).partition(|w| due(w));
+            *waiters = pending;
+            ready
+        };
+        ready.into_iter().for_each(|(_, w)| w.wake());
+        let _guard = self.shared.blocked_lock.lock();
+        self.shared.blocked.notify_all();
+    }
+
+    fn fail(&self, error: io::Error) {
+        let message = format!(
+            "{} while writing {} (records after LSN {} are not acknowledged; restart to recover \
+             from what is on disk)",
+            error,
+            self.storage.describe(&segment_name(
+                *self.shared.segments.lock().last().expect("a segment")
+            )),
+            self.shared.durable.load(Ordering::Acquire)
+        );
+        *self.shared.failure.lock() = Some(message);
+        self.shared.failed.store(true, Ordering::Release);
+        self.wake_all(|_| true);
+    }
+}
