@@ -65,6 +65,43 @@ pub fn open_positions(engine: &Engine, dataset: &DataSet) -> Vec<(SkuId, NodeId)
     out
 }
 
+/// Raises every stocked position of `dataset` to `BENCH_ON_HAND` with ordinary feed commands, and
+/// returns the positions at open nodes and those of them with inbound lots.
+pub fn restock(
+    engine: &Engine,
+    dataset: &DataSet,
+    now: Timestamp,
+) -> (Vec<(SkuId, NodeId)>, Vec<(SkuId, NodeId)>) {
+    let mut positions = Vec::new();
+    let mut dated_positions = Vec::new();
+    let mut by_node: Vec<Vec<(SkuId, u32)>> = vec![Vec::new(); dataset.nodes.len()];
+    for_each_position(engine, dataset, |sku, p, open| {
+        by_node[p.node.index()].push((sku, BENCH_ON_HAND));
+        if open {
+            positions.push((sku, p.node));
+            if !p.lots.is_empty() {
+                dated_positions.push((sku, p.node));
+            }
+        }
+    });
+    let mut request = 0xBE4C_u128 << 100;
+    for (n, counts) in by_node.iter().enumerate() {
+        let node = NodeId::from_raw(n as u32);
+        for chunk in counts.chunks(promised_engine::limits::FEED_LINES_MAX) {
+            request += 1;
+            let feed_seq = engine.feed_seq(node) + 1;
+            let command = Command::SetOnHand {
+                request: RequestId(request),
+                node,
+                feed_seq,
+                counts: chunk.to_vec(),
+            };
+            engine.apply(now, &command).expect("feed applies");
+        }
+    }
+    (positions, dated_positions)
+}
+
 pub struct BenchWorld {
     pub engine: Engine,
     pub dataset: DataSet,
@@ -88,33 +125,7 @@ impl BenchWorld {
             .iter()
             .map(|s| engine.sku_id(&s.name).expect("loaded"))
             .collect();
-        let mut positions = Vec::new();
-        let mut dated_positions = Vec::new();
-        let mut by_node: Vec<Vec<(SkuId, u32)>> = vec![Vec::new(); dataset.nodes.len()];
-        for_each_position(&engine, &dataset, |sku, p, open| {
-            by_node[p.node.index()].push((sku, BENCH_ON_HAND));
-            if open {
-                positions.push((sku, p.node));
-                if !p.lots.is_empty() {
-                    dated_positions.push((sku, p.node));
-                }
-            }
-        });
-        let mut request = 0xBE4C_u128 << 100;
-        for (n, counts) in by_node.iter().enumerate() {
-            let node = NodeId::from_raw(n as u32);
-            for chunk in counts.chunks(promised_engine::limits::FEED_LINES_MAX) {
-                request += 1;
-                let feed_seq = engine.feed_seq(node) + 1;
-                let command = Command::SetOnHand {
-                    request: RequestId(request),
-                    node,
-                    feed_seq,
-                    counts: chunk.to_vec(),
-                };
-                engine.apply(now, &command).expect("feed applies");
-            }
-        }
+        let (positions, dated_positions) = restock(&engine, &dataset, now);
         // Forget the set-up's request records so they do not weigh on the measurements.
         let now = now.saturating_add_ms(engine.config().retention_ms);
         engine.apply(now, &Command::Tick).expect("tick");

@@ -393,6 +393,8 @@ pub struct SnapshotSummary {
     pub positions: usize,
     pub holds: usize,
     pub done_records: usize,
+    /// The state digest of the loaded snapshot: compare with a live server's.
+    pub digest: crate::digest::StateDigest,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -531,6 +533,7 @@ impl<'a> SnapshotFile<'a> {
             positions: stats.positions,
             holds: stats.held + stats.committed,
             done_records: done - stats.held - stats.committed,
+            digest: engine.state_digest(),
         })
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 
 mod demo;
+mod storage_tools;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -28,6 +29,18 @@ enum Commands {
     /// Generate a data set, load it into an in-process engine, run a checkout simulation against
     /// it from several threads, and print what happened.
     Demo(demo::DemoArgs),
+    /// Inspect the write-ahead log of a data directory (read only).
+    #[command(subcommand)]
+    Wal(storage_tools::WalCommand),
+    /// Inspect snapshot files (read only).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Check a snapshot's checksums, load it, and print what it holds.
+    Inspect(storage_tools::InspectArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +55,8 @@ fn main() -> std::process::ExitCode {
     promised::alloc::tune_allocator();
     let result = match Cli::parse().command {
         Commands::Demo(args) => demo::run(&args),
+        Commands::Wal(command) => storage_tools::run_wal(&command),
+        Commands::Snapshot(SnapshotCommand::Inspect(args)) => storage_tools::inspect(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,333 @@
+//! Durable write load on a data directory: the group-commit benchmark and the child process of
+//! the crash test.
+//!
+//! `cargo run --release -p promised-benches --bin durable_load -- --data-dir DIR --init [--set S]`
+//! creates the directory and loads a data set (restocked so holds never run out);
+//! `... --data-dir DIR [--threads T] [--pipeline D] [--seconds S] [--fsync always|never|interval-ms=N]`
+//! then plays checkout writes from T threads, each keeping D writes in flight (T x D writers):
+//! holds of 1-3 lines, commits and releases of earlier holds, and on-hand feeds. Every write is
+//! acknowledged only once the WAL made it durable. It prints writes per second, the group-commit
+//! batch sizes, and the raw `fdatasync` rate of the same disk measured in the same run.
+//!
+//! With `--acks` every acknowledged write is printed on stdout as it is acknowledged (the crash
+//! test kills this process with SIGKILL and checks that each printed write survived).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use promised_benches::{bulk_load, open_positions, restock, tune_allocator, zipf_positions};
+use promised_engine::dataset::{DataSet, DataSetSpec};
+use promised_engine::durable::{DurableEngine, DurableOptions, Ticket};
+use promised_engine::storage::FsStorage;
+use promised_engine::wal::{FsyncPolicy, WalOptions};
+use promised_engine::{
+    Command, HoldLineRequest, HoldOutcome, NodeChoice, NodeId, Outcome, Quantity, RequestId, SkuId, Timestamp,
+};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Create the directory and load the data set, then exit.
+    #[arg(long)]
+    init: bool,
+    #[arg(long, default_value = "small")]
+    set: String,
+    /// Distinguishes runs on one directory (request ids are unique per run).
+    #[arg(long, default_value_t = 0)]
+    run: u64,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Writes each thread keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    pipeline: usize,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// always, never, or interval-ms=N.
+    #[arg(long, default_value = "always")]
+    fsync: String,
+    /// Snapshot every this many records (0: none).
+    #[arg(long, default_value_t = 0)]
+    snapshot_every_records: u64,
+    #[arg(long, default_value_t = 64)]
+    segment_mb: u64,
+    /// Print every acknowledged write on stdout.
+    #[arg(long)]
+    acks: bool,
+}
+
+fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
+    Ok(match s {
+        "always" => FsyncPolicy::Always,
+        "never" => FsyncPolicy::Never,
+        _ => match s.strip_prefix("interval-ms=").and_then(|n| n.parse().ok()) {
+            Some(ms) => FsyncPolicy::Interval(Duration::from_millis(ms)),
+            None => bail!("--fsync: always, never or interval-ms=N (got {s:?})"),
+        },
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tune_allocator();
+    let spec = DataSetSpec::by_name(&args.set).context("--set: small, retail or peak")?;
+    let storage = Arc::new(FsStorage::open(&args.data_dir).context("data directory")?);
+    let options = DurableOptions {
+        wal: WalOptions {
+            fsync: fsync_policy(&args.fsync)?,
+            segment_bytes: args.segment_mb << 20,
+        },
+        snapshot_every_records: args.snapshot_every_records,
+        snapshot_every: None,
+        ..DurableOptions::default()
+    };
+    let started = Instant::now();
+    let db = DurableEngine::open(storage, options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &db.recovery().warnings {
+        eprintln!("durable_load: warning: {w}");
+    }
+    eprintln!(
+        "durable_load: recovered to LSN {} in {:.2?} (snapshot {:?}, {} records replayed)",
+        db.recovery().next_lsn - 1,
+        started.elapsed(),
+        db.recovery().snapshot.as_ref().map(|s| s.0),
+        db.recovery().replayed
+    );
+    let dataset = DataSet::generate(&spec);
+    let now = spec.start_day.start().saturating_add_ms(9 * 3_600_000);
+    if args.init {
+        if db.engine().n_skus() > 0 {
+            bail!("{} already holds data", args.data_dir.display());
+        }
+        bulk_load(|| dataset.load(db.engine(), now)).context("load")?;
+        restock(db.engine(), &dataset, now);
+        db.wait(Ticket {
+            lsn: db.engine().next_seq() - 1,
+        })?;
+        let info = db.snapshot()?;
+        eprintln!("durable_load: loaded {}; snapshot at LSN {}", spec.name, info.lsn);
+        db.close()?;
+        return Ok(());
+    }
+    let positions = open_positions(db.engine(), &dataset);
+    let picks = Arc::new(zipf_positions(&positions, dataset.skus.len(), 1 << 16, args.run));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut workers = Vec::new();
+        for t in 0..args.threads {
+            let (db, picks, stop, writes, out) =
+                (&db, picks.clone(), stop.clone(), writes.clone(), out.clone());
+            let args = &args;
+            let positions = &positions;
+            workers.push(s.spawn(move || worker(db, args, t, now, &picks, positions, &stop, &writes, &out)));
+        }
+        std::thread::sleep(Duration::from_secs_f64(args.seconds));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().expect("worker")?;
+        }
+        Ok(())
+    })?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let stats = db.wal_stats();
+    db.close()?;
+    let fsync_rate = raw_fdatasync_rate(&args.data_dir, Duration::from_secs(1))?;
+    let n = writes.load(Ordering::Relaxed);
+    println!(
+        "writers {} ({} threads x {} in flight), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
+         {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us); raw fdatasync rate of this disk {:.0}/s",
+        args.threads * args.pipeline,
+        args.threads,
+        args.pipeline,
+        args.fsync,
+        n as f64 / elapsed,
+        stats.bytes as f64 / elapsed / 1e6,
+        stats.batches,
+        stats.mean_batch(),
+        stats.syncs,
+        stats.syncs as f64 / elapsed,
+        stats.sync_nanos as f64 / stats.syncs.max(1) as f64 / 1e3,
+        fsync_rate
+    );
+    Ok(())
+}
+
+/// A write in flight: its durability ticket and the line to print once it is durable.
+struct InFlight {
+    ticket: Ticket,
+    ack: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    db: &DurableEngine,
+    args: &Args,
+    thread: usize,
+    now: Timestamp,
+    picks: &[(SkuId, NodeId)],
+    positions: &[(SkuId, NodeId)],
+    stop: &AtomicBool,
+    writes: &AtomicU64,
+    out: &Mutex<std::io::Stdout>,
+) -> anyhow::Result<()> {
+    let engine = db.engine();
+    let mut rng = Pcg64Mcg::seed_from_u64(args.run << 16 | thread as u64);
+    let mut counter = 0u64;
+    let mut next_id = || {
+        counter += 1;
+        let raw = (u128::from(args.run) << 80 | (thread as u128) << 64 | u128::from(counter))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        RequestId(raw | 1)
+    };
+    // Feeds: thread t owns node t, so feed sequence numbers never race.
+    let n_nodes = engine.network().n_nodes();
+    let feed_node = (thread < n_nodes).then(|| NodeId::from_raw(thread as u32));
+    let feed_positions: Vec<SkuId> = feed_node
+        .map(|n| {
+            positions
+                .iter()
+                .filter(|p| p.1 == n)
+                .map(|p| p.0)
+                .take(64)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut held: VecDeque<RequestId> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(args.pipeline);
+    let mut i = 0usize;
+    let drain = |in_flight: &mut VecDeque<InFlight>, keep: usize| -> anyhow::Result<()> {
+        let mut lines = String::new();
+        while in_flight.len() > keep {
+            let w = in_flight.pop_front().expect("non-empty");
+            db.wait(w.ticket)?;
+            writes.fetch_add(1, Ordering::Relaxed);
+            if let Some(line) = w.ack {
+                lines.push_str(&line);
+                lines.push('\n');
+            }
+        }
+        if args.acks && !lines.is_empty() {
+            let mut o = out.lock().expect("stdout lock");
+            o.write_all(lines.as_bytes())?;
+            o.flush()?;
+        }
+        Ok(())
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let roll = rng.random_range(0..100u32);
+        let (command, ack): (Command, Box<dyn Fn(&Outcome) -> Option<String>>) = if roll < 20
+            && let Some(hold) = held.pop_front()
+        {
+            (
+                Command::Commit {
+                    request: next_id(),
+                    hold,
+                },
+                Box::new(move |_| Some(format!("C {:x}", hold.0))),
+            )
+        } else if roll < 35
+            && let Some(hold) = held.pop_front()
+        {
+            (
+                Command::Release {
+                    request: next_id(),
+                    hold,
+                    lines: Vec::new(),
+                },
+                Box::new(move |_| Some(format!("R {:x}", hold.0))),
+            )
+        } else if roll < 38
+            && let Some(node) = feed_node
+            && !feed_positions.is_empty()
+        {
+            let sku = feed_positions[rng.random_range(0..feed_positions.len())];
+            let qty = promised_benches::BENCH_ON_HAND - rng.random_range(0..1_000u32);
+            let seq = engine.feed_seq(node) + 1;
+            (
+                Command::SetOnHand {
+                    request: next_id(),
+                    node,
+                    feed_seq: seq,
+                    counts: vec![(sku, qty)],
+                },
+                Box::new(move |_| Some(format!("S {} {seq} {} {qty}", node.raw(), sku.raw()))),
+            )
+        } else {
+            let n_lines =
+                1 + (rng.random_range(0..10u32) / 7) as usize + (rng.random_range(0..10u32) / 9) as usize;
+            let mut lines: Vec<HoldLineRequest> = Vec::with_capacity(n_lines);
+            while lines.len() < n_lines {
+                let (sku, node) = picks[i & 0xFFFF];
+                i = i.wrapping_add(1);
+                if lines.iter().any(|l| l.sku == sku) {
+                    continue;
+                }
+                lines.push(HoldLineRequest {
+                    sku,
+                    node: NodeChoice::Node(node),
+                    quantity: Quantity::new(1).expect("1"),
+                    need_day: None,
+                });
+            }
+            let hold = next_id();
+            (
+                Command::Hold {
+                    hold,
+                    lines,
+                    ttl_ms: 86_400_000,
+                    partial: false,
+                },
+                Box::new(move |o| match o {
+                    Outcome::Hold(HoldOutcome::Granted { .. }) => Some(format!("H {:x}", hold.0)),
+                    _ => None,
+                }),
+            )
+        };
+        let (outcome, ticket) = db.submit(now, &command)?;
+        if let (Command::Hold { hold, .. }, Outcome::Hold(HoldOutcome::Granted { .. })) = (&command, &outcome)
+        {
+            held.push_back(*hold);
+        }
+        in_flight.push_back(InFlight {
+            ticket,
+            ack: ack(&outcome),
+        });
+        if in_flight.len() >= args.pipeline {
+            drain(&mut in_flight, args.pipeline / 2)?;
+        }
+    }
+    drain(&mut in_flight, 0)
+}
+
+/// `fdatasync` calls per second on a small file in `dir`, each after a 4 KiB write: the rate the
+/// disk allows one writer without group commit.
+fn raw_fdatasync_rate(dir: &std::path::Path, for_how_long: Duration) -> anyhow::Result<f64> {
+    let path = dir.join("fdatasync-probe.tmp");
+    let mut f = std::fs::File::create(&path)?;
+    let block = [0x5Au8; 4096];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < for_how_long {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
