@@ -27,6 +27,7 @@ struct Acked {
     holds: HashSet<u128>,
     commits: HashSet<u128>,
     releases: HashSet<u128>,
+    shipments: HashSet<u128>,
     /// Per node: the highest acknowledged feed (sequence, SKU, quantity).
     feeds: HashMap<u32, (u64, u32, u32)>,
     lines: u64,
@@ -40,6 +41,7 @@ impl Acked {
             ["H", h] => assert!(self.holds.insert(id(h)), "hold {h} acknowledged twice"),
             ["C", h] => assert!(self.commits.insert(id(h)), "commit of {h} acknowledged twice"),
             ["R", h] => assert!(self.releases.insert(id(h)), "release of {h} acknowledged twice"),
+            ["P", h] => assert!(self.shipments.insert(id(h)), "shipment of {h} acknowledged twice"),
             ["S", node, seq, sku, qty] => {
                 let feed = (seq.parse().unwrap(), sku.parse().unwrap(), qty.parse().unwrap());
                 let e = self.feeds.entry(node.parse().unwrap()).or_insert(feed);
@@ -75,7 +77,9 @@ fn verify(dir: &std::path::Path, acked: &Acked, round: usize, seed: u64) {
         let hold = engine
             .hold(RequestId(h))
             .unwrap_or_else(|| panic!("{ctx}: acknowledged hold {h:x} is lost"));
-        let want = if acked.commits.contains(&h) {
+        let want = if acked.shipments.contains(&h) {
+            Some(HoldState::Shipped)
+        } else if acked.commits.contains(&h) {
             Some(HoldState::Committed)
         } else if acked.releases.contains(&h) {
             Some(HoldState::Released)
@@ -88,6 +92,12 @@ fn verify(dir: &std::path::Path, acked: &Acked, round: usize, seed: u64) {
                 "{ctx}: hold {h:x} lost its acknowledged {want:?}"
             );
         }
+    }
+    for h in acked.shipments.iter() {
+        assert!(
+            acked.commits.contains(h),
+            "{ctx}: hold {h:x} was shipped before its commit was acknowledged"
+        );
     }
     for h in acked.commits.iter().chain(&acked.releases) {
         assert!(

@@ -81,6 +81,22 @@ pub struct WalStats {
 }
 
 impl WalStats {
+    /// The counts between `earlier` and `self`.
+    pub fn since(&self, earlier: &WalStats) -> WalStats {
+        let mut batch_sizes = self.batch_sizes;
+        for (b, e) in batch_sizes.iter_mut().zip(&earlier.batch_sizes) {
+            *b -= e;
+        }
+        WalStats {
+            records: self.records - earlier.records,
+            bytes: self.bytes - earlier.bytes,
+            syncs: self.syncs - earlier.syncs,
+            batches: self.batches - earlier.batches,
+            batch_sizes,
+            sync_nanos: self.sync_nanos - earlier.sync_nanos,
+        }
+    }
+
     pub fn mean_batch(&self) -> f64 {
         self.records as f64 / self.batches.max(1) as f64
     }
@@ -475,7 +491,7 @@ impl Writer {
     fn frame_out_of_order(&mut self, entries: &[Entry], bytes: &[u8]) {
         let mut all: Vec<(Entry, bool)> = self.held.drain(..).map(|e| (e, true)).collect();
         all.extend(entries.iter().map(|&e| (e, false)));
-        all.sort_unstable_by_key(|(e, _)| e.lsn);
+        // MUTATION all.sort_unstable_by_key(|(e, _)| e.lsn);
         let held_bytes = std::mem::take(&mut self.held_bytes);
         for (e, was_held) in all {
             let src = if was_held { &held_bytes[..] } else { bytes };
