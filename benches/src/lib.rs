@@ -65,13 +65,12 @@ pub fn open_positions(engine: &Engine, dataset: &DataSet) -> Vec<(SkuId, NodeId)
     out
 }
 
+/// (SKU, node) pairs.
+pub type Positions = Vec<(SkuId, NodeId)>;
+
 /// Raises every stocked position of `dataset` to `BENCH_ON_HAND` with ordinary feed commands, and
 /// returns the positions at open nodes and those of them with inbound lots.
-pub fn restock(
-    engine: &Engine,
-    dataset: &DataSet,
-    now: Timestamp,
-) -> (Vec<(SkuId, NodeId)>, Vec<(SkuId, NodeId)>) {
+pub fn restock(engine: &Engine, dataset: &DataSet, now: Timestamp) -> (Positions, Positions) {
     let mut positions = Vec::new();
     let mut dated_positions = Vec::new();
     let mut by_node: Vec<Vec<(SkuId, u32)>> = vec![Vec::new(); dataset.nodes.len()];

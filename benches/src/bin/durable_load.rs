@@ -66,6 +66,11 @@ struct Args {
     snapshot_every_records: u64,
     #[arg(long, default_value_t = 64)]
     segment_mb: u64,
+    /// Instead of threads: this many shoppers as tasks on a 2-thread tokio runtime, each with one
+    /// write in flight, as a server's connections would be (waking a task is a queue push, waking
+    /// a blocked thread a context switch).
+    #[arg(long, default_value_t = 0)]
+    tasks: usize,
     /// Print every acknowledged write on stdout.
     #[arg(long)]
     acks: bool,
@@ -124,41 +129,83 @@ fn main() -> anyhow::Result<()> {
         db.close()?;
         return Ok(());
     }
-    let positions = open_positions(db.engine(), &dataset);
-    let picks = Arc::new(zipf_positions(&positions, dataset.skus.len(), 1 << 16, args.run));
+    // The workload's data lives as long as the process: tokio tasks need 'static borrows.
+    let positions: &'static [(SkuId, NodeId)] =
+        Box::leak(open_positions(db.engine(), &dataset).into_boxed_slice());
+    let picks: &'static [(SkuId, NodeId)] =
+        Box::leak(zipf_positions(positions, dataset.skus.len(), 1 << 16, args.run).into_boxed_slice());
+    let args: &'static Args = Box::leak(Box::new(args));
+    let db_static: &'static DurableEngine = Box::leak(Box::new(db.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let out = Arc::new(Mutex::new(std::io::stdout()));
-    let mut measured = (0u64, promised_engine::wal::WalStats::default(), 0.0f64);
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let mut workers = Vec::new();
-        for t in 0..args.threads {
-            let (db, picks, stop, writes, out) =
-                (&db, picks.clone(), stop.clone(), writes.clone(), out.clone());
-            let args = &args;
-            let positions = &positions;
-            workers.push(s.spawn(move || worker(db, args, t, now, &picks, positions, &stop, &writes, &out)));
-        }
+    let measure = |stop: &AtomicBool| {
         std::thread::sleep(Duration::from_secs_f64(args.warmup_seconds));
         let (w0, s0, t0) = (writes.load(Ordering::Relaxed), db.wal_stats(), Instant::now());
         std::thread::sleep(Duration::from_secs_f64(args.seconds));
         let (w1, s1) = (writes.load(Ordering::Relaxed), db.wal_stats());
-        measured = (w1 - w0, s1.since(&s0), t0.elapsed().as_secs_f64());
         stop.store(true, Ordering::Relaxed);
-        for w in workers {
-            w.join().expect("worker")?;
+        (w1 - w0, s1.since(&s0), t0.elapsed().as_secs_f64())
+    };
+    let measured = if args.tasks > 0 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()?;
+        let mut set = tokio::task::JoinSet::new();
+        for id in 0..args.tasks {
+            let mut shopper = Shopper::new(db_static, args.run, id, picks, positions);
+            let (stop, writes) = (stop.clone(), writes.clone());
+            set.spawn_on(
+                async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let w = shopper.step(now, false)?;
+                        db_static.wal().durable(w.ticket.lsn).await?;
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    anyhow::Ok(())
+                },
+                runtime.handle(),
+            );
         }
-        Ok(())
-    })?;
+        let measured = measure(&stop);
+        runtime.block_on(async {
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+            anyhow::Ok(())
+        })?;
+        measured
+    } else {
+        std::thread::scope(|s| -> anyhow::Result<_> {
+            let mut workers = Vec::new();
+            for t in 0..args.threads {
+                let (db, stop, writes, out) = (&db, stop.clone(), writes.clone(), out.clone());
+                workers
+                    .push(s.spawn(move || worker(db, args, t, now, picks, positions, &stop, &writes, &out)));
+            }
+            let measured = measure(&stop);
+            for w in workers {
+                w.join().expect("worker")?;
+            }
+            Ok(measured)
+        })?
+    };
     let (n, stats, elapsed) = measured;
     db.close()?;
     let fsync_rate = raw_fdatasync_rate(&args.data_dir, Duration::from_secs(1))?;
+    let shape = if args.tasks > 0 {
+        format!("{} tasks x 1 in flight", args.tasks)
+    } else {
+        format!("{} threads x {} in flight", args.threads, args.pipeline)
+    };
     println!(
-        "writers {} ({} threads x {} in flight), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
+        "writers {} ({shape}), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
          {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us); raw fdatasync rate of this disk {:.0}/s",
-        args.threads * args.pipeline,
-        args.threads,
-        args.pipeline,
+        if args.tasks > 0 {
+            args.tasks
+        } else {
+            args.threads * args.pipeline
+        },
         args.fsync,
         n as f64 / elapsed,
         stats.bytes as f64 / elapsed / 1e6,
@@ -172,13 +219,152 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Open carts (and open orders) per thread before the oldest is finished.
+/// Open carts (and open orders) per shopper before the oldest is finished.
 const OPEN_MAX: usize = 256;
 
 /// A write in flight: its durability ticket and the line to print once it is durable.
 struct InFlight {
     ticket: Ticket,
     ack: Option<String>,
+}
+
+/// One stream of checkout writes (a thread, or a task in `--tasks` mode).
+struct Shopper<'a> {
+    db: &'a DurableEngine,
+    run: u64,
+    id: usize,
+    rng: Pcg64Mcg,
+    counter: u64,
+    picks: &'a [(SkuId, NodeId)],
+    next_pick: usize,
+    /// The node this shopper sends on-hand feeds for (one shopper per node, so feed sequence
+    /// numbers never race), and some of its SKUs.
+    feed_node: Option<NodeId>,
+    feed_skus: Vec<SkuId>,
+    held: VecDeque<RequestId>,
+    committed: VecDeque<RequestId>,
+}
+
+impl<'a> Shopper<'a> {
+    fn new(
+        db: &'a DurableEngine,
+        run: u64,
+        id: usize,
+        picks: &'a [(SkuId, NodeId)],
+        positions: &[(SkuId, NodeId)],
+    ) -> Self {
+        let feed_node = (id < db.engine().network().n_nodes()).then(|| NodeId::from_raw(id as u32));
+        let feed_skus = feed_node
+            .map(|n| {
+                positions
+                    .iter()
+                    .filter(|p| p.1 == n)
+                    .map(|p| p.0)
+                    .take(64)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            db,
+            run,
+            id,
+            rng: Pcg64Mcg::seed_from_u64(run << 16 | id as u64),
+            counter: 0,
+            picks,
+            next_pick: id * 7919,
+            feed_node,
+            feed_skus,
+            held: VecDeque::new(),
+            committed: VecDeque::new(),
+        }
+    }
+
+    fn next_id(&mut self) -> RequestId {
+        self.counter += 1;
+        let raw = (u128::from(self.run) << 80 | (self.id as u128) << 64 | u128::from(self.counter))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        RequestId(raw | 1)
+    }
+
+    /// Applies the next write; returns its ticket and, with `acks`, the line that reports it.
+    /// Each cart is held, then committed (60%) or released once the shopper has enough carts
+    /// open; each order is shipped later. Live holds and allocations stay bounded: a steady
+    /// state, as in a server that has run for a while.
+    fn step(&mut self, now: Timestamp, acks: bool) -> anyhow::Result<InFlight> {
+        let roll = self.rng.random_range(0..100u32);
+        let (command, ack) = if self.held.len() >= OPEN_MAX {
+            let hold = self.held.pop_front().expect("non-empty");
+            let request = self.next_id();
+            if roll < 60 {
+                self.committed.push_back(hold);
+                (Command::Commit { request, hold }, format!("C {:x}", hold.0))
+            } else {
+                let release = Command::Release {
+                    request,
+                    hold,
+                    lines: Vec::new(),
+                };
+                (release, format!("R {:x}", hold.0))
+            }
+        } else if self.committed.len() >= OPEN_MAX {
+            let hold = self.committed.pop_front().expect("non-empty");
+            let ship = Command::Ship {
+                request: self.next_id(),
+                hold,
+                lines: Vec::new(),
+            };
+            (ship, format!("P {:x}", hold.0))
+        } else if roll < 3
+            && let Some(node) = self.feed_node
+            && !self.feed_skus.is_empty()
+        {
+            let sku = self.feed_skus[self.rng.random_range(0..self.feed_skus.len())];
+            let qty = promised_benches::BENCH_ON_HAND - self.rng.random_range(0..1_000u32);
+            let seq = self.db.engine().feed_seq(node) + 1;
+            let feed = Command::SetOnHand {
+                request: self.next_id(),
+                node,
+                feed_seq: seq,
+                counts: vec![(sku, qty)],
+            };
+            (feed, format!("S {} {seq} {} {qty}", node.raw(), sku.raw()))
+        } else {
+            let n_lines = 1
+                + (self.rng.random_range(0..10u32) / 7) as usize
+                + (self.rng.random_range(0..10u32) / 9) as usize;
+            let mut lines: Vec<HoldLineRequest> = Vec::with_capacity(n_lines);
+            while lines.len() < n_lines {
+                let (sku, node) = self.picks[self.next_pick & 0xFFFF];
+                self.next_pick = self.next_pick.wrapping_add(1);
+                if lines.iter().any(|l| l.sku == sku) {
+                    continue;
+                }
+                lines.push(HoldLineRequest {
+                    sku,
+                    node: NodeChoice::Node(node),
+                    quantity: Quantity::new(1).expect("1"),
+                    need_day: None,
+                });
+            }
+            let hold = self.next_id();
+            let command = Command::Hold {
+                hold,
+                lines,
+                ttl_ms: 86_400_000,
+                partial: false,
+            };
+            (command, format!("H {:x}", hold.0))
+        };
+        let (outcome, ticket) = self.db.submit(now, &command)?;
+        let refused = matches!(outcome, Outcome::Hold(HoldOutcome::Refused { .. }));
+        if let (Command::Hold { hold, .. }, false) = (&command, refused) {
+            self.held.push_back(*hold);
+        }
+        Ok(InFlight {
+            ticket,
+            ack: (acks && !refused).then_some(ack),
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,32 +379,8 @@ fn worker(
     writes: &AtomicU64,
     out: &Mutex<std::io::Stdout>,
 ) -> anyhow::Result<()> {
-    let engine = db.engine();
-    let mut rng = Pcg64Mcg::seed_from_u64(args.run << 16 | thread as u64);
-    let mut counter = 0u64;
-    let mut next_id = || {
-        counter += 1;
-        let raw = (u128::from(args.run) << 80 | (thread as u128) << 64 | u128::from(counter))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        RequestId(raw | 1)
-    };
-    // Feeds: thread t owns node t, so feed sequence numbers never race.
-    let n_nodes = engine.network().n_nodes();
-    let feed_node = (thread < n_nodes).then(|| NodeId::from_raw(thread as u32));
-    let feed_positions: Vec<SkuId> = feed_node
-        .map(|n| {
-            positions
-                .iter()
-                .filter(|p| p.1 == n)
-                .map(|p| p.0)
-                .take(64)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut held: VecDeque<RequestId> = VecDeque::new();
-    let mut committed: VecDeque<RequestId> = VecDeque::new();
+    let mut shopper = Shopper::new(db, args.run, thread, picks, positions);
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(args.pipeline);
-    let mut i = 0usize;
     let drain = |in_flight: &mut VecDeque<InFlight>, keep: usize| -> anyhow::Result<()> {
         let mut lines = String::new();
         while in_flight.len() > keep {
@@ -230,7 +392,7 @@ fn worker(
                 lines.push('\n');
             }
         }
-        if args.acks && !lines.is_empty() {
+        if !lines.is_empty() {
             let mut o = out.lock().expect("stdout lock");
             o.write_all(lines.as_bytes())?;
             o.flush()?;
@@ -238,97 +400,7 @@ fn worker(
         Ok(())
     };
     while !stop.load(Ordering::Relaxed) {
-        let roll = rng.random_range(0..100u32);
-        // Each cart is held, then committed (60%) or released once this thread has enough carts
-        // open; each order is shipped later. Live holds and allocations stay bounded: a steady
-        // state, as in a server that has run for a while.
-        let (command, ack): (Command, Box<dyn Fn(&Outcome) -> Option<String>>) = if held.len() >= OPEN_MAX {
-            let hold = held.pop_front().expect("non-empty");
-            if roll < 60 {
-                committed.push_back(hold);
-                (
-                    Command::Commit {
-                        request: next_id(),
-                        hold,
-                    },
-                    Box::new(move |_| Some(format!("C {:x}", hold.0))),
-                )
-            } else {
-                (
-                    Command::Release {
-                        request: next_id(),
-                        hold,
-                        lines: Vec::new(),
-                    },
-                    Box::new(move |_| Some(format!("R {:x}", hold.0))),
-                )
-            }
-        } else if committed.len() >= OPEN_MAX {
-            let hold = committed.pop_front().expect("non-empty");
-            (
-                Command::Ship {
-                    request: next_id(),
-                    hold,
-                    lines: Vec::new(),
-                },
-                Box::new(move |_| Some(format!("P {:x}", hold.0))),
-            )
-        } else if roll < 3
-            && let Some(node) = feed_node
-            && !feed_positions.is_empty()
-        {
-            let sku = feed_positions[rng.random_range(0..feed_positions.len())];
-            let qty = promised_benches::BENCH_ON_HAND - rng.random_range(0..1_000u32);
-            let seq = engine.feed_seq(node) + 1;
-            (
-                Command::SetOnHand {
-                    request: next_id(),
-                    node,
-                    feed_seq: seq,
-                    counts: vec![(sku, qty)],
-                },
-                Box::new(move |_| Some(format!("S {} {seq} {} {qty}", node.raw(), sku.raw()))),
-            )
-        } else {
-            let n_lines =
-                1 + (rng.random_range(0..10u32) / 7) as usize + (rng.random_range(0..10u32) / 9) as usize;
-            let mut lines: Vec<HoldLineRequest> = Vec::with_capacity(n_lines);
-            while lines.len() < n_lines {
-                let (sku, node) = picks[i & 0xFFFF];
-                i = i.wrapping_add(1);
-                if lines.iter().any(|l| l.sku == sku) {
-                    continue;
-                }
-                lines.push(HoldLineRequest {
-                    sku,
-                    node: NodeChoice::Node(node),
-                    quantity: Quantity::new(1).expect("1"),
-                    need_day: None,
-                });
-            }
-            let hold = next_id();
-            (
-                Command::Hold {
-                    hold,
-                    lines,
-                    ttl_ms: 86_400_000,
-                    partial: false,
-                },
-                Box::new(move |o| match o {
-                    Outcome::Hold(HoldOutcome::Granted { .. }) => Some(format!("H {:x}", hold.0)),
-                    _ => None,
-                }),
-            )
-        };
-        let (outcome, ticket) = db.submit(now, &command)?;
-        if let (Command::Hold { hold, .. }, Outcome::Hold(HoldOutcome::Granted { .. })) = (&command, &outcome)
-        {
-            held.push_back(*hold);
-        }
-        in_flight.push_back(InFlight {
-            ticket,
-            ack: if args.acks { ack(&outcome) } else { None },
-        });
+        in_flight.push_back(shopper.step(now, args.acks)?);
         if in_flight.len() >= args.pipeline {
             drain(&mut in_flight, args.pipeline / 2)?;
         }

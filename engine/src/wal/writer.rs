@@ -115,6 +115,8 @@ struct Queue {
     entries: Vec<Entry>,
     bytes: Vec<u8>,
     writer_waiting: bool,
+    /// While the writer gathers a batch: wake it once this many records are queued.
+    gather_until: usize,
     /// Someone waits for a sync (a snapshot under a relaxed fsync policy).
     sync_wanted: bool,
     stop: bool,
@@ -182,6 +184,8 @@ impl Wal {
             out: Vec::with_capacity(1 << 20),
             last_sync: Instant::now(),
             unsynced: false,
+            last_batch: 0,
+            sync_ewma_nanos: 0,
         };
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -308,7 +312,7 @@ impl CommandLog for Wal {
             start: start as u32,
             len: len as u32,
         });
-        if q.writer_waiting {
+        if q.writer_waiting && q.entries.len() >= q.gather_until {
             q.writer_waiting = false;
             self.shared.work.notify_one();
         }
@@ -370,6 +374,10 @@ struct Writer {
     out: Vec<u8>,
     last_sync: Instant,
     unsynced: bool,
+    /// Records in the last batch written.
+    last_batch: usize,
+    /// Moving average of `fdatasync` time (capped at 2 ms per sample).
+    sync_ewma_nanos: u64,
 }
 
 impl Writer {
@@ -378,8 +386,9 @@ impl Writer {
         let mut bytes = Vec::new();
         let mut sync_wanted;
         loop {
+            let shared = self.shared.clone();
             let stop = {
-                let mut q = self.shared.queue.lock();
+                let mut q = shared.queue.lock();
                 while q.entries.is_empty() && !q.stop && !q.sync_wanted {
                     q.writer_waiting = true;
                     match self.options.fsync {
@@ -393,6 +402,7 @@ impl Writer {
                     }
                 }
                 q.writer_waiting = false;
+                self.gather(&mut q);
                 sync_wanted = std::mem::take(&mut q.sync_wanted);
                 std::mem::swap(&mut q.entries, &mut entries);
                 std::mem::swap(&mut q.bytes, &mut bytes);
@@ -419,6 +429,27 @@ impl Writer {
         }
     }
 
+    /// Group-commit delay: when fewer records wait than the last batch carried, the writers the
+    /// last sync released are still on their way back (each must be scheduled and apply its
+    /// next command). Waiting for them a fraction of an fsync lets one sync carry them all,
+    /// instead of one sync for the first few and another for the rest. With one writer the last
+    /// batch was one record, so nobody ever waits.
+    fn gather(&self, q: &mut parking_lot::MutexGuard<'_, Queue>) {
+        if self.options.fsync != FsyncPolicy::Always || q.stop || q.entries.len() >= self.last_batch {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_nanos(self.sync_ewma_nanos / 2);
+        q.gather_until = self.last_batch;
+        while q.entries.len() < q.gather_until {
+            q.writer_waiting = true;
+            if self.shared.work.wait_until(q, deadline).timed_out() {
+                break;
+            }
+        }
+        q.writer_waiting = false;
+        q.gather_until = 0;
+    }
+
     fn write_batch(&mut self, entries: &[Entry], bytes: &[u8]) -> io::Result<()> {
         // Order: usually already sorted and contiguous; otherwise merge with held records.
         let in_order = self.held.is_empty()
@@ -439,6 +470,7 @@ impl Writer {
         if n == 0 {
             return self.maybe_interval_sync();
         }
+        self.last_batch = n as usize;
         if self.segment_len >= self.options.segment_bytes {
             self.rotate(first)?;
         }
@@ -448,6 +480,8 @@ impl Writer {
         let acked = match self.options.fsync {
             FsyncPolicy::Always => {
                 self.file.sync_data()?;
+                let took = sync_started.elapsed().as_nanos() as u64;
+                self.sync_ewma_nanos = (self.sync_ewma_nanos * 7 + took.min(2_000_000)) / 8;
                 self.last_sync = Instant::now();
                 self.shared
                     .synced
@@ -491,7 +525,7 @@ impl Writer {
     fn frame_out_of_order(&mut self, entries: &[Entry], bytes: &[u8]) {
         let mut all: Vec<(Entry, bool)> = self.held.drain(..).map(|e| (e, true)).collect();
         all.extend(entries.iter().map(|&e| (e, false)));
-        // MUTATION all.sort_unstable_by_key(|(e, _)| e.lsn);
+        all.sort_unstable_by_key(|(e, _)| e.lsn);
         let held_bytes = std::mem::take(&mut self.held_bytes);
         for (e, was_held) in all {
             let src = if was_held { &held_bytes[..] } else { bytes };
