@@ -131,6 +131,13 @@ pub struct DurableEngine {
     closed: AtomicBool,
 }
 
+/// What `submit` did: the answer, to be sent once `ticket` is durable.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    pub result: Result<Outcome, EngineError>,
+    pub ticket: Ticket,
+}
+
 /// The durability a caller waits for after `submit`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
@@ -198,28 +205,31 @@ impl DurableEngine {
         self.wal.stats()
     }
 
-    /// Applies a command and returns once it is durable (the acknowledgement).
+    /// Applies a command and returns once it is durable (the acknowledgement). A refused
+    /// command's error is returned only once everything applied before it is durable too.
     pub fn apply(&self, now: Timestamp, command: &Command) -> Result<Outcome, DurableError> {
-        let (outcome, ticket) = self.submit(now, command)?;
-        self.wal.wait_durable(ticket.lsn)?;
-        Ok(outcome)
+        let submitted = self.submit(now, command)?;
+        self.wal.wait_durable(submitted.ticket.lsn)?;
+        Ok(submitted.result?)
     }
 
-    /// Applies a command without waiting: the outcome may be sent only once `ticket` is
-    /// durable (`wait` or `Wal::durable`). Lets one thread keep many writes in flight.
-    pub fn submit(&self, now: Timestamp, command: &Command) -> Result<(Outcome, Ticket), DurableError> {
+    /// Applies a command without waiting: its answer (outcome or error) may be sent only once
+    /// `ticket` is durable (`wait` or `Wal::durable`). Lets one thread keep many writes in
+    /// flight. Fails at once, changing nothing, when the log has failed.
+    pub fn submit(&self, now: Timestamp, command: &Command) -> Result<Submitted, WalFailed> {
         if let Some(f) = self.wal.failure() {
-            return Err(f.into());
+            return Err(f);
         }
-        let outcome = self.engine.apply(now, command)?;
+        let result = self.engine.apply(now, command);
         // Wait for everything applied so far, not just this record: a repeated request's first
-        // answer, or a refusal computed from changes still in flight, must not get out first.
-        Ok((
-            outcome,
-            Ticket {
+        // answer, or an error or refusal computed from changes still in flight ("wrong hold
+        // state", "stale feed"), must not get out before those changes are durable.
+        Ok(Submitted {
+            result,
+            ticket: Ticket {
                 lsn: self.engine.next_seq() - 1,
             },
-        ))
+        })
     }
 
     pub fn wait(&self, ticket: Ticket) -> Result<(), DurableError> {

@@ -1188,11 +1188,14 @@ fn c_worker(sh: &CShared, seed: u64, t: usize, start: &Barrier) -> u64 {
         let result = if rng.random_bool(0.5) {
             sh.db.apply(now, &cmd)
         } else {
-            sh.db.submit(now, &cmd).map(|(out, ticket)| {
-                in_flight = Some(ticket);
-                n_in_flight += 1;
-                out
-            })
+            match sh.db.submit(now, &cmd) {
+                Ok(submitted) => {
+                    in_flight = Some(submitted.ticket);
+                    n_in_flight += 1;
+                    submitted.result.map_err(DurableError::from)
+                }
+                Err(failed) => Err(DurableError::from(failed)),
+            }
         };
         match result {
             Ok(out) => {
@@ -1256,10 +1259,13 @@ fn run_concurrent(seed: u64, segment_bytes: u64) {
     }));
     let mut ticket = None;
     for cmd in &setup {
-        let (_, t) = db
+        let submitted = db
             .submit(T0, cmd)
             .unwrap_or_else(|e| panic!("{ctx}: setup {}: {e}", cmd.kind()));
-        ticket = Some(t);
+        submitted
+            .result
+            .unwrap_or_else(|e| panic!("{ctx}: setup {}: {e}", cmd.kind()));
+        ticket = Some(submitted.ticket);
     }
     if let Some(t) = ticket {
         db.wait(t).unwrap_or_else(|e| panic!("{ctx}: setup: {e}"));

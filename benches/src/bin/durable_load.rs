@@ -355,7 +355,8 @@ impl<'a> Shopper<'a> {
             };
             (command, format!("H {:x}", hold.0))
         };
-        let (outcome, ticket) = self.db.submit(now, &command)?;
+        let submitted = self.db.submit(now, &command)?;
+        let (outcome, ticket) = (submitted.result?, submitted.ticket);
         let refused = matches!(outcome, Outcome::Hold(HoldOutcome::Refused { .. }));
         if let (Command::Hold { hold, .. }, false) = (&command, refused) {
             self.held.push_back(*hold);

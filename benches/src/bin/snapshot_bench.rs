@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
                         ];
                         for c in &commands {
                             let started = Instant::now();
-                            let _ = db.submit(now, c);
+                            let _ = db.submit(now, c).map(|s| s.result);
                             let ns = started.elapsed().as_nanos() as u64;
                             hist[usize::from(p)].record(ns.max(1)).unwrap();
                         }
