@@ -164,6 +164,19 @@ impl DurableEngine {
                 storage.describe("")
             )))?,
         );
+        for w in &recovery.warnings {
+            tracing::warn!(target: "promised::recovery", "{w}");
+        }
+        tracing::info!(
+            target: "promised::recovery",
+            snapshot = ?recovery.snapshot.as_ref().map(|s| s.0),
+            replayed = recovery.replayed,
+            next_lsn = recovery.next_lsn,
+            "recovered in {:.1?} (snapshot load {:.1?}, replay {:.1?})",
+            recovery.snapshot_load + recovery.replay,
+            recovery.snapshot_load,
+            recovery.replay
+        );
         engine.attach_log(wal.clone() as Arc<dyn CommandLog>);
         let this = Arc::new(Self {
             engine: Arc::new(engine),
@@ -256,7 +269,7 @@ impl DurableEngine {
         (lsn, at.elapsed())
     }
 
-    /// Keeps the newest two snapshots and the log segments they need.
+    /// Keeps the newest two snapshots and the log segments recovery may need from the older.
     fn prune(&self) -> io::Result<()> {
         let mut snaps: Vec<u64> = self
             .storage
@@ -268,8 +281,10 @@ impl DurableEngine {
         for &old in snaps.iter().skip(2) {
             self.storage.remove(&snapshot_name(old))?;
         }
-        if let Some(&oldest_kept) = snaps.get(1).or(snaps.first()) {
-            self.wal.remove_segments_before(oldest_kept + 1)?;
+        // Recovery must be able to fall back one snapshot: keep the log back to the older of the
+        // two kept (back to LSN 1 while there is only one).
+        if let Some(&older) = snaps.get(1) {
+            self.wal.remove_segments_before(older + 1)?;
         }
         Ok(())
     }

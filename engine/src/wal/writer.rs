@@ -614,6 +614,10 @@ impl Writer {
             )),
             self.shared.durable.load(Ordering::Acquire)
         );
+        tracing::error!(
+            target: "promised::wal",
+            "STORAGE FAILURE: {message}; writes are refused from now on, reads go on"
+        );
         *self.shared.failure.lock() = Some(message);
         self.shared.failed.store(true, Ordering::Release);
         self.wake_all(|_| true);
