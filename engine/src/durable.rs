@@ -469,10 +469,21 @@ fn recover(
                 report.snapshot = Some((lsn, storage.describe(&name)));
                 break;
             }
-            Err(reason) => report.warnings.push(format!(
-                "snapshot {} is unusable ({reason}); trying an older one",
-                storage.describe(&name)
-            )),
+            Err(reason) => {
+                // Set aside, so that pruning never counts it as one of the two snapshots kept
+                // (the older good one and its log stay until two good snapshots exist).
+                let aside = format!("{name}.damaged");
+                storage
+                    .rename(&name, &aside)
+                    .and_then(|()| storage.sync_dir())
+                    .map_err(io_err(format!("cannot set {} aside", storage.describe(&name))))?;
+                report.warnings.push(format!(
+                    "snapshot {} is unusable ({reason}); renamed to {} for inspection; trying an \
+                     older one",
+                    storage.describe(&name),
+                    storage.describe(&aside)
+                ));
+            }
         }
     }
     report.snapshot_load = started.elapsed();
@@ -502,8 +513,9 @@ fn recover(
     }
     if let Some(torn) = &scan.torn {
         report.warnings.push(format!(
-            "cut a torn tail of {} bytes at byte {} of {} ({}): a write in flight when the server \
-             stopped; none of it was acknowledged",
+            "cut a torn tail of {} bytes at byte {} of {} ({}): most likely a write in flight when \
+             the server stopped, never acknowledged (were it media damage to the last record, \
+             that record is lost)",
             torn.bytes,
             torn.offset,
             storage.describe(&torn.file),

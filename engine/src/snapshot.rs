@@ -123,11 +123,45 @@ pub fn write_snapshot_with(
     let barrier = started.elapsed();
 
     let tmp = format!("snap-{lsn:020}.tmp");
-    let mut file = SectionWriter::new(storage.create(&tmp)?);
+    let result = write_file(engine, storage, &sink, &tmp, lsn, &config, &meta);
+    if result.is_err() {
+        // Unmark what an early failure left marked, so no command copies a shard for nothing.
+        engine.shards.iter().for_each(|s| s.write().capture = None);
+        engine.requests.iter().for_each(|r| r.lock().capture = None);
+        // Best effort: a leftover is removed at the next start anyway.
+        let _ = storage.remove(&tmp);
+    }
+    let (bytes, copied_by_writers) = result?;
+    before_publish(lsn)?;
+    let name = snapshot_name(lsn);
+    storage.rename(&tmp, &name)?;
+    storage.sync_dir()?;
+    Ok(SnapshotInfo {
+        lsn,
+        file: storage.describe(&name),
+        bytes,
+        barrier,
+        copied_by_writers,
+        total: started.elapsed(),
+    })
+}
+
+/// Writes the snapshot file: header, meta, every shard (from the sink where a command copied it
+/// out first), footer; synced. Returns its size and how many shards commands copied out.
+fn write_file(
+    engine: &Engine,
+    storage: &dyn Storage,
+    sink: &SnapshotSink,
+    tmp: &str,
+    lsn: u64,
+    config: &EngineConfig,
+    meta: &[u8],
+) -> io::Result<(u64, usize)> {
+    let mut file = SectionWriter::new(storage.create(tmp)?);
     let mut header = Vec::with_capacity(HEADER_LEN);
-    encode_header(&mut header, lsn, &config);
+    encode_header(&mut header, lsn, config);
     file.raw(&header)?;
-    file.section(&meta)?;
+    file.section(meta)?;
     let mut copied_by_writers = 0;
     // Every shard is visited even after a write error, so none stays marked.
     let mut failed: Option<io::Error> = None;
@@ -165,19 +199,7 @@ pub fn write_snapshot_with(
     if let Some(e) = failed {
         return Err(e);
     }
-    let bytes = file.finish()?;
-    before_publish(lsn)?;
-    let name = snapshot_name(lsn);
-    storage.rename(&tmp, &name)?;
-    storage.sync_dir()?;
-    Ok(SnapshotInfo {
-        lsn,
-        file: storage.describe(&name),
-        bytes,
-        barrier,
-        copied_by_writers,
-        total: started.elapsed(),
-    })
+    Ok((file.finish()?, copied_by_writers))
 }
 
 /// Appends sections, buffering about a megabyte per write.

@@ -56,7 +56,7 @@ impl fmt::Display for WalDamage {
             self.offset,
             self.lsn,
             self.reason,
-            self.lsn.saturating_sub(3)
+            self.lsn.saturating_sub(3).max(1)
         )
     }
 }
@@ -94,7 +94,18 @@ pub fn scan(
         torn: None,
     };
     // Start at the segment holding `from_lsn`; older ones are covered by the snapshot.
-    let start = firsts.iter().rposition(|&f| f <= from_lsn.max(1)).unwrap_or(0);
+    let mut start = firsts.iter().rposition(|&f| f <= from_lsn.max(1)).unwrap_or(0);
+    // A last segment cut short before its header was written carries no chain value; start one
+    // segment earlier so that the tail continues the chain from the record before it (else the
+    // next segment would start a new chain that older snapshots and `wal verify` cannot follow).
+    if start > 0
+        && start + 1 == firsts.len()
+        && storage
+            .read(&segment_name(firsts[start]))
+            .is_ok_and(|b| b.len() <= SEGMENT_HEADER_LEN)
+    {
+        start -= 1;
+    }
     let mut expected: Option<(u64, u32)> = None;
     for (i, &first) in firsts.iter().enumerate().skip(start) {
         let name = segment_name(first);
