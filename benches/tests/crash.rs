@@ -87,9 +87,12 @@ fn verify(dir: &std::path::Path, acked: &Acked, round: usize, seed: u64) {
             None
         };
         if let Some(want) = want {
-            assert_eq!(
-                hold.state, want,
-                "{ctx}: hold {h:x} lost its acknowledged {want:?}"
+            // A shipment applied but killed before its acknowledgement may follow a commit.
+            let later_ok = want == HoldState::Committed && hold.state == HoldState::Shipped;
+            assert!(
+                hold.state == want || later_ok,
+                "{ctx}: hold {h:x} is {:?}: lost its acknowledged {want:?}",
+                hold.state
             );
         }
     }
