@@ -129,7 +129,7 @@ pub(crate) enum Record {
 /// slab whose freed slots are reused first. The index stays small enough to live in cache (24
 /// bytes a bucket instead of a whole hold), and a new hold is written into a slot that was freed
 /// recently and is still warm, instead of a cold bucket of a large table.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Records {
     /// Keyed with a per-process random seed: iteration order never reaches the state.
     index: HashMap<RequestId, u32, ahash::RandomState>,
@@ -264,6 +264,18 @@ impl RequestShard {
             Record::Hold(_) => "hold",
             Record::Done(d) => d.kind,
         })
+    }
+
+    /// A copy of the records and retention queue for a snapshot in progress (the expiry queue is
+    /// rebuilt from the holds when a snapshot loads). Cloning is mostly memory copies, several
+    /// times cheaper than encoding, and it runs in the path of the command that triggered it.
+    pub fn snapshot_copy(&self) -> RequestShard {
+        RequestShard {
+            records: self.records.clone(),
+            expiry: std::collections::BinaryHeap::new(),
+            retention: self.retention.clone(),
+            capture: None,
+        }
     }
 
     /// Drops the expiry entries of holds that are no longer held once they outnumber the records

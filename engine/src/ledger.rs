@@ -135,7 +135,7 @@ impl<'a> LockedShards<'a> {
             }
         };
         if let Some(sink) = s.capture.take() {
-            sink.put_sku_shard(shard, crate::snapshot::encode_sku_shard(s));
+            sink.put_sku_shard(shard, s.snapshot_copy());
         }
         s
     }
@@ -175,7 +175,7 @@ impl<'a> LockedRequests<'a> {
             Self::All(guards) => &mut guards[shard],
         };
         if let Some(sink) = rs.capture.take() {
-            sink.put_request_shard(shard, crate::snapshot::encode_request_shard(rs));
+            sink.put_request_shard(shard, rs.snapshot_copy());
         }
         rs
     }

@@ -48,7 +48,7 @@ impl Position {
 }
 
 /// A SKU as its shard sees it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SkuEntry {
     pub name: Arc<str>,
     pub required: Capabilities,
@@ -80,6 +80,17 @@ impl Shard {
             skus: Vec::new(),
             dated: Vec::new(),
             free: Vec::new(),
+            capture: None,
+        }
+    }
+
+    /// A copy for a snapshot in progress (see `RequestShard::snapshot_copy`).
+    pub fn snapshot_copy(&self) -> Shard {
+        Shard {
+            network: self.network.clone(),
+            skus: self.skus.clone(),
+            dated: self.dated.clone(),
+            free: self.free.clone(),
             capture: None,
         }
     }

@@ -5,15 +5,15 @@
 //! `write_snapshot` takes every lock once (the barrier): it reads the LSN, copies the small parts
 //! (network, feed sequence numbers, SKU count) and marks every SKU and request shard with a
 //! capture sink. Then it lets go. From there on the first command that writes a marked shard
-//! encodes that shard into the sink before changing it (copy-on-write at shard grain), and the
-//! snapshot thread walks the shards in order, encoding each one nobody wrote yet. Either way each
-//! shard is encoded exactly as it was at the barrier, so the file is a consistent cut at the LSN
-//! while requests wait at most for one shard's encoding.
+//! copies that shard into the sink before changing it (copy-on-write at shard grain), and the
+//! snapshot thread walks the shards in order, encoding each one nobody wrote yet and the copies.
+//! Either way each shard is encoded exactly as it was at the barrier, so the file is a consistent
+//! cut at the LSN while a request waits at most for one shard's copy.
 //!
 //! # Format (version 1, all integers little-endian; see `docs/design.md`)
 //!
 //! A 68-byte header (magic, version, LSN, engine config, CRC32C), then sections (the meta
-//! section, one per SKU shard, one per request shard), each a `u64` length, a CRC32C and the
+//! section, one per request shard, one per SKU shard), each a `u64` length, a CRC32C and the
 //! bytes, then a footer: magic, the section count and a CRC32C over the section CRCs, so a
 //! truncated or spliced file is caught. Sections load in parallel.
 
@@ -50,11 +50,12 @@ pub fn parse_snapshot_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
-/// Where writers drop the shards they copied out for a snapshot in progress.
+/// Where writers drop the shards they copied out for a snapshot in progress (copies, not
+/// encodings: the snapshot thread encodes them, off the request path).
 #[derive(Debug)]
 pub struct SnapshotSink {
-    sku: Box<[OnceLock<Vec<u8>>]>,
-    requests: Box<[OnceLock<Vec<u8>>]>,
+    sku: Box<[OnceLock<Shard>]>,
+    requests: Box<[OnceLock<RequestShard>]>,
 }
 
 impl SnapshotSink {
@@ -64,14 +65,11 @@ impl SnapshotSink {
             requests: (0..request_shards).map(|_| OnceLock::new()).collect(),
         }
     }
-    pub(crate) fn put_sku_shard(&self, shard: usize, bytes: Vec<u8>) {
-        assert!(self.sku[shard].set(bytes).is_ok(), "a shard is captured once");
+    pub(crate) fn put_sku_shard(&self, shard: usize, copy: Shard) {
+        assert!(self.sku[shard].set(copy).is_ok(), "a shard is captured once");
     }
-    pub(crate) fn put_request_shard(&self, shard: usize, bytes: Vec<u8>) {
-        assert!(
-            self.requests[shard].set(bytes).is_ok(),
-            "a shard is captured once"
-        );
+    pub(crate) fn put_request_shard(&self, shard: usize, copy: RequestShard) {
+        assert!(self.requests[shard].set(copy).is_ok(), "a shard is captured once");
     }
 }
 
@@ -165,13 +163,15 @@ fn write_file(
     let mut copied_by_writers = 0;
     // Every shard is visited even after a write error, so none stays marked.
     let mut failed: Option<io::Error> = None;
-    for (i, shard) in engine.shards.iter().enumerate() {
-        let mut guard = shard.write();
+    // Request shards first: nearly every write touches one, so the sooner they are encoded
+    // here, the fewer a request has to copy out itself.
+    for (i, rs) in engine.requests.iter().enumerate() {
+        let mut guard = rs.lock();
         let bytes = match guard.capture.take() {
-            Some(_) => encode_sku_shard(&guard),
+            Some(_) => encode_request_shard(&guard),
             None => {
                 copied_by_writers += 1;
-                sink.sku[i].get().expect("a writer captured the shard").clone()
+                encode_request_shard(sink.requests[i].get().expect("a writer captured the shard"))
             }
         };
         drop(guard);
@@ -179,16 +179,13 @@ fn write_file(
             failed = file.section(&bytes).err();
         }
     }
-    for (i, rs) in engine.requests.iter().enumerate() {
-        let mut guard = rs.lock();
+    for (i, shard) in engine.shards.iter().enumerate() {
+        let mut guard = shard.write();
         let bytes = match guard.capture.take() {
-            Some(_) => encode_request_shard(&guard),
+            Some(_) => encode_sku_shard(&guard),
             None => {
                 copied_by_writers += 1;
-                sink.requests[i]
-                    .get()
-                    .expect("a writer captured the shard")
-                    .clone()
+                encode_sku_shard(sink.sku[i].get().expect("a writer captured the shard"))
             }
         };
         drop(guard);
@@ -492,8 +489,8 @@ impl<'a> SnapshotFile<'a> {
         if u32_at(b, at + 8) as usize != expected || u32_at(b, at + 12) != crc32c::crc32c(&crcs) {
             return Err(bad(at, "footer does not match the sections"));
         }
-        let requests = sections.split_off(1 + config.sku_shards);
-        let sku = sections.split_off(1);
+        let sku = sections.split_off(1 + config.request_shards);
+        let requests = sections.split_off(1);
         Ok(Self {
             lsn: u64_at(b, 16),
             config,

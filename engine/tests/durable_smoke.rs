@@ -67,3 +67,101 @@ fn restart_reproduces_the_state_with_and_without_a_snapshot() {
     assert_eq!(db.engine().state_digest(), d2);
     db.engine().check_invariants().unwrap();
 }
+
+/// Commands that write shards after the snapshot's barrier but before the snapshot thread reaches
+/// them must copy them out first: the file is the state at the barrier. A storage wrapper runs
+/// those commands exactly in that window (when the snapshot creates its file), deterministically.
+#[test]
+fn a_snapshot_is_the_state_at_its_barrier_whatever_commands_do_after_it() {
+    use promised_engine::snapshot::{SnapshotFile, snapshot_name, write_snapshot};
+    use promised_engine::storage::{SimStorage, Storage, StorageFile};
+    use promised_engine::{Engine, EngineConfig};
+
+    struct Meddler {
+        inner: SimStorage,
+        during: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+    impl Storage for Meddler {
+        fn list(&self) -> std::io::Result<Vec<String>> {
+            self.inner.list()
+        }
+        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+            self.inner.read(name)
+        }
+        fn create(&self, name: &str) -> std::io::Result<Box<dyn StorageFile>> {
+            if let Some(f) = self.during.lock().unwrap().take() {
+                f();
+            }
+            self.inner.create(name)
+        }
+        fn open_append(&self, name: &str) -> std::io::Result<Box<dyn StorageFile>> {
+            self.inner.open_append(name)
+        }
+        fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
+            self.inner.truncate(name, len)
+        }
+        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> std::io::Result<()> {
+            self.inner.remove(name)
+        }
+        fn sync_dir(&self) -> std::io::Result<()> {
+            self.inner.sync_dir()
+        }
+        fn describe(&self, name: &str) -> String {
+            self.inner.describe(name)
+        }
+    }
+
+    let spec = DataSetSpec::small();
+    let ds = DataSet::generate(&spec);
+    let now = spec.start_day.start();
+    // 'static so the storage can hold a closure that borrows it.
+    let engine: &'static Engine = Box::leak(Box::new(Engine::new(EngineConfig::default())));
+    ds.load(engine, now).unwrap();
+    let skus: Vec<_> = ds.skus.iter().map(|s| engine.sku_id(&s.name).unwrap()).collect();
+    let hold_all = move |base: u128| {
+        // One hold per SKU: touches every SKU shard and, by id, most request shards.
+        for (i, &sku) in skus.iter().enumerate() {
+            let _ = engine.apply(
+                now,
+                &Command::Hold {
+                    hold: RequestId(base + i as u128),
+                    lines: vec![HoldLineRequest {
+                        sku,
+                        node: NodeChoice::Any,
+                        quantity: Quantity::new(1).unwrap(),
+                        need_day: None,
+                    }],
+                    ttl_ms: 60_000,
+                    partial: true,
+                },
+            );
+        }
+    };
+    hold_all(1 << 64);
+    let at_barrier = engine.state_digest();
+    let lsn = engine.next_seq() - 1;
+    let hold_more = hold_all.clone();
+    let storage = Meddler {
+        inner: SimStorage::new(),
+        during: std::sync::Mutex::new(Some(Box::new(move || hold_more(2 << 64)))),
+    };
+    let info = write_snapshot(engine, &storage).unwrap();
+    assert_eq!(info.lsn, lsn);
+    assert!(
+        info.copied_by_writers > 500,
+        "only {} shards were copied by commands",
+        info.copied_by_writers
+    );
+    assert_ne!(
+        engine.state_digest(),
+        at_barrier,
+        "the meddling commands changed nothing"
+    );
+    let bytes = storage.inner.read(&snapshot_name(lsn)).unwrap();
+    let loaded = SnapshotFile::parse(&bytes).unwrap().load(None).unwrap();
+    assert_eq!(loaded.state_digest(), at_barrier);
+    loaded.check_invariants().unwrap();
+}
