@@ -450,7 +450,17 @@ fn recover(
     let mut loaded = None;
     for &lsn in &snaps {
         let name = snapshot_name(lsn);
-        let result = storage.read(&name).map_err(|e| e.to_string()).and_then(|bytes| {
+        let bytes = storage.read(&name);
+        if let Some(version) = bytes.as_deref().ok().and_then(snapshot::foreign_version) {
+            return Err(OpenError::Corrupt(format!(
+                "{} was written by another version of promised (snapshot format {version}; this \
+                 build reads format {}): run the version that wrote it, or move the file away to \
+                 recover from an older snapshot and the log",
+                storage.describe(&name),
+                snapshot::SNAPSHOT_VERSION
+            )));
+        }
+        let result = bytes.map_err(|e| e.to_string()).and_then(|bytes| {
             let file = SnapshotFile::parse(&bytes).map_err(|e| e.to_string())?;
             if file.lsn != lsn {
                 return Err(format!("header says LSN {}", file.lsn));

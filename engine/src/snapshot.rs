@@ -10,7 +10,7 @@
 //! Either way each shard is encoded exactly as it was at the barrier, so the file is a consistent
 //! cut at the LSN while a request waits at most for one shard's copy.
 //!
-//! # Format (version 1, all integers little-endian; see `docs/design.md`)
+//! # Format (version 2, all integers little-endian; see `docs/design.md`)
 //!
 //! A 68-byte header (magic, version, LSN, engine config, CRC32C), then sections (the meta
 //! section, one per request shard, one per SKU shard), each a `u64` length, a CRC32C and the
@@ -38,7 +38,8 @@ use crate::storage::Storage;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PROMSNP1";
 pub const FOOTER_MAGIC: [u8; 8] = *b"PROMSEND";
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 1 (never released) put SKU shards before request shards.
+pub const SNAPSHOT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 68;
 
 pub fn snapshot_name(lsn: u64) -> String {
@@ -421,6 +422,17 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The format version of an intact snapshot header written by another version of promised, if
+/// that is what `b` starts with. Such a file is not damage: recovery refuses to start rather than
+/// set it aside and fall back.
+pub fn foreign_version(b: &[u8]) -> Option<u32> {
+    let intact = b.len() >= HEADER_LEN
+        && b[0..8] == SNAPSHOT_MAGIC
+        && crc32c::crc32c(&b[..HEADER_LEN - 4]) == u32_at(b, HEADER_LEN - 4);
+    let version = if intact { u32_at(b, 8) } else { SNAPSHOT_VERSION };
+    (version != SNAPSHOT_VERSION).then_some(version)
 }
 
 impl<'a> SnapshotFile<'a> {

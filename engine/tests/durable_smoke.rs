@@ -6,7 +6,7 @@ use std::sync::Arc;
 use promised_engine::dataset::{DataSet, DataSetSpec};
 use promised_engine::durable::{DurableEngine, DurableOptions};
 use promised_engine::storage::FsStorage;
-use promised_engine::{Command, HoldLineRequest, NodeChoice, Quantity, RequestId};
+use promised_engine::{Command, HoldLineRequest, NodeChoice, Quantity, RequestId, Timestamp};
 
 #[test]
 fn restart_reproduces_the_state_with_and_without_a_snapshot() {
@@ -164,4 +164,61 @@ fn a_snapshot_is_the_state_at_its_barrier_whatever_commands_do_after_it() {
     let loaded = SnapshotFile::parse(&bytes).unwrap().load(None).unwrap();
     assert_eq!(loaded.state_digest(), at_barrier);
     loaded.check_invariants().unwrap();
+}
+
+/// A snapshot from another format version is not damage: start-up refuses and names it, and
+/// leaves the file where it is (no fallback that would quietly set it aside).
+#[test]
+fn a_snapshot_of_another_format_version_stops_start_up() {
+    use promised_engine::durable::OpenError;
+    use promised_engine::snapshot::snapshot_name;
+    use promised_engine::storage::{SimStorage, Storage};
+
+    let storage = SimStorage::new();
+    let options = DurableOptions {
+        snapshot_every_records: 0,
+        snapshot_every: None,
+        ..DurableOptions::default()
+    };
+    let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
+    db.apply(
+        Timestamp(1_000),
+        &Command::UpsertNode(promised_engine::NodeSpec::open("DC-1")),
+    )
+    .unwrap();
+    let lsn = db.snapshot().unwrap().lsn;
+    db.close().unwrap();
+    drop(db);
+    let name = snapshot_name(lsn);
+    let mut bytes = storage.read(&name).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32c_of(&bytes[..64]);
+    bytes[64..68].copy_from_slice(&crc.to_le_bytes());
+    let mut f = storage.create(&name).unwrap();
+    f.append(&bytes).unwrap();
+    f.sync_data().unwrap();
+    match DurableEngine::open(Arc::new(storage.clone()), options) {
+        Err(OpenError::Corrupt(m)) => {
+            assert!(m.contains("another version") && m.contains("format 99"), "{m}")
+        }
+        Err(e) => panic!("wrong refusal: {e}"),
+        Ok(_) => panic!("started on a snapshot of another format version"),
+    }
+    assert!(storage.list().unwrap().contains(&name), "the file was moved");
+}
+
+/// CRC32C (Castagnoli), bit by bit: the test does not lean on the crate the engine uses.
+fn crc32c_of(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
