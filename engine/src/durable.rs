@@ -230,7 +230,7 @@ impl DurableEngine {
     /// `ticket` is durable (`wait` or `Wal::durable`). Lets one thread keep many writes in
     /// flight. Fails at once, changing nothing, when the log has failed.
     pub fn submit(&self, now: Timestamp, command: &Command) -> Result<Submitted, WalFailed> {
-        if let Some(f) = self.wal.failure() {
+        if let Some(f) = self.wal.refusal() {
             return Err(f);
         }
         let result = self.engine.apply(now, command);
@@ -532,7 +532,17 @@ fn recover(
             torn.reason
         ));
         let cut = if torn.offset == 0 {
-            storage.remove(&torn.file)
+            // A segment cut short at creation: the log continues in a new segment of the same
+            // name, which `Wal::open` writes over it (removing it first would leave a window in
+            // which a crash loses the only segment after a snapshot).
+            if torn.file != wal::segment_name(scan.tail.next_lsn) {
+                return Err(OpenError::Corrupt(format!(
+                    "{} is cut short but does not continue the log at LSN {}",
+                    storage.describe(&torn.file),
+                    scan.tail.next_lsn
+                )));
+            }
+            Ok(())
         } else {
             storage.truncate(&torn.file, torn.offset)
         };

@@ -97,6 +97,8 @@ pub struct Engine {
     /// fields above from the other cores' caches (false sharing).
     next_seq: CachePadded<AtomicU64>,
     log: Option<Arc<dyn CommandLog>>,
+    /// One snapshot at a time: a second barrier would overwrite the first one's capture marks.
+    pub(crate) snapshot_lock: Mutex<()>,
 }
 
 /// The folded multiply of foldhash and ahash: the 128-bit product of two words, halves xored.
@@ -227,6 +229,7 @@ impl Engine {
             shards,
             next_seq: CachePadded::new(AtomicU64::new(1)),
             log,
+            snapshot_lock: Mutex::new(()),
             config,
         }
     }
@@ -246,8 +249,12 @@ impl Engine {
         if shards.len() != engine.shards.len() || requests.len() != engine.requests.len() {
             return Err("shard counts differ from the header".into());
         }
-        if feeds.len() > network.n_nodes() {
-            return Err("more feed sequence numbers than nodes".into());
+        if feeds.len() != network.n_nodes() {
+            return Err(format!(
+                "{} feed sequence numbers for {} nodes",
+                feeds.len(),
+                network.n_nodes()
+            ));
         }
         let n_skus: usize = shards.iter().map(|s| s.skus.len()).sum();
         let mut sku_names: Vec<Option<Arc<str>>> = vec![None; n_skus];

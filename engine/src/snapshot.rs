@@ -87,8 +87,8 @@ pub struct SnapshotInfo {
     pub total: Duration,
 }
 
-/// Writes a snapshot of `engine` into `storage` and returns once it is durable.
-/// Callers run one at a time (the durable engine holds a lock around it).
+/// Writes a snapshot of `engine` into `storage` and returns once it is durable. Concurrent calls
+/// on one engine run one after the other.
 pub fn write_snapshot(engine: &Engine, storage: &dyn Storage) -> io::Result<SnapshotInfo> {
     write_snapshot_with(engine, storage, |_| Ok(()))
 }
@@ -101,6 +101,7 @@ pub fn write_snapshot_with(
     storage: &dyn Storage,
     before_publish: impl FnOnce(u64) -> io::Result<()>,
 ) -> io::Result<SnapshotInfo> {
+    let _one_at_a_time = engine.snapshot_lock.lock();
     let started = Instant::now();
     let config = engine.config().clone();
     let sink = Arc::new(SnapshotSink::new(config.sku_shards, config.request_shards));

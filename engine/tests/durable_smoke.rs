@@ -222,3 +222,59 @@ fn crc32c_of(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// After `close`, writes are refused at once and nothing waits for a writer that is gone.
+#[test]
+fn a_closed_log_refuses_writes_instead_of_hanging() {
+    use promised_engine::storage::SimStorage;
+
+    let storage = SimStorage::new();
+    let db = DurableEngine::open(Arc::new(storage), DurableOptions::default()).unwrap();
+    let node = Command::UpsertNode(promised_engine::NodeSpec::open("DC-1"));
+    db.apply(Timestamp(1_000), &node).unwrap();
+    db.close().unwrap();
+    let refused = db
+        .submit(Timestamp(2_000), &node)
+        .err()
+        .expect("a closed log takes no writes");
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    // A command applied behind the log's back (through the engine) after the writer stopped: its
+    // wait ends with an error instead of blocking forever.
+    db.engine().apply(Timestamp(3_000), &node).unwrap();
+    let lsn = db.engine().next_seq() - 1;
+    let err = db.wal().wait_durable(lsn).err().expect("nobody will write it");
+    assert!(err.to_string().contains("closed"), "{err}");
+}
+
+/// A snapshot with every log segment gone: the records after it are lost, and start-up says so
+/// instead of starting from the snapshot alone.
+#[test]
+fn a_snapshot_without_its_log_stops_start_up() {
+    use promised_engine::durable::OpenError;
+    use promised_engine::storage::{SimStorage, Storage};
+
+    let storage = SimStorage::new();
+    let options = DurableOptions {
+        snapshot_every_records: 0,
+        snapshot_every: None,
+        ..DurableOptions::default()
+    };
+    let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
+    for i in 0..5 {
+        let node = promised_engine::NodeSpec::open(&format!("DC-{i}"));
+        db.apply(Timestamp(1_000), &Command::UpsertNode(node)).unwrap();
+    }
+    db.snapshot().unwrap();
+    db.close().unwrap();
+    drop(db);
+    for name in storage.list().unwrap() {
+        if name.ends_with(".log") {
+            storage.remove(&name).unwrap();
+        }
+    }
+    match DurableEngine::open(Arc::new(storage), options) {
+        Err(OpenError::Damage(d)) => assert!(d.reason.contains("no log segment"), "{d}"),
+        Err(e) => panic!("wrong refusal: {e}"),
+        Ok(_) => panic!("started without the log after the snapshot"),
+    }
+}

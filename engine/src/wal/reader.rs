@@ -93,6 +93,16 @@ pub fn scan(
         segments: Vec::new(),
         torn: None,
     };
+    if firsts.is_empty() && from_lsn > 1 {
+        // `Wal::open` always leaves a segment holding the next LSN, and pruning never removes
+        // the newest: with a snapshot and no segment at all, the log after it was lost.
+        return Err(damage(
+            &segment_name(from_lsn),
+            0,
+            from_lsn,
+            "no log segment at all: the records after the snapshot are missing".into(),
+        ));
+    }
     // Start at the segment holding `from_lsn`; older ones are covered by the snapshot.
     let mut start = firsts.iter().rposition(|&f| f <= from_lsn.max(1)).unwrap_or(0);
     // A last segment cut short before its header was written carries no chain value; start one

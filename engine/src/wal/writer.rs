@@ -75,7 +75,7 @@ pub struct WalStats {
     pub bytes: u64,
     pub syncs: u64,
     pub batches: u64,
-    /// `batch_sizes[i]`: batches of `2^(i-1) < records <= 2^i` records.
+    /// `batch_sizes[i]`: batches of `2^(i-1) < records <= 2^i` records (the last slot: more).
     pub batch_sizes: [u64; 24],
     pub sync_nanos: u64,
 }
@@ -106,7 +106,7 @@ impl WalStats {
 struct Entry {
     lsn: u64,
     time: u64,
-    start: u32,
+    start: usize,
     len: u32,
 }
 
@@ -131,6 +131,8 @@ struct Shared {
     synced: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// The writer has stopped (closed, failed or crashed): nothing queued now is ever written.
+    closed: AtomicBool,
     waiters: Mutex<Vec<(u64, Waker)>>,
     blocked: Condvar,
     blocked_lock: Mutex<()>,
@@ -166,6 +168,7 @@ impl Wal {
             synced: AtomicU64::new(tail.next_lsn - 1),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             blocked: Condvar::new(),
             blocked_lock: Mutex::new(()),
@@ -211,7 +214,17 @@ impl Wal {
         }
     }
 
-    /// Blocks until record `lsn` is acknowledged, or the log failed first.
+    /// Why the log takes no more writes, if it does not: it failed, or it was closed.
+    pub fn refusal(&self) -> Option<WalFailed> {
+        self.failure().or_else(|| {
+            self.shared
+                .closed
+                .load(Ordering::Acquire)
+                .then(|| WalFailed("the log is closed (the server is shutting down)".into()))
+        })
+    }
+
+    /// Blocks until record `lsn` is acknowledged, or the log failed or closed first.
     pub fn wait_durable(&self, lsn: u64) -> Result<(), WalFailed> {
         if self.durable_lsn() >= lsn {
             return Ok(());
@@ -221,7 +234,7 @@ impl Wal {
             if self.durable_lsn() >= lsn {
                 return Ok(());
             }
-            if let Some(f) = self.failure() {
+            if let Some(f) = self.refusal() {
                 return Err(f);
             }
             self.shared.blocked.wait(&mut guard);
@@ -237,7 +250,7 @@ impl Wal {
             if self.shared.synced.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
-            if let Some(f) = self.failure() {
+            if let Some(f) = self.refusal() {
                 return Err(f);
             }
             {
@@ -269,15 +282,27 @@ impl Wal {
     pub fn remove_segments_before(&self, lsn: u64) -> io::Result<usize> {
         let mut segments = self.shared.segments.lock();
         // Segment i holds LSNs [first_i, first_{i+1}); it can go if first_{i+1} <= lsn.
-        let keep_from = segments.windows(2).take_while(|w| w[1] <= lsn).count();
-        for &first in &segments[..keep_from] {
-            self.storage.remove(&segment_name(first))?;
+        let due = segments.windows(2).take_while(|w| w[1] <= lsn).count();
+        let mut removed = 0;
+        while removed < due {
+            match self.storage.remove(&segment_name(segments[0])) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // What went stays gone from the list; the rest is tried again next time.
+                    if removed > 0 {
+                        let _ = self.storage.sync_dir();
+                    }
+                    return Err(e);
+                }
+            }
+            segments.remove(0);
+            removed += 1;
         }
-        segments.drain(..keep_from);
-        if keep_from > 0 {
+        if removed > 0 {
             self.storage.sync_dir()?;
         }
-        Ok(keep_from)
+        Ok(removed)
     }
 
     /// Writes and syncs everything queued, then stops the writer. Idempotent.
@@ -285,7 +310,8 @@ impl Wal {
         self.shared.queue.lock().stop = true;
         self.shared.work.notify_one();
         if let Some(h) = self.writer.lock().take() {
-            h.join().expect("the WAL writer does not panic");
+            // A writer that panicked has already marked the log failed (`ExitGuard`).
+            let _ = h.join();
         }
         match self.failure() {
             Some(f) => Err(f),
@@ -309,7 +335,7 @@ impl CommandLog for Wal {
         q.entries.push(Entry {
             lsn: seq,
             time: now.0,
-            start: start as u32,
+            start,
             len: len as u32,
         });
         if q.writer_waiting && q.entries.len() >= q.gather_until {
@@ -333,6 +359,10 @@ impl Future for DurableAck {
                 Some(Ok(()))
             } else if s.failed.load(Ordering::Acquire) {
                 Some(Err(WalFailed(s.failure.lock().clone().unwrap_or_default())))
+            } else if s.closed.load(Ordering::Acquire) {
+                Some(Err(WalFailed(
+                    "the log is closed (the server is shutting down)".into(),
+                )))
             } else {
                 None
             }
@@ -361,6 +391,25 @@ fn start_segment(storage: &dyn Storage, tail: LogTail) -> io::Result<Box<dyn Sto
     Ok(file)
 }
 
+/// Marks the log closed when the writer stops, however it stops (a panic included: then also
+/// failed), and wakes every waiter, so that no request waits for a writer that is gone.
+struct ExitGuard(Arc<Shared>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.0.failed.load(Ordering::Acquire) {
+            tracing::error!(target: "promised::wal", "the WAL writer crashed; writes are refused from now on");
+            *self.0.failure.lock() = Some("the WAL writer crashed".into());
+            self.0.failed.store(true, Ordering::Release);
+        }
+        self.0.closed.store(true, Ordering::Release);
+        let ready: Vec<_> = std::mem::take(&mut *self.0.waiters.lock());
+        ready.into_iter().for_each(|(_, w)| w.wake());
+        let _guard = self.0.blocked_lock.lock();
+        self.0.blocked.notify_all();
+    }
+}
+
 struct Writer {
     shared: Arc<Shared>,
     storage: Arc<dyn Storage>,
@@ -382,6 +431,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        let _exit = ExitGuard(self.shared.clone());
         let mut entries = Vec::new();
         let mut bytes = Vec::new();
         let mut sync_wanted;
@@ -420,7 +470,7 @@ impl Writer {
             }
             if stop {
                 if self.unsynced
-                    && let Err(e) = self.file.sync_data()
+                    && let Err(e) = self.sync()
                 {
                     self.fail(e);
                 }
@@ -461,7 +511,7 @@ impl Writer {
         self.out.clear();
         if in_order {
             for e in entries {
-                self.frame(e.lsn, e.time, &bytes[e.start as usize..][..e.len as usize]);
+                self.frame(e.lsn, e.time, &bytes[e.start..][..e.len as usize]);
             }
         } else {
             self.frame_out_of_order(entries, bytes);
@@ -505,7 +555,7 @@ impl Writer {
             s.records += n;
             s.bytes += self.out.len() as u64;
             s.batches += 1;
-            s.batch_sizes[(64 - (n - 1).leading_zeros()) as usize] += 1;
+            s.batch_sizes[((64 - (n - 1).leading_zeros()) as usize).min(23)] += 1;
             if self.options.fsync == FsyncPolicy::Always {
                 s.syncs += 1;
                 s.sync_nanos += sync_started.elapsed().as_nanos() as u64;
@@ -529,11 +579,11 @@ impl Writer {
         let held_bytes = std::mem::take(&mut self.held_bytes);
         for (e, was_held) in all {
             let src = if was_held { &held_bytes[..] } else { bytes };
-            let body = &src[e.start as usize..][..e.len as usize];
+            let body = &src[e.start..][..e.len as usize];
             if e.lsn == self.tail.next_lsn {
                 self.frame(e.lsn, e.time, body);
             } else {
-                let start = self.held_bytes.len() as u32;
+                let start = self.held_bytes.len();
                 self.held_bytes.extend_from_slice(body);
                 self.held.push(Entry { start, ..e });
             }
