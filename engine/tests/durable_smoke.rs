@@ -235,14 +235,13 @@ fn a_closed_log_refuses_writes_instead_of_hanging() {
     db.close().unwrap();
     let refused = db
         .submit(Timestamp(2_000), &node)
-        .err()
-        .expect("a closed log takes no writes");
+        .expect_err("a closed log takes no writes");
     assert!(refused.to_string().contains("closed"), "{refused}");
     // A command applied behind the log's back (through the engine) after the writer stopped: its
     // wait ends with an error instead of blocking forever.
     db.engine().apply(Timestamp(3_000), &node).unwrap();
     let lsn = db.engine().next_seq() - 1;
-    let err = db.wal().wait_durable(lsn).err().expect("nobody will write it");
+    let err = db.wal().wait_durable(lsn).expect_err("nobody will write it");
     assert!(err.to_string().contains("closed"), "{err}");
 }
 
@@ -261,7 +260,7 @@ fn a_snapshot_without_its_log_stops_start_up() {
     };
     let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
     for i in 0..5 {
-        let node = promised_engine::NodeSpec::open(&format!("DC-{i}"));
+        let node = promised_engine::NodeSpec::open(format!("DC-{i}"));
         db.apply(Timestamp(1_000), &Command::UpsertNode(node)).unwrap();
     }
     db.snapshot().unwrap();
