@@ -222,10 +222,31 @@ fn main() -> anyhow::Result<()> {
 /// Open carts (and open orders) per shopper before the oldest is finished.
 const OPEN_MAX: usize = 256;
 
-/// A write in flight: its durability ticket and the line to print once it is durable.
+/// A write in flight: its durability ticket and what to print once it is durable.
 struct InFlight {
     ticket: Ticket,
-    ack: Option<String>,
+    ack: Option<Ack>,
+}
+
+/// An acknowledged write as the crash test reads it: one line each, formatted only with `--acks`.
+enum Ack {
+    Hold(RequestId),
+    Commit(RequestId),
+    Release(RequestId),
+    Ship(RequestId),
+    Feed(NodeId, u64, SkuId, u32),
+}
+
+impl std::fmt::Display for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hold(h) => write!(f, "H {:x}", h.0),
+            Self::Commit(h) => write!(f, "C {:x}", h.0),
+            Self::Release(h) => write!(f, "R {:x}", h.0),
+            Self::Ship(h) => write!(f, "P {:x}", h.0),
+            Self::Feed(node, seq, sku, qty) => write!(f, "S {} {seq} {} {qty}", node.raw(), sku.raw()),
+        }
+    }
 }
 
 /// One stream of checkout writes (a thread, or a task in `--tasks` mode).
@@ -300,14 +321,14 @@ impl<'a> Shopper<'a> {
             let request = self.next_id();
             if roll < 60 {
                 self.committed.push_back(hold);
-                (Command::Commit { request, hold }, format!("C {:x}", hold.0))
+                (Command::Commit { request, hold }, Ack::Commit(hold))
             } else {
                 let release = Command::Release {
                     request,
                     hold,
                     lines: Vec::new(),
                 };
-                (release, format!("R {:x}", hold.0))
+                (release, Ack::Release(hold))
             }
         } else if self.committed.len() >= OPEN_MAX {
             let hold = self.committed.pop_front().expect("non-empty");
@@ -316,7 +337,7 @@ impl<'a> Shopper<'a> {
                 hold,
                 lines: Vec::new(),
             };
-            (ship, format!("P {:x}", hold.0))
+            (ship, Ack::Ship(hold))
         } else if roll < 3
             && let Some(node) = self.feed_node
             && !self.feed_skus.is_empty()
@@ -330,7 +351,7 @@ impl<'a> Shopper<'a> {
                 feed_seq: seq,
                 counts: vec![(sku, qty)],
             };
-            (feed, format!("S {} {seq} {} {qty}", node.raw(), sku.raw()))
+            (feed, Ack::Feed(node, seq, sku, qty))
         } else {
             let n_lines = 1
                 + (self.rng.random_range(0..10u32) / 7) as usize
@@ -356,7 +377,7 @@ impl<'a> Shopper<'a> {
                 ttl_ms: 86_400_000,
                 partial: false,
             };
-            (command, format!("H {:x}", hold.0))
+            (command, Ack::Hold(hold))
         };
         let submitted = self.db.submit(now, &command)?;
         let (outcome, ticket) = (submitted.result?, submitted.ticket);
@@ -392,7 +413,7 @@ fn worker(
             db.wait(w.ticket)?;
             writes.fetch_add(1, Ordering::Relaxed);
             if let Some(line) = w.ack {
-                lines.push_str(&line);
+                lines.push_str(&line.to_string());
                 lines.push('\n');
             }
         }
