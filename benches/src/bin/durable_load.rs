@@ -71,6 +71,9 @@ struct Args {
     /// a blocked thread a context switch).
     #[arg(long, default_value_t = 0)]
     tasks: usize,
+    /// Worker threads of the tokio runtime in `--tasks` mode.
+    #[arg(long, default_value_t = 2)]
+    runtime_threads: usize,
     /// Print every acknowledged write on stdout.
     #[arg(long)]
     acks: bool,
