@@ -6,6 +6,8 @@
 //! happy. Quantities are checked by their constructor, so `Quantity::new` is tested on its own.
 //! A second property checks that retries and no-op requests change nothing either.
 
+mod common;
+
 use promised_engine::network::Capabilities;
 use promised_engine::{
     AdjustReason, Command, Day, Engine, EngineConfig, ErrorCode, HoldLineRequest, HoldOutcome, HoldState,
@@ -14,14 +16,10 @@ use promised_engine::{
 };
 use proptest::prelude::*;
 
-const DAY_MS: u64 = 86_400_000;
-const T0: Timestamp = Timestamp(20_780 * DAY_MS + 9 * 3_600_000);
+use common::{DAY_MS, T0, inbound_lot_command, q};
+
 const Q_MAX: u32 = 1 << 31;
 const TTL_MAX_MS: u64 = 30 * DAY_MS;
-
-fn q(n: u32) -> Quantity {
-    Quantity::new(i64::from(n)).expect("a valid quantity")
-}
 
 /// The populated engine and the names of what is in it.
 struct Fixture {
@@ -759,22 +757,7 @@ impl Fixture {
                     1 => (self.a, self.dc2, "PO-1"),
                     _ => (self.b, self.dc1, "PO-1"),
                 };
-                let (request, reference) = (fresh, reference.to_string());
-                let cmd = if receive {
-                    Command::ReceiveInbound {
-                        request,
-                        sku,
-                        node,
-                        reference,
-                    }
-                } else {
-                    Command::CancelInbound {
-                        request,
-                        sku,
-                        node,
-                        reference,
-                    }
-                };
+                let cmd = inbound_lot_command(receive, fresh, sku, node, reference.to_string());
                 (cmd, E::UnknownLot)
             }
             Bad::UpsertBadName { node, which } => {

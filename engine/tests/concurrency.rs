@@ -12,6 +12,8 @@
 //!
 //! Both run several seeds; set `PROMISED_TEST_SEED` to run one. Every assertion names its seed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -20,32 +22,18 @@ use std::thread;
 use promised_engine::network::Capabilities;
 use promised_engine::{
     AdjustReason, Command, CommandLog, Engine, EngineConfig, HoldLineRequest, HoldOutcome, HoldState,
-    LineQuantity, NodeChoice, NodeId, NodeSpec, NodeStatus, Outcome, Quantity, RefusalReason, RequestId,
-    SkuId, Timestamp,
+    LineQuantity, NodeChoice, NodeId, NodeSpec, NodeStatus, Outcome, RefusalReason, RequestId, SkuId,
+    Timestamp,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-const DAY_MS: u64 = 86_400_000;
-const T0: Timestamp = Timestamp(20_780 * DAY_MS + 9 * 3_600_000);
+use common::{
+    DAY_MS, T0, inbound_lot_command, q, random_counts, random_hold, random_hold_change, seeds,
+    thread_request_id, worker_rng,
+};
+
 const THREADS: usize = 4;
-
-fn q(n: u32) -> Quantity {
-    Quantity::new(i64::from(n)).expect("a valid quantity")
-}
-
-fn seeds(default: &[u64]) -> Vec<u64> {
-    match std::env::var("PROMISED_TEST_SEED") {
-        Ok(s) => vec![s.parse().expect("PROMISED_TEST_SEED is a number")],
-        Err(_) => default.to_vec(),
-    }
-}
-
-/// Request ids unique per (seed, thread, counter), spread over all request shards.
-fn request_id(thread: usize, n: u64) -> RequestId {
-    let raw = (u128::from(n) << 8 | thread as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-    RequestId(raw | 1)
-}
 
 // ---- (a) hot SKUs ----------------------------------------------------------------------------
 
@@ -84,7 +72,7 @@ fn hot_worker(engine: &Engine, seed: u64, t: usize, start: &Barrier) -> WorkerRe
     let mut next = 0u64;
     let mut fresh = || {
         next += 1;
-        request_id(t, next)
+        thread_request_id(t, next)
     };
     let ctx = |what: &str| format!("seed {seed} thread {t}: {what}");
     start.wait();
@@ -352,7 +340,7 @@ fn hot_engine() -> Engine {
             .apply(
                 T0,
                 &Command::SetOnHand {
-                    request: request_id(99, u64::from(n)),
+                    request: thread_request_id(99, u64::from(n)),
                     node,
                     feed_seq: 1,
                     counts: (0..HOT_SKUS).map(|s| (SkuId::from_raw(s), HOT_STOCK)).collect(),
@@ -364,7 +352,7 @@ fn hot_engine() -> Engine {
                 .apply(
                     T0,
                     &Command::SetSafetyStock {
-                        request: request_id(98, u64::from(n * HOT_SKUS + s)),
+                        request: thread_request_id(98, u64::from(n * HOT_SKUS + s)),
                         sku: SkuId::from_raw(s),
                         node,
                         quantity: HOT_SAFETY,
@@ -574,8 +562,7 @@ struct Shared {
 }
 
 fn log_worker(sh: &Shared, seed: u64, t: usize, start: &Barrier) -> u64 {
-    let mut rng =
-        Pcg64::seed_from_u64(seed.wrapping_mul(31) ^ (t as u64 + 7).wrapping_mul(0xE703_7ED1_A0B4_28DB));
+    let mut rng = worker_rng(seed, t);
     let engine = &sh.engine;
     let mut next = 0u64;
     let mut sent: Vec<Command> = Vec::new();
@@ -584,96 +571,27 @@ fn log_worker(sh: &Shared, seed: u64, t: usize, start: &Barrier) -> u64 {
     start.wait();
     for i in 0..LOG_COMMANDS {
         next += 1;
-        let request = request_id(t, next);
+        let request = thread_request_id(t, next);
         // Clocks differ per thread and do not always move forward together.
         let now = Timestamp(T0.0 + i * 2 + rng.random_range(0..20));
         let today = now.day();
         let sku = SkuId::from_raw(rng.random_range(0..LOG_SKUS));
         let node = NodeId::from_raw(rng.random_range(0..LOG_NODES));
-        let pick_hold = |rng: &mut Pcg64| {
-            let holds = sh.holds.lock().unwrap();
-            (!holds.is_empty()).then(|| holds[rng.random_range(0..holds.len())])
-        };
         let roll = rng.random_range(0..100);
         let cmd = if roll < 30 {
-            let mut lines: Vec<HoldLineRequest> = Vec::new();
-            for _ in 0..rng.random_range(1..=3) {
-                let sku = SkuId::from_raw(rng.random_range(0..LOG_SKUS));
-                if lines.iter().any(|l| l.sku == sku) {
-                    continue;
-                }
-                lines.push(HoldLineRequest {
-                    sku,
-                    node: if rng.random_bool(0.3) {
-                        NodeChoice::Any
-                    } else {
-                        NodeChoice::Node(NodeId::from_raw(rng.random_range(0..LOG_NODES)))
-                    },
-                    quantity: q(rng.random_range(1..=5)),
-                    need_day: rng.random_bool(0.3).then(|| today.plus(rng.random_range(0..4))),
-                });
-            }
-            Command::Hold {
-                hold: request,
-                lines,
-                ttl_ms: [1, 10, 50, 3_600_000][rng.random_range(0..4)],
-                partial: rng.random_bool(0.3),
-            }
+            random_hold(&mut rng, request, today, LOG_SKUS, LOG_NODES)
         } else if roll < 52 {
-            match pick_hold(&mut rng) {
-                None => Command::Tick,
-                Some(hold) => {
-                    let lines = || -> Vec<LineQuantity> {
-                        let Some(h) = engine.hold(hold) else { return vec![] };
-                        h.lines
-                            .iter()
-                            .filter(|l| l.remaining > 0)
-                            .take(1)
-                            .map(|l| LineQuantity {
-                                sku: l.sku,
-                                node: l.node,
-                                quantity: q(l.remaining.div_ceil(2)),
-                            })
-                            .collect()
-                    };
-                    match rng.random_range(0..6) {
-                        0 | 1 => Command::Commit { request, hold },
-                        2 => Command::Release {
-                            request,
-                            hold,
-                            lines: vec![],
-                        },
-                        3 => Command::Release {
-                            request,
-                            hold,
-                            lines: lines(),
-                        },
-                        4 => Command::CancelAllocation { request, hold },
-                        _ => Command::Ship {
-                            request,
-                            hold,
-                            lines: if rng.random_bool(0.5) { lines() } else { vec![] },
-                        },
-                    }
-                }
-            }
+            random_hold_change(&mut rng, &sh.holds, engine, request)
         } else if roll < 58 && !sent.is_empty() {
             // A retry of something this thread sent before.
             sent[rng.random_range(0..sent.len())].clone()
         } else if roll < 66 {
             let feed_seq = sh.feed_seq[node.index()].fetch_add(1, Ordering::Relaxed) + 1;
-            let mut counts: Vec<(SkuId, u32)> = Vec::new();
-            for _ in 0..rng.random_range(1..=3) {
-                let sku = SkuId::from_raw(rng.random_range(0..LOG_SKUS));
-                if !counts.iter().any(|c| c.0 == sku) {
-                    counts.push((sku, rng.random_range(0..=15)));
-                }
-            }
             Command::SetOnHand {
                 request,
                 node,
                 feed_seq,
-                counts,
+                counts: random_counts(&mut rng, LOG_SKUS),
             }
         } else if roll < 71 {
             Command::AdjustOnHand {
@@ -696,21 +614,7 @@ fn log_worker(sh: &Shared, seed: u64, t: usize, start: &Barrier) -> u64 {
             }
         } else if roll < 82 && !lots.is_empty() {
             let (sku, node, reference) = lots.swap_remove(rng.random_range(0..lots.len()));
-            if rng.random_bool(0.7) {
-                Command::ReceiveInbound {
-                    request,
-                    sku,
-                    node,
-                    reference,
-                }
-            } else {
-                Command::CancelInbound {
-                    request,
-                    sku,
-                    node,
-                    reference,
-                }
-            }
+            inbound_lot_command(rng.random_bool(0.7), request, sku, node, reference)
         } else if roll < 86 {
             Command::Return {
                 request,

@@ -18,25 +18,28 @@
 //!   (oldest first) forgets as well as a three-day window. With one request shard the engine-wide
 //!   retention queue is the model's single queue, and no knowledge of the request-id hash is needed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use promised_engine::hold::HoldOp;
 use promised_engine::network::Capabilities;
 use promised_engine::{
     Command, Day, Engine, EngineConfig, ErrorCode, GrantedLine, HoldLineRequest, HoldOutcome, HoldState,
-    InboundLot, LineQuantity, LineRefusal, NodeChoice, NodeId, NodeSpec, NodeStatus, Outcome, PositionView,
-    Quantity, RefusalReason, RequestId, SkuId, TimelinePoint, Timestamp,
+    InboundLot, LineQuantity, LineRefusal, NodeChoice, NodeId, NodeStatus, Outcome, PositionView,
+    RefusalReason, RequestId, SkuId, TimelinePoint, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-const DAY_MS: u64 = 86_400_000;
-/// 2026-11-23, 09:00 UTC.
-const T0: Timestamp = Timestamp(20_780 * DAY_MS + 9 * 3_600_000);
-/// Nodes `N0..N3` exist; node id 4 is never upserted.
-const N_NODES: u32 = 4;
-/// SKUs `S0..S4` exist; SKU id 5 is never upserted.
-const N_SKUS: u32 = 5;
+// The network is the one `common::setup_commands` builds: nodes `N0..N3` and SKUs `S0..S4`.
+// Node id 4 and SKU id 5 are never upserted.
+use common::{
+    DAY_MS, LineSpec, N_NODES, N_SKUS, SeqMode, T0, add_stats, assert_reached, day_offset, dt_s,
+    fixed_runner, initial_s, node, node_spec, q, record_cap_config, seq_s, setup_commands, sku, spread_id,
+    status_s, time_window_config,
+};
+
 const QUANTITY_MAX: u32 = 1 << 31;
 const TTL_MAX_MS: u64 = 30 * DAY_MS;
 const LOOKAHEAD_DAYS: u32 = 730;
@@ -883,24 +886,6 @@ enum IdPick {
 }
 
 #[derive(Clone, Debug)]
-enum SeqMode {
-    Next,
-    Same,
-    Older,
-    Jump(u64),
-}
-
-#[derive(Clone, Debug)]
-struct LineSpec {
-    sku: u32,
-    /// `None`: any node.
-    node: Option<u32>,
-    qty: u32,
-    /// Need day as an offset from today; `None`: today.
-    need: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
 enum Op {
     UpsertNode {
         node: u32,
@@ -1045,17 +1030,8 @@ fn counts_s() -> impl Strategy<Value = Vec<(u32, u32)>> {
 }
 
 fn op_s() -> impl Strategy<Value = Op> {
-    let status = prop_oneof![
-        6 => Just(NodeStatus::Open),
-        1 => Just(NodeStatus::Paused),
-        1 => Just(NodeStatus::Closed),
-    ];
-    let seq = prop_oneof![
-        14 => Just(SeqMode::Next),
-        2 => Just(SeqMode::Same),
-        1 => Just(SeqMode::Older),
-        2 => (2..5u64).prop_map(SeqMode::Jump),
-    ];
+    let status = status_s();
+    let seq = seq_s(14);
     prop_oneof![
         2 => (0..N_NODES, status, 0..4u32).prop_map(|(node, status, caps)| Op::UpsertNode { node, status, caps }),
         1 => (0..N_SKUS, prop_oneof![3 => Just(0u32), 1 => Just(Capabilities::HAZMAT.0)])
@@ -1084,13 +1060,7 @@ fn op_s() -> impl Strategy<Value = Op> {
 
 fn step_s() -> impl Strategy<Value = Step> {
     // Exact TTLs too, so that holds are committed or released exactly at their expiry.
-    let dt = prop_oneof![
-        4 => Just(0u64),
-        1 => prop_oneof![Just(1u64), Just(60_000), Just(3_600_000), Just(DAY_MS)],
-        4 => 1..600_000u64,
-        2 => 600_000..21_600_000u64,
-        1 => 21_600_000..2 * DAY_MS,
-    ];
+    let dt = dt_s();
     let id = prop_oneof![14 => Just(IdPick::Fresh), 1 => any::<usize>().prop_map(IdPick::Reuse)];
     (dt, id, op_s()).prop_map(|(dt, id, op)| Step { dt, id, op })
 }
@@ -1112,22 +1082,6 @@ struct Harness {
     stats: BTreeMap<&'static str, u32>,
 }
 
-fn q(n: u32) -> Quantity {
-    Quantity::new(i64::from(n)).expect("a valid quantity")
-}
-fn sku(i: u32) -> SkuId {
-    SkuId::from_raw(i)
-}
-fn node(i: u32) -> NodeId {
-    NodeId::from_raw(i)
-}
-fn node_spec(i: u32, status: NodeStatus, caps: u32) -> NodeSpec {
-    let mut spec = NodeSpec::open(format!("N{i}"));
-    spec.status = status;
-    spec.capabilities = Capabilities(caps);
-    spec
-}
-
 impl Harness {
     /// An engine and a model with the nodes and SKUs upserted and the initial stock (per SKU x
     /// node, `None` = never stocked) fed in.
@@ -1143,39 +1097,8 @@ impl Harness {
             history: Vec::new(),
             stats: BTreeMap::new(),
         };
-        // Node capabilities: N0 everything, N1 gift wrap, N2 hazmat, N3 nothing.
-        let caps = [3, Capabilities::GIFT_WRAP.0, Capabilities::HAZMAT.0, 0];
-        for i in 0..N_NODES {
-            h.setup(Command::UpsertNode(node_spec(
-                i,
-                NodeStatus::Open,
-                caps[i as usize],
-            )));
-        }
-        for i in 0..N_SKUS {
-            let required = if i == 4 {
-                Capabilities::HAZMAT
-            } else {
-                Capabilities::default()
-            };
-            h.setup(Command::UpsertSku {
-                name: format!("S{i}"),
-                required,
-            });
-        }
-        for n in 0..N_NODES {
-            let counts: Vec<(SkuId, u32)> = (0..N_SKUS)
-                .filter_map(|s| initial[(s * N_NODES + n) as usize].map(|c| (sku(s), c)))
-                .collect();
-            if !counts.is_empty() {
-                let request = h.fresh_id();
-                h.setup(Command::SetOnHand {
-                    request,
-                    node: node(n),
-                    feed_seq: 1,
-                    counts,
-                });
-            }
+        for cmd in setup_commands(initial, &mut h.next_id) {
+            h.setup(cmd);
         }
         h
     }
@@ -1189,12 +1112,7 @@ impl Harness {
 
     fn fresh_id(&mut self) -> RequestId {
         self.next_id += 1;
-        // Spread the bits so that ids land in every request shard.
-        RequestId(
-            self.next_id
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-                ^ 0x5EED,
-        )
+        spread_id(self.next_id)
     }
 
     fn request_id(&mut self, pick: &IdPick) -> RequestId {
@@ -1279,7 +1197,7 @@ impl Harness {
     }
 
     fn day_offset(&self, offset: i64) -> Day {
-        Day((i64::from(self.now.day().0) + offset) as u32)
+        day_offset(self.now, offset)
     }
 
     fn build(&mut self, step: &Step) -> Command {
@@ -1297,13 +1215,7 @@ impl Harness {
                 required: Capabilities(*required),
             },
             Op::SetOnHand { node: n, seq, counts } => {
-                let last = self.model.feed_seq.get(&node(*n)).copied().unwrap_or(0);
-                let feed_seq = match seq {
-                    SeqMode::Next => last + 1,
-                    SeqMode::Same => last,
-                    SeqMode::Older => last.saturating_sub(1),
-                    SeqMode::Jump(k) => last + k,
-                };
+                let feed_seq = seq.feed_seq(self.model.feed_seq.get(&node(*n)).copied().unwrap_or(0));
                 Command::SetOnHand {
                     request: self.request_id(&step.id),
                     node: node(*n),
@@ -1384,12 +1296,7 @@ impl Harness {
             } => {
                 let mut out: Vec<HoldLineRequest> = Vec::new();
                 for l in lines {
-                    let line = HoldLineRequest {
-                        sku: sku(l.sku),
-                        node: l.node.map_or(NodeChoice::Any, |n| NodeChoice::Node(node(n))),
-                        quantity: q(l.qty),
-                        need_day: l.need.map(|o| self.day_offset(o)),
-                    };
+                    let line = l.request(self.now);
                     let clash = out.iter().any(|o| {
                         o.sku == line.sku
                             && (o.node == line.node
@@ -1662,13 +1569,6 @@ impl Harness {
     }
 }
 
-fn initial_s() -> impl Strategy<Value = Vec<Option<u32>>> {
-    prop::collection::vec(
-        prop_oneof![1 => Just(None), 3 => (0..=10u32).prop_map(Some)],
-        (N_SKUS * N_NODES) as usize,
-    )
-}
-
 fn run(
     config: EngineConfig,
     cap: Option<usize>,
@@ -1681,27 +1581,6 @@ fn run(
         h.step(i, step)?;
     }
     Ok(h.stats)
-}
-
-fn time_window_config() -> EngineConfig {
-    EngineConfig {
-        sku_shards: 4,
-        request_shards: 4,
-        retention_ms: DAY_MS,
-        // Far above what a case can reach: only the time window forgets.
-        retained_records_max: 1 << 20,
-        ..EngineConfig::default()
-    }
-}
-
-fn record_cap_config() -> EngineConfig {
-    EngineConfig {
-        sku_shards: 2,
-        request_shards: 1,
-        retention_ms: 3 * DAY_MS,
-        retained_records_max: 6,
-        ..EngineConfig::default()
-    }
 }
 
 proptest! {
@@ -1723,11 +1602,7 @@ proptest! {
 #[test]
 fn model_generator_reaches_interesting_cases() {
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
-    );
+    let mut runner = fixed_runner(7);
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     for case in 0..40 {
         let (initial, steps) = (initial_s(), prop::collection::vec(step_s(), 60..120))
@@ -1741,9 +1616,7 @@ fn model_generator_reaches_interesting_cases() {
         };
         let cap = (case % 2 == 1).then_some(6);
         let stats = run(config, cap, &initial, &steps).unwrap_or_else(|e| panic!("case {case}: {e}"));
-        for (k, v) in stats {
-            *totals.entry(k).or_default() += v;
-        }
+        add_stats(&mut totals, stats);
     }
     for what in [
         "error",
@@ -1760,10 +1633,7 @@ fn model_generator_reaches_interesting_cases() {
         "tick expired",
         "tick forgot",
     ] {
-        assert!(
-            totals.get(what).copied().unwrap_or(0) >= 3,
-            "the generator rarely reaches {what:?}: {totals:?}"
-        );
+        assert_reached(&totals, what);
         eprintln!("{what}: {}", totals.get(what).copied().unwrap_or(0));
     }
 }

@@ -30,6 +30,8 @@
 //!   LSNs 2, 1, 3 (and then 6, 5, 4): nothing past a gap is acknowledged or written, and the log
 //!   reads back 1..=6 in order with the right times and commands.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -44,34 +46,20 @@ use promised_engine::storage::{FsStorage, PowerLoss, SimStorage, Storage};
 use promised_engine::wal::format::parse_segment_name;
 use promised_engine::wal::{self, FsyncPolicy, LogTail, Wal, WalOptions};
 use promised_engine::{
-    AdjustReason, Command, CommandLog, Day, Engine, EngineConfig, EngineError, HoldLineRequest, HoldOutcome,
-    HoldState, LineQuantity, NodeChoice, NodeId, NodeSpec, NodeStatus, Outcome, Quantity, RequestId, SkuId,
-    StateDigest, Timestamp,
+    AdjustReason, Command, CommandLog, Engine, EngineConfig, EngineError, HoldOutcome, HoldState,
+    LineQuantity, NodeId, NodeStatus, Outcome, RequestId, SkuId, StateDigest, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_pcg::Pcg64;
 
-const DAY_MS: u64 = 86_400_000;
-/// 2026-11-23, 09:00 UTC.
-const T0: Timestamp = Timestamp(20_780 * DAY_MS + 9 * 3_600_000);
-
-fn q(n: u32) -> Quantity {
-    Quantity::new(i64::from(n)).expect("a valid quantity")
-}
-fn sku(i: u32) -> SkuId {
-    SkuId::from_raw(i)
-}
-fn node(i: u32) -> NodeId {
-    NodeId::from_raw(i)
-}
-fn node_spec(i: u32, status: NodeStatus, caps: u32) -> NodeSpec {
-    let mut spec = NodeSpec::open(format!("N{i}"));
-    spec.status = status;
-    spec.capabilities = Capabilities(caps);
-    spec
-}
+use common::{
+    DAY_MS, LineSpec, N_NODES, N_SKUS, SeqMode, T0, add_stats, assert_reached, day_offset, dt_s,
+    fixed_runner, inbound_lot_command, initial_s, node, node_spec, q, random_counts, random_hold,
+    random_hold_change, record_cap_config, seeds, seq_s, setup_commands, sku, spread_id, status_s,
+    thread_request_id, time_window_config, worker_rng,
+};
 
 fn durable_options(engine: EngineConfig, segment_bytes: u64) -> DurableOptions {
     DurableOptions {
@@ -126,49 +114,8 @@ fn segments_in(storage: &dyn Storage) -> BTreeSet<u64> {
 
 // ---- 1. replay equivalence (proptest) -----------------------------------------------------------
 
-/// Nodes `N0..N3` exist from the start; `N4` (id 4) only once an upsert adds it.
-const N_NODES: u32 = 4;
-/// SKUs `S0..S4` exist from the start; `S5` (id 5) only once an upsert adds it; id 6 never.
-const N_SKUS: u32 = 5;
-
-fn time_window_config() -> EngineConfig {
-    EngineConfig {
-        sku_shards: 4,
-        request_shards: 4,
-        retention_ms: DAY_MS,
-        retained_records_max: 1 << 20,
-        ..EngineConfig::default()
-    }
-}
-
-/// One request shard and a cap of 6 remembered records: the cap forgets too.
-fn record_cap_config() -> EngineConfig {
-    EngineConfig {
-        sku_shards: 2,
-        request_shards: 1,
-        retention_ms: 3 * DAY_MS,
-        retained_records_max: 6,
-        ..EngineConfig::default()
-    }
-}
-
-#[derive(Clone, Debug)]
-struct LineSpec {
-    sku: u32,
-    /// `None`: any node.
-    node: Option<u32>,
-    qty: u32,
-    /// Need day as days from today; `None`: today.
-    need: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
-enum SeqMode {
-    Next,
-    Same,
-    Older,
-    Jump(u64),
-}
+// The network starts as `common::setup_commands` builds it: nodes `N0..N3` and SKUs `S0..S4`.
+// `N4` (id 4) and `S5` (id 5) exist only once an upsert adds them; SKU id 6 never does.
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -311,17 +258,8 @@ fn change_lines_s() -> impl Strategy<Value = Vec<(usize, u32)>> {
     ]
 }
 fn op_s() -> impl Strategy<Value = Op> {
-    let status = prop_oneof![
-        6 => Just(NodeStatus::Open),
-        1 => Just(NodeStatus::Paused),
-        1 => Just(NodeStatus::Closed),
-    ];
-    let seq = prop_oneof![
-        12 => Just(SeqMode::Next),
-        2 => Just(SeqMode::Same),
-        1 => Just(SeqMode::Older),
-        2 => (2..5u64).prop_map(SeqMode::Jump),
-    ];
+    let status = status_s();
+    let seq = seq_s(12);
     prop_oneof![
         2 => (0..=N_NODES, status, 0..4u32).prop_map(|(node, status, caps)| Op::UpsertNode { node, status, caps }),
         2 => (prop_oneof![3 => 0..N_SKUS, 1 => Just(N_SKUS)], prop::bool::weighted(0.25))
@@ -346,13 +284,7 @@ fn op_s() -> impl Strategy<Value = Op> {
     ]
 }
 fn step_s() -> impl Strategy<Value = Step> {
-    let dt = prop_oneof![
-        4 => Just(0u64),
-        1 => prop_oneof![Just(1u64), Just(60_000), Just(3_600_000), Just(DAY_MS)],
-        4 => 1..600_000u64,
-        2 => 600_000..21_600_000u64,
-        1 => 21_600_000..2 * DAY_MS,
-    ];
+    let dt = dt_s();
     let reuse = prop_oneof![15 => Just(None), 1 => any::<usize>().prop_map(Some)];
     (dt, reuse, op_s()).prop_map(|(dt, reuse, op)| Step { dt, reuse, op })
 }
@@ -360,10 +292,7 @@ fn case_s(steps: std::ops::Range<usize>) -> impl Strategy<Value = Case> {
     (
         any::<bool>(),
         prop::bool::weighted(0.3),
-        prop::collection::vec(
-            prop_oneof![1 => Just(None), 3 => (0..=10u32).prop_map(Some)],
-            (N_SKUS * N_NODES) as usize,
-        ),
+        initial_s(),
         prop::collection::vec(step_s(), steps),
         any::<usize>(),
         prop::collection::vec(
@@ -437,39 +366,8 @@ impl Replay {
             latest_snapshot: None,
             stats: BTreeMap::new(),
         };
-        // Node capabilities: N0 everything, N1 gift wrap, N2 hazmat, N3 nothing; S4 needs hazmat.
-        let caps = [3, Capabilities::GIFT_WRAP.0, Capabilities::HAZMAT.0, 0];
-        for i in 0..N_NODES {
-            r.apply(&Command::UpsertNode(node_spec(
-                i,
-                NodeStatus::Open,
-                caps[i as usize],
-            )))?;
-        }
-        for i in 0..N_SKUS {
-            let required = if i == 4 {
-                Capabilities::HAZMAT
-            } else {
-                Capabilities::default()
-            };
-            r.apply(&Command::UpsertSku {
-                name: format!("S{i}"),
-                required,
-            })?;
-        }
-        for n in 0..N_NODES {
-            let counts: Vec<(SkuId, u32)> = (0..N_SKUS)
-                .filter_map(|s| case.initial[(s * N_NODES + n) as usize].map(|c| (sku(s), c)))
-                .collect();
-            if !counts.is_empty() {
-                let request = r.fresh_id();
-                r.apply(&Command::SetOnHand {
-                    request,
-                    node: node(n),
-                    feed_seq: 1,
-                    counts,
-                })?;
-            }
+        for cmd in setup_commands(&case.initial, &mut r.next_id) {
+            r.apply(&cmd)?;
         }
         prop_assert_eq!(r.stats.get("error"), None, "a setup command failed");
         Ok(r)
@@ -477,11 +375,7 @@ impl Replay {
 
     fn fresh_id(&mut self) -> RequestId {
         self.next_id += 1;
-        RequestId(
-            self.next_id
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-                ^ 0x5EED,
-        )
+        spread_id(self.next_id)
     }
 
     fn request_id(&mut self, reuse: Option<usize>) -> RequestId {
@@ -534,10 +428,6 @@ impl Replay {
             .collect()
     }
 
-    fn day_offset(&self, offset: i64) -> Day {
-        Day((i64::from(self.now.day().0) + offset) as u32)
-    }
-
     fn build(&mut self, step: &Step) -> Command {
         match &step.op {
             Op::Retry { pick } if !self.history.is_empty() => {
@@ -555,13 +445,7 @@ impl Replay {
                 },
             },
             Op::SetOnHand { node: n, seq, counts } => {
-                let last = self.reference.feed_seq(node(*n));
-                let feed_seq = match seq {
-                    SeqMode::Next => last + 1,
-                    SeqMode::Same => last,
-                    SeqMode::Older => last.saturating_sub(1),
-                    SeqMode::Jump(k) => last + k,
-                };
+                let feed_seq = seq.feed_seq(self.reference.feed_seq(node(*n)));
                 let mut seen = BTreeSet::new();
                 Command::SetOnHand {
                     request: self.request_id(step.reuse),
@@ -606,7 +490,7 @@ impl Replay {
                     node: node(*n),
                     reference,
                     quantity: q(*qty),
-                    arrival: self.day_offset(*arrival),
+                    arrival: day_offset(self.now, *arrival),
                 }
             }
             Op::Lot {
@@ -623,21 +507,7 @@ impl Replay {
                     (sku(*s), node(*n), format!("PO-{lot}"))
                 };
                 let request = self.request_id(step.reuse);
-                if *receive {
-                    Command::ReceiveInbound {
-                        request,
-                        sku,
-                        node,
-                        reference,
-                    }
-                } else {
-                    Command::CancelInbound {
-                        request,
-                        sku,
-                        node,
-                        reference,
-                    }
-                }
+                inbound_lot_command(*receive, request, sku, node, reference)
             }
             Op::Return { sku: s, node: n, qty } => Command::Return {
                 request: self.request_id(step.reuse),
@@ -646,15 +516,7 @@ impl Replay {
                 quantity: q(*qty),
             },
             Op::Hold { lines, ttl, partial } => {
-                let lines = lines
-                    .iter()
-                    .map(|l| HoldLineRequest {
-                        sku: sku(l.sku),
-                        node: l.node.map_or(NodeChoice::Any, |n| NodeChoice::Node(node(n))),
-                        quantity: q(l.qty),
-                        need_day: l.need.map(|o| self.day_offset(o)),
-                    })
-                    .collect();
+                let lines = lines.iter().map(|l| l.request(self.now)).collect();
                 let hold = self.request_id(step.reuse);
                 self.hold_ids.push(hold);
                 Command::Hold {
@@ -927,18 +789,12 @@ proptest! {
 #[test]
 fn replay_generator_reaches_interesting_cases() {
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[9; 32]),
-    );
+    let mut runner = fixed_runner(9);
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     for i in 0..16 {
         let case = case_s(60..100).new_tree(&mut runner).expect("a case").current();
         let stats = run_case(&case).unwrap_or_else(|e| panic!("case {i}: {e}\n{case:?}"));
-        for (k, v) in stats {
-            *totals.entry(k).or_default() += v;
-        }
+        add_stats(&mut totals, stats);
     }
     eprintln!("totals over 16 cases: {totals:?}");
     for what in [
@@ -967,10 +823,7 @@ fn replay_generator_reaches_interesting_cases() {
         "restart",
         "replayed after a snapshot",
     ] {
-        assert!(
-            totals.get(what).copied().unwrap_or(0) >= 3,
-            "the generator rarely reaches {what:?}: {totals:?}"
-        );
+        assert_reached(&totals, what);
     }
 }
 
@@ -983,13 +836,6 @@ const C_COMMANDS: u64 = 1_000;
 const C_SNAPSHOTS: u64 = 3;
 const C_FILLER_SKUS: u32 = 6_000;
 
-fn seeds(default: &[u64]) -> Vec<u64> {
-    match std::env::var("PROMISED_TEST_SEED") {
-        Ok(s) => vec![s.parse().expect("PROMISED_TEST_SEED is a number")],
-        Err(_) => default.to_vec(),
-    }
-}
-
 fn c_config() -> EngineConfig {
     EngineConfig {
         sku_shards: 8,
@@ -998,12 +844,6 @@ fn c_config() -> EngineConfig {
         retained_records_max: 64,
         ..EngineConfig::default()
     }
-}
-
-/// Request ids unique per (thread, counter), spread over all request shards.
-fn c_request_id(thread: usize, n: u64) -> RequestId {
-    let raw = (u128::from(n) << 8 | thread as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-    RequestId(raw | 1)
 }
 
 struct CShared {
@@ -1030,88 +870,21 @@ fn c_command(
     let node = NodeId::from_raw(rng.random_range(0..C_NODES));
     let roll = rng.random_range(0..100);
     if roll < 32 {
-        let mut lines: Vec<HoldLineRequest> = Vec::new();
-        for _ in 0..rng.random_range(1..=3) {
-            let sku = SkuId::from_raw(rng.random_range(0..C_SKUS));
-            if lines.iter().any(|l| l.sku == sku) {
-                continue;
-            }
-            lines.push(HoldLineRequest {
-                sku,
-                node: if rng.random_bool(0.3) {
-                    NodeChoice::Any
-                } else {
-                    NodeChoice::Node(NodeId::from_raw(rng.random_range(0..C_NODES)))
-                },
-                quantity: q(rng.random_range(1..=5)),
-                need_day: rng.random_bool(0.3).then(|| today.plus(rng.random_range(0..4))),
-            });
-        }
-        return Command::Hold {
-            hold: request,
-            lines,
-            ttl_ms: [1, 10, 50, 3_600_000][rng.random_range(0..4)],
-            partial: rng.random_bool(0.3),
-        };
+        return random_hold(rng, request, today, C_SKUS, C_NODES);
     }
     if roll < 56 {
-        let picked = {
-            let holds = sh.holds.lock().unwrap();
-            (!holds.is_empty()).then(|| holds[rng.random_range(0..holds.len())])
-        };
-        let Some(hold) = picked else {
-            return Command::Tick;
-        };
-        let lines = || -> Vec<LineQuantity> {
-            let Some(h) = engine.hold(hold) else { return vec![] };
-            h.lines
-                .iter()
-                .filter(|l| l.remaining > 0)
-                .take(1)
-                .map(|l| LineQuantity {
-                    sku: l.sku,
-                    node: l.node,
-                    quantity: q(l.remaining.div_ceil(2)),
-                })
-                .collect()
-        };
-        return match rng.random_range(0..6) {
-            0 | 1 => Command::Commit { request, hold },
-            2 => Command::Release {
-                request,
-                hold,
-                lines: vec![],
-            },
-            3 => Command::Release {
-                request,
-                hold,
-                lines: lines(),
-            },
-            4 => Command::CancelAllocation { request, hold },
-            _ => Command::Ship {
-                request,
-                hold,
-                lines: if rng.random_bool(0.5) { lines() } else { vec![] },
-            },
-        };
+        return random_hold_change(rng, &sh.holds, engine, request);
     }
     if roll < 60 && !sent.is_empty() {
         return sent[rng.random_range(0..sent.len())].clone();
     }
     if roll < 70 {
         let feed_seq = sh.feed_seq[node.index()].fetch_add(1, Ordering::Relaxed) + 1;
-        let mut counts: Vec<(SkuId, u32)> = Vec::new();
-        for _ in 0..rng.random_range(1..=3) {
-            let sku = SkuId::from_raw(rng.random_range(0..C_SKUS));
-            if !counts.iter().any(|c| c.0 == sku) {
-                counts.push((sku, rng.random_range(0..=15)));
-            }
-        }
         return Command::SetOnHand {
             request,
             node,
             feed_seq,
-            counts,
+            counts: random_counts(rng, C_SKUS),
         };
     }
     match roll {
@@ -1173,15 +946,14 @@ fn c_command(
 /// One worker: random commands, half with `apply`, half with `submit` (up to 4 in flight).
 /// Returns how many took effect.
 fn c_worker(sh: &CShared, seed: u64, t: usize, start: &Barrier) -> u64 {
-    let mut rng =
-        Pcg64::seed_from_u64(seed.wrapping_mul(31) ^ (t as u64 + 7).wrapping_mul(0xE703_7ED1_A0B4_28DB));
+    let mut rng = worker_rng(seed, t);
     let mut sent: Vec<Command> = Vec::new();
     let mut applied = 0u64;
     let mut in_flight: Option<Ticket> = None;
     let mut n_in_flight = 0;
     start.wait();
     for i in 0..C_COMMANDS {
-        let request = c_request_id(t, i + 1);
+        let request = thread_request_id(t, i + 1);
         let cmd = c_command(sh, &mut rng, t, i, request, &sent);
         // Clocks differ per thread and do not always move forward together.
         let now = Timestamp(T0.0 + i * 2 + rng.random_range(0..20));
@@ -1249,7 +1021,7 @@ fn run_concurrent(seed: u64, segment_bytes: u64) {
     }));
     setup.extend((0..C_NODES).map(|n| {
         Command::SetOnHand {
-            request: c_request_id(THREADS, u64::from(n) + 1),
+            request: thread_request_id(THREADS, u64::from(n) + 1),
             node: node(n),
             feed_seq: 1,
             counts: (0..C_SKUS + C_FILLER_SKUS)
