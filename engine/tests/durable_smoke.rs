@@ -12,11 +12,7 @@ use promised_engine::{Command, HoldLineRequest, NodeChoice, Quantity, RequestId,
 fn restart_reproduces_the_state_with_and_without_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(FsStorage::open(dir.path()).unwrap());
-    let options = DurableOptions {
-        snapshot_every_records: 0,
-        snapshot_every: None,
-        ..DurableOptions::default()
-    };
+    let options = manual_snapshots();
     let spec = DataSetSpec::small();
     let ds = DataSet::generate(&spec);
     let now = spec.start_day.start();
@@ -175,11 +171,7 @@ fn a_snapshot_of_another_format_version_stops_start_up() {
     use promised_engine::storage::{SimStorage, Storage};
 
     let storage = SimStorage::new();
-    let options = DurableOptions {
-        snapshot_every_records: 0,
-        snapshot_every: None,
-        ..DurableOptions::default()
-    };
+    let options = manual_snapshots();
     let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
     db.apply(
         Timestamp(1_000),
@@ -253,11 +245,7 @@ fn a_snapshot_without_its_log_stops_start_up() {
     use promised_engine::storage::{SimStorage, Storage};
 
     let storage = SimStorage::new();
-    let options = DurableOptions {
-        snapshot_every_records: 0,
-        snapshot_every: None,
-        ..DurableOptions::default()
-    };
+    let options = manual_snapshots();
     let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
     for i in 0..5 {
         let node = promised_engine::NodeSpec::open(format!("DC-{i}"));
@@ -275,5 +263,14 @@ fn a_snapshot_without_its_log_stops_start_up() {
         Err(OpenError::Damage(d)) => assert!(d.reason.contains("no log segment"), "{d}"),
         Err(e) => panic!("wrong refusal: {e}"),
         Ok(_) => panic!("started without the log after the snapshot"),
+    }
+}
+
+/// Options with snapshots only on demand, so that each test decides where they fall.
+fn manual_snapshots() -> DurableOptions {
+    DurableOptions {
+        snapshot_every_records: 0,
+        snapshot_every: None,
+        ..DurableOptions::default()
     }
 }
