@@ -416,6 +416,9 @@ pub struct SnapshotSummary {
     pub done_records: usize,
     /// The state digest of the loaded snapshot: compare with a live server's.
     pub digest: crate::digest::StateDigest,
+    /// `check_invariants` on the loaded state: the checksums prove the bytes are the ones
+    /// written, this that they describe a consistent ledger.
+    pub invariants: Result<(), String>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -566,6 +569,7 @@ impl<'a> SnapshotFile<'a> {
             holds: stats.held + stats.committed,
             done_records: done - stats.held - stats.committed,
             digest: engine.state_digest(),
+            invariants: engine.check_invariants(),
         })
     }
 }

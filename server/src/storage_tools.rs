@@ -123,6 +123,9 @@ fn check_snapshot(path: &Path) -> anyhow::Result<String> {
     let s = file
         .summary(bytes.len() as u64)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = &s.invariants {
+        bail!("LSN {}: the state it holds breaks an invariant: {e}", s.lsn);
+    }
     Ok(format!(
         "LSN {}, {} SKUs, {} nodes, {} positions, {} open holds and allocations, {} bytes",
         s.lsn, s.skus, s.nodes, s.positions, s.holds, s.bytes
@@ -217,6 +220,13 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         s.done_records
     );
     println!("state digest:    {}", s.digest);
+    match &s.invariants {
+        Ok(()) => println!("invariants:      OK"),
+        Err(e) => {
+            println!("invariants:      BROKEN: {e}");
+            bail!("{} holds an inconsistent state", args.file.display());
+        }
+    }
     Ok(())
 }
 

@@ -137,6 +137,7 @@ fn verify_dump_and_inspect_a_healthy_directory() {
     let t = text(&out);
     assert!(t.contains(&format!("lsn:             {snap_lsn}")), "{t}");
     assert!(t.contains("open holds:      150"), "{t}");
+    assert!(t.contains("invariants:      OK"), "{t}");
 }
 
 #[test]
@@ -218,4 +219,46 @@ fn tools_refuse_a_missing_directory_clearly() {
     let out = promised(&["wal", "verify", "--data-dir", "/nonexistent/promised-data"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("is not a directory"), "{}", text(&out));
+}
+
+/// Checksums prove a snapshot holds the bytes written; `snapshot inspect` and `wal verify` also
+/// check that those bytes describe a consistent ledger. A snapshot whose sections were rewritten
+/// with valid checksums but a reserved count that no hold accounts for is refused.
+#[test]
+fn inspect_catches_an_inconsistent_state_behind_valid_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let (snap_lsn, _) = write_dir(dir.path());
+    let snap = dir.path().join(format!("snap-{snap_lsn:020}.snap"));
+    let mut bytes = std::fs::read(&snap).unwrap();
+    // The position of SKU-1 at DC-1: on hand 1000, safety stock 0, reserved 150 (150 holds).
+    let pattern: Vec<u8> = [1000u32, 0, 150].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let at = bytes
+        .windows(pattern.len())
+        .position(|w| w == pattern.as_slice())
+        .expect("the position is in the snapshot");
+    bytes[at + 8..at + 12].copy_from_slice(&149u32.to_le_bytes());
+    // Re-seal: every section's CRC, then the footer's CRC over them.
+    let mut off = 68;
+    let mut crcs = Vec::new();
+    while &bytes[off..off + 8] != b"PROMSEND" {
+        let len = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()) as usize;
+        let crc = crc32c::crc32c(&bytes[off + 12..off + 12 + len]);
+        bytes[off + 8..off + 12].copy_from_slice(&crc.to_le_bytes());
+        crcs.extend_from_slice(&crc.to_le_bytes());
+        off += 12 + len;
+    }
+    let footer_crc = crc32c::crc32c(&crcs);
+    bytes[off + 12..off + 16].copy_from_slice(&footer_crc.to_le_bytes());
+    std::fs::write(&snap, &bytes).unwrap();
+
+    let out = promised(&["snapshot", "inspect", snap.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "inspect passed an inconsistent snapshot:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("invariants:      BROKEN"), "{}", text(&out));
+    let out = promised(&["wal", "verify", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("breaks an invariant"), "{}", text(&out));
 }
