@@ -1486,7 +1486,7 @@ impl<'a> Hello<'a> {
   }
 
 
-  /// 0x50524D44 ("PRMD").
+  /// 0x444D5250: the bytes "PRMD" read as a little-endian u32.
   #[inline]
   pub fn magic(&self) -> u32 {
     // Safety:
