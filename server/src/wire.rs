@@ -1,0 +1,555 @@
+//! The seam between the wire and the engine: a verified `wire::Request` becomes an engine
+//! `Command` or a query, with string ids resolved to dense ids. Every way a request can be wrong
+//! comes back as a typed error with a message, before anything is applied.
+//!
+//! Not yet used by a server (that arrives with the protocol issue); tested on its own.
+
+use promised_engine::command::{AdjustReason, Command, HoldLineRequest, LineQuantity, NodeChoice};
+use promised_engine::ids::{Day, Quantity, RequestId, SkuId, ZoneId};
+use promised_engine::network::{
+    Calendar, Capabilities, DailyCapacity, Location, NodeKind, NodeSpec, NodeStatus,
+};
+use promised_engine::{Engine, EngineError, NodeId};
+use promised_schemas::wire;
+
+/// A decoded operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operation {
+    /// Changes state: goes through the durable engine.
+    Command(Command),
+    Query(Query),
+    /// Subscriptions and admin operations: handled by the server itself.
+    Control(wire::Operation),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    Atp {
+        sku: SkuId,
+        node: NodeId,
+        day: Option<Day>,
+    },
+    NetworkAtp {
+        sku: SkuId,
+        day: Option<Day>,
+    },
+    Timeline {
+        sku: SkuId,
+        node: NodeId,
+    },
+    Position {
+        sku: SkuId,
+        node: NodeId,
+    },
+    Hold(RequestId),
+}
+
+/// A request the engine would never see: the code and message for the `Error` reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WireError {
+    pub code: wire::ErrorCode,
+    pub message: String,
+}
+
+impl From<EngineError> for WireError {
+    fn from(e: EngineError) -> Self {
+        Self {
+            code: wire::ErrorCode(e.code() as u16),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn malformed(message: impl Into<String>) -> WireError {
+    WireError {
+        code: wire::ErrorCode::MalformedMessage,
+        message: message.into(),
+    }
+}
+
+pub fn request_id(id: &wire::RequestId) -> RequestId {
+    RequestId(u128::from(id.hi()) << 64 | u128::from(id.lo()))
+}
+
+fn quantity(q: u32) -> Result<Quantity, WireError> {
+    Ok(Quantity::new(i64::from(q))?)
+}
+
+fn day(raw: u32) -> Option<Day> {
+    (raw != 0).then_some(Day(raw))
+}
+
+/// Turns one request into an engine operation, resolving ids against `engine`.
+pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation, WireError> {
+    let sku = |name: &str| engine.sku_id(name).map_err(WireError::from);
+    let node = |name: &str| engine.node_id(name).map_err(WireError::from);
+    let lines = |v: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<wire::LineQuantity<'_>>>>| {
+        v.iter()
+            .flatten()
+            .map(|l| {
+                Ok(LineQuantity {
+                    sku: sku(l.sku())?,
+                    node: node(l.node())?,
+                    quantity: quantity(l.quantity())?,
+                })
+            })
+            .collect::<Result<Vec<_>, WireError>>()
+    };
+    use wire::Operation as Op;
+    let op = request.op_type();
+    let command = match op {
+        Op::Hold => {
+            let h = request.op_as_hold().ok_or_else(|| malformed("hold body"))?;
+            let lines = h
+                .lines()
+                .iter()
+                .map(|l| {
+                    Ok(HoldLineRequest {
+                        sku: sku(l.sku())?,
+                        node: match l.node() {
+                            None | Some("") => NodeChoice::Any,
+                            Some(n) => NodeChoice::Node(node(n)?),
+                        },
+                        quantity: quantity(l.quantity())?,
+                        need_day: day(l.need_day()),
+                    })
+                })
+                .collect::<Result<Vec<_>, WireError>>()?;
+            Command::Hold {
+                hold: request_id(h.hold()),
+                lines,
+                ttl_ms: h.ttl_ms(),
+                partial: h.partial(),
+            }
+        }
+        Op::Commit => {
+            let c = request.op_as_commit().ok_or_else(|| malformed("commit body"))?;
+            Command::Commit {
+                request: request_id(c.request()),
+                hold: request_id(c.hold()),
+            }
+        }
+        Op::Release => {
+            let r = request.op_as_release().ok_or_else(|| malformed("release body"))?;
+            Command::Release {
+                request: request_id(r.request()),
+                hold: request_id(r.hold()),
+                lines: lines(r.lines())?,
+            }
+        }
+        Op::CancelAllocation => {
+            let c = request
+                .op_as_cancel_allocation()
+                .ok_or_else(|| malformed("cancel body"))?;
+            Command::CancelAllocation {
+                request: request_id(c.request()),
+                hold: request_id(c.hold()),
+            }
+        }
+        Op::Ship => {
+            let s = request.op_as_ship().ok_or_else(|| malformed("ship body"))?;
+            Command::Ship {
+                request: request_id(s.request()),
+                hold: request_id(s.hold()),
+                lines: lines(s.lines())?,
+            }
+        }
+        Op::SetOnHand => {
+            let f = request
+                .op_as_set_on_hand()
+                .ok_or_else(|| malformed("set_on_hand body"))?;
+            let counts = f
+                .counts()
+                .iter()
+                .map(|c| Ok((sku(c.sku())?, c.on_hand())))
+                .collect::<Result<Vec<_>, WireError>>()?;
+            Command::SetOnHand {
+                request: request_id(f.request()),
+                node: node(f.node())?,
+                feed_seq: f.feed_seq(),
+                counts,
+            }
+        }
+        Op::AdjustOnHand => {
+            let a = request
+                .op_as_adjust_on_hand()
+                .ok_or_else(|| malformed("adjust body"))?;
+            let reason = match a.reason() {
+                wire::AdjustReason::CycleCount => AdjustReason::CycleCount,
+                wire::AdjustReason::Damage => AdjustReason::Damage,
+                wire::AdjustReason::Shrink => AdjustReason::Shrink,
+                wire::AdjustReason::Found => AdjustReason::Found,
+                wire::AdjustReason::Correction => AdjustReason::Correction,
+                other => return Err(malformed(format!("unknown adjust reason {}", other.0))),
+            };
+            Command::AdjustOnHand {
+                request: request_id(a.request()),
+                sku: sku(a.sku())?,
+                node: node(a.node())?,
+                delta: a.delta(),
+                reason,
+            }
+        }
+        Op::SetSafetyStock => {
+            let s = request
+                .op_as_set_safety_stock()
+                .ok_or_else(|| malformed("safety stock body"))?;
+            Command::SetSafetyStock {
+                request: request_id(s.request()),
+                sku: sku(s.sku())?,
+                node: node(s.node())?,
+                quantity: s.quantity(),
+            }
+        }
+        Op::AddInbound => {
+            let a = request
+                .op_as_add_inbound()
+                .ok_or_else(|| malformed("inbound body"))?;
+            Command::AddInbound {
+                request: request_id(a.request()),
+                sku: sku(a.sku())?,
+                node: node(a.node())?,
+                reference: a.reference().to_string(),
+                quantity: quantity(a.quantity())?,
+                arrival: Day(a.arrival_day()),
+            }
+        }
+        Op::ReceiveInbound => {
+            let r = request
+                .op_as_receive_inbound()
+                .ok_or_else(|| malformed("receive body"))?;
+            Command::ReceiveInbound {
+                request: request_id(r.request()),
+                sku: sku(r.sku())?,
+                node: node(r.node())?,
+                reference: r.reference().to_string(),
+            }
+        }
+        Op::CancelInbound => {
+            let c = request
+                .op_as_cancel_inbound()
+                .ok_or_else(|| malformed("cancel inbound body"))?;
+            Command::CancelInbound {
+                request: request_id(c.request()),
+                sku: sku(c.sku())?,
+                node: node(c.node())?,
+                reference: c.reference().to_string(),
+            }
+        }
+        Op::Return => {
+            let r = request.op_as_return().ok_or_else(|| malformed("return body"))?;
+            Command::Return {
+                request: request_id(r.request()),
+                sku: sku(r.sku())?,
+                node: node(r.node())?,
+                quantity: quantity(r.quantity())?,
+            }
+        }
+        Op::UpsertNode => {
+            let n = request
+                .op_as_upsert_node()
+                .ok_or_else(|| malformed("node body"))?;
+            Command::UpsertNode(node_spec(&n)?)
+        }
+        Op::UpsertSku => {
+            let s = request.op_as_upsert_sku().ok_or_else(|| malformed("SKU body"))?;
+            Command::UpsertSku {
+                name: s.name().to_string(),
+                required: Capabilities(s.required_capabilities()),
+            }
+        }
+        Op::Atp => {
+            let q = request.op_as_atp().ok_or_else(|| malformed("atp body"))?;
+            return Ok(Operation::Query(Query::Atp {
+                sku: sku(q.sku())?,
+                node: node(q.node())?,
+                day: day(q.day()),
+            }));
+        }
+        Op::NetworkAtp => {
+            let q = request
+                .op_as_network_atp()
+                .ok_or_else(|| malformed("network atp body"))?;
+            return Ok(Operation::Query(Query::NetworkAtp {
+                sku: sku(q.sku())?,
+                day: day(q.day()),
+            }));
+        }
+        Op::Timeline => {
+            let q = request
+                .op_as_timeline()
+                .ok_or_else(|| malformed("timeline body"))?;
+            return Ok(Operation::Query(Query::Timeline {
+                sku: sku(q.sku())?,
+                node: node(q.node())?,
+            }));
+        }
+        Op::GetPosition => {
+            let q = request
+                .op_as_get_position()
+                .ok_or_else(|| malformed("position body"))?;
+            return Ok(Operation::Query(Query::Position {
+                sku: sku(q.sku())?,
+                node: node(q.node())?,
+            }));
+        }
+        Op::GetHold => {
+            let q = request
+                .op_as_get_hold()
+                .ok_or_else(|| malformed("get_hold body"))?;
+            return Ok(Operation::Query(Query::Hold(request_id(q.hold()))));
+        }
+        Op::Subscribe | Op::Unsubscribe | Op::TakeSnapshot | Op::StateDigest | Op::Shutdown => {
+            return Ok(Operation::Control(op));
+        }
+        other => {
+            return Err(WireError {
+                code: wire::ErrorCode::UnknownOperation,
+                message: format!(
+                    "unknown operation {} (this server speaks protocol version 1)",
+                    other.0
+                ),
+            });
+        }
+    };
+    Ok(Operation::Command(command))
+}
+
+fn node_spec(n: &wire::UpsertNode<'_>) -> Result<NodeSpec, WireError> {
+    let kind = match n.kind() {
+        wire::NodeKind::Dc => NodeKind::Dc,
+        wire::NodeKind::Store => NodeKind::Store,
+        wire::NodeKind::ThirdParty => NodeKind::ThirdParty,
+        wire::NodeKind::DropShip => NodeKind::DropShip,
+        other => return Err(malformed(format!("unknown node kind {}", other.0))),
+    };
+    let status = match n.status() {
+        wire::NodeStatus::Open => NodeStatus::Open,
+        wire::NodeStatus::Paused => NodeStatus::Paused,
+        wire::NodeStatus::Closed => NodeStatus::Closed,
+        other => return Err(malformed(format!("unknown node status {}", other.0))),
+    };
+    if !(n.lat().is_finite() && n.lon().is_finite()) {
+        return Err(malformed("node latitude and longitude must be finite numbers"));
+    }
+    Ok(NodeSpec {
+        name: n.name().to_string(),
+        kind,
+        status,
+        location: Location {
+            lat: n.lat(),
+            lon: n.lon(),
+            zone: ZoneId(n.zone()),
+        },
+        capabilities: Capabilities(n.capabilities()),
+        capacity: DailyCapacity {
+            orders: n.capacity_orders(),
+            units: n.capacity_units(),
+        },
+        processing_days: n.processing_days(),
+        cutoff_minute: n.cutoff_minute(),
+        utc_offset_minutes: n.utc_offset_minutes(),
+        calendar: Calendar {
+            weekdays: n.weekdays(),
+            holidays: n.holidays().iter().flatten().map(Day).collect(),
+        },
+        cost_factor_milli: n.cost_factor_milli(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flatbuffers::FlatBufferBuilder;
+    use promised_engine::{EngineConfig, HoldOutcome, Outcome, Timestamp};
+
+    const NOW: Timestamp = Timestamp(20_780 * 86_400_000 + 9 * 3_600_000);
+
+    fn engine() -> Engine {
+        let e = Engine::new(EngineConfig::default());
+        e.apply(NOW, &Command::UpsertNode(NodeSpec::open("DC-1")))
+            .unwrap();
+        e.apply(
+            NOW,
+            &Command::UpsertSku {
+                name: "SKU-1".into(),
+                required: Capabilities::default(),
+            },
+        )
+        .unwrap();
+        let (sku, node) = (e.sku_id("SKU-1").unwrap(), e.node_id("DC-1").unwrap());
+        e.apply(
+            NOW,
+            &Command::SetOnHand {
+                request: RequestId(1),
+                node,
+                feed_seq: 1,
+                counts: vec![(sku, 50)],
+            },
+        )
+        .unwrap();
+        e
+    }
+
+    /// Builds a request whose operation `build` makes, and decodes it back through a verified
+    /// message, as the server will.
+    fn round_trip(
+        engine: &Engine,
+        build: impl FnOnce(
+            &mut FlatBufferBuilder<'static>,
+        ) -> (
+            wire::Operation,
+            flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+        ),
+    ) -> Result<Operation, WireError> {
+        let mut b = FlatBufferBuilder::new();
+        let (op_type, op) = build(&mut b);
+        let request = wire::Request::create(
+            &mut b,
+            &wire::RequestArgs {
+                op_type,
+                op: Some(op),
+            },
+        );
+        let msg = wire::Message::create(
+            &mut b,
+            &wire::MessageArgs {
+                request_id: 9,
+                body_type: wire::Body::Request,
+                body: Some(request.as_union_value()),
+            },
+        );
+        wire::finish_message_buffer(&mut b, msg);
+        let bytes = b.finished_data().to_vec();
+        let message = promised_schemas::frame::parse_message(&bytes).expect("valid");
+        decode(engine, &message.body_as_request().expect("a request"))
+    }
+
+    fn hold(
+        b: &mut FlatBufferBuilder<'static>,
+        sku: &str,
+        node: Option<&str>,
+        q: u32,
+    ) -> (
+        wire::Operation,
+        flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+    ) {
+        let sku = b.create_string(sku);
+        let node = node.map(|n| b.create_string(n));
+        let line = wire::HoldLine::create(
+            b,
+            &wire::HoldLineArgs {
+                sku: Some(sku),
+                node,
+                quantity: q,
+                need_day: 0,
+            },
+        );
+        let lines = b.create_vector(&[line]);
+        let id = wire::RequestId::new(0, 77);
+        let h = wire::Hold::create(
+            b,
+            &wire::HoldArgs {
+                hold: Some(&id),
+                lines: Some(lines),
+                ttl_ms: 60_000,
+                partial: false,
+            },
+        );
+        (wire::Operation::Hold, h.as_union_value())
+    }
+
+    #[test]
+    fn a_wire_hold_decodes_to_the_engine_command_and_applies() {
+        let e = engine();
+        let op = round_trip(&e, |b| hold(b, "SKU-1", Some("DC-1"), 10)).unwrap();
+        let Operation::Command(cmd) = op else {
+            panic!("a command")
+        };
+        let (sku, node) = (e.sku_id("SKU-1").unwrap(), e.node_id("DC-1").unwrap());
+        assert_eq!(
+            cmd,
+            Command::Hold {
+                hold: RequestId(77),
+                lines: vec![HoldLineRequest {
+                    sku,
+                    node: NodeChoice::Node(node),
+                    quantity: Quantity::new(10).unwrap(),
+                    need_day: None,
+                }],
+                ttl_ms: 60_000,
+                partial: false,
+            }
+        );
+        assert!(matches!(
+            e.apply(NOW, &cmd),
+            Ok(Outcome::Hold(HoldOutcome::Granted { .. }))
+        ));
+        assert_eq!(e.atp(sku, node, NOW, None).unwrap(), 40);
+        // No node: any node.
+        let Operation::Command(Command::Hold { lines, .. }) =
+            round_trip(&e, |b| hold(b, "SKU-1", None, 1)).unwrap()
+        else {
+            panic!("a hold")
+        };
+        assert_eq!(lines[0].node, NodeChoice::Any);
+    }
+
+    #[test]
+    fn bad_requests_get_typed_errors() {
+        let e = engine();
+        let err = round_trip(&e, |b| hold(b, "NOPE", Some("DC-1"), 1)).unwrap_err();
+        assert_eq!(err.code, wire::ErrorCode::UnknownSku);
+        assert!(err.message.contains("NOPE"), "{}", err.message);
+        let err = round_trip(&e, |b| hold(b, "SKU-1", Some("DC-9"), 1)).unwrap_err();
+        assert_eq!(err.code, wire::ErrorCode::UnknownNode);
+        let err = round_trip(&e, |b| hold(b, "SKU-1", Some("DC-1"), 0)).unwrap_err();
+        assert_eq!(err.code, wire::ErrorCode::InvalidQuantity);
+        let err = round_trip(&e, |b| {
+            let id = wire::RequestId::new(0, 1);
+            let (sku, node) = (b.create_string("SKU-1"), b.create_string("DC-1"));
+            let r = wire::AdjustOnHand::create(
+                b,
+                &wire::AdjustOnHandArgs {
+                    request: Some(&id),
+                    sku: Some(sku),
+                    node: Some(node),
+                    delta: 1,
+                    reason: wire::AdjustReason(99),
+                },
+            );
+            (wire::Operation::AdjustOnHand, r.as_union_value())
+        })
+        .unwrap_err();
+        assert_eq!(err.code, wire::ErrorCode::MalformedMessage);
+    }
+
+    #[test]
+    fn queries_and_controls_decode() {
+        let e = engine();
+        let op = round_trip(&e, |b| {
+            let (sku, node) = (b.create_string("SKU-1"), b.create_string("DC-1"));
+            let q = wire::Atp::create(
+                b,
+                &wire::AtpArgs {
+                    sku: Some(sku),
+                    node: Some(node),
+                    day: 0,
+                },
+            );
+            (wire::Operation::Atp, q.as_union_value())
+        })
+        .unwrap();
+        let Operation::Query(Query::Atp { sku, node, day }) = op else {
+            panic!("an atp query")
+        };
+        assert_eq!(e.atp(sku, node, NOW, day).unwrap(), 50);
+        let op = round_trip(&e, |b| {
+            let s = wire::TakeSnapshot::create(b, &wire::TakeSnapshotArgs {});
+            (wire::Operation::TakeSnapshot, s.as_union_value())
+        })
+        .unwrap();
+        assert_eq!(op, Operation::Control(wire::Operation::TakeSnapshot));
+    }
+}
