@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 
 mod demo;
+mod serve;
 mod storage_tools;
 
 #[global_allocator]
@@ -29,6 +30,9 @@ enum Commands {
     /// Generate a data set, load it into an in-process engine, run a checkout simulation against
     /// it from several threads, and print what happened.
     Demo(demo::DemoArgs),
+    /// Serve the binary protocol (schemas/PROTOCOL.md) over TCP from a data directory. A first
+    /// slice: no authentication, config file, limits, TLS or metrics yet.
+    Serve(serve::ServeArgs),
     /// Inspect the write-ahead log of a data directory (read only).
     #[command(subcommand)]
     Wal(storage_tools::WalCommand),
@@ -55,6 +59,7 @@ fn main() -> std::process::ExitCode {
     promised::alloc::tune_allocator();
     let result = match Cli::parse().command {
         Commands::Demo(args) => demo::run(&args),
+        Commands::Serve(args) => serve::run(&args),
         Commands::Wal(command) => storage_tools::run_wal(&command),
         Commands::Snapshot(SnapshotCommand::Inspect(args)) => storage_tools::inspect(&args),
     };

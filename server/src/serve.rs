@@ -1,0 +1,446 @@
+//! `promised serve`: the first vertical slice of the TCP server (issue "Binary protocol, server
+//! and client"). It speaks the framed protocol of `schemas/PROTOCOL.md` over plain TCP: the
+//! `Hello` handshake, single requests and batches, pipelined with replies out of order, writes
+//! acknowledged after group commit, reads answered at once, graceful shutdown on SIGINT/SIGTERM.
+//!
+//! Not yet: auth tokens and roles (every connection gets `Admin`, so it listens on loopback by
+//! default), the TOML config, connection and in-flight limits with `Busy`, timeouts, TLS,
+//! subscriptions and events, metrics and the admin HTTP port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use flatbuffers::FlatBufferBuilder;
+use promised_engine::Timestamp;
+use promised_engine::dataset::{DataSet, DataSetSpec};
+use promised_engine::durable::{DurableEngine, DurableOptions, Ticket};
+use promised_engine::storage::FsStorage;
+use promised_engine::wal::{FsyncPolicy, WalOptions};
+use promised_schemas::frame::{self, MAX_FRAME_BYTES_DEFAULT};
+use promised_schemas::wire;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use promised::reply;
+use promised::wire::{Operation, WireError, decode};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Where the write-ahead log and snapshots live.
+    #[arg(long, default_value = "promised-data")]
+    pub data_dir: PathBuf,
+    /// Protocol address. Loopback by default: this build has no authentication yet.
+    #[arg(long, default_value = "127.0.0.1:7411")]
+    pub listen: SocketAddr,
+    /// Generate this data set (small, retail, peak) into the data directory if it is empty.
+    #[arg(long)]
+    pub demo: Option<String>,
+    /// always, never (benchmarks only), or interval-ms=N.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+}
+
+/// Replies queued for one connection's writer; the bound is the backpressure on a slow reader.
+const REPLY_QUEUE: usize = 1024;
+
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
+    Ok(match s {
+        "always" => FsyncPolicy::Always,
+        "never" => FsyncPolicy::Never,
+        _ => match s.strip_prefix("interval-ms=").and_then(|n| n.parse().ok()) {
+            Some(ms) => FsyncPolicy::Interval(std::time::Duration::from_millis(ms)),
+            None => anyhow::bail!("--fsync: always, never or interval-ms=N (got {s:?})"),
+        },
+    })
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let options = DurableOptions {
+        wal: WalOptions {
+            fsync: fsync_policy(&args.fsync)?,
+            ..WalOptions::default()
+        },
+        ..DurableOptions::default()
+    };
+    let storage =
+        Arc::new(FsStorage::open(&args.data_dir).with_context(|| format!("{}", args.data_dir.display()))?);
+    let db = promised::alloc::bulk_load(|| DurableEngine::open(storage, options))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &db.recovery().warnings {
+        eprintln!("promised: warning: {w}");
+    }
+    if let Some(set) = &args.demo {
+        load_demo(&db, set)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(serve(db.clone(), args.listen));
+    db.close()?;
+    result
+}
+
+fn load_demo(db: &DurableEngine, set: &str) -> anyhow::Result<()> {
+    if db.engine().n_skus() > 0 {
+        eprintln!("promised: {set}: the data directory already holds data; serving it as it is");
+        return Ok(());
+    }
+    let spec = DataSetSpec::by_name(set)
+        .with_context(|| format!("unknown data set {set:?}: choose one of {:?}", DataSetSpec::NAMES))?;
+    let ds = DataSet::generate(&spec);
+    promised::alloc::bulk_load(|| ds.load(db.engine(), now())).context("loading the data set")?;
+    db.wait(Ticket {
+        lsn: db.engine().next_seq() - 1,
+    })?;
+    eprintln!("promised: loaded the {set} data set");
+    Ok(())
+}
+
+async fn serve(db: Arc<DurableEngine>, addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("promised: serving on {}", listener.local_addr()?);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection(db.clone(), stream));
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    // Stop accepting; let every connection finish what it has in flight.
+    drop(listener);
+    eprintln!(
+        "promised: shutting down: finishing {} connection(s)",
+        connections.len()
+    );
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn connection(db: Arc<DurableEngine>, stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut greeted = false;
+    'read: loop {
+        loop {
+            let (message, used) = match frame::split_frame(&buf, MAX_FRAME_BYTES_DEFAULT) {
+                Ok(Some(split)) => split,
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        frame::FrameError::TooLarge { .. } => wire::ErrorCode::FrameTooLarge,
+                        frame::FrameError::Empty => wire::ErrorCode::MalformedMessage,
+                    };
+                    let _ = tx.send(error_frame(0, code, &e.to_string())).await;
+                    break 'read;
+                }
+            };
+            let message = message.to_vec();
+            buf.drain(..used);
+            if !handle(&db, &tx, &message, &mut greeted).await {
+                break 'read;
+            }
+        }
+        let mut chunk = [0u8; 64 << 10];
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Handles one message; false closes the connection.
+async fn handle(
+    db: &Arc<DurableEngine>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    bytes: &[u8],
+    greeted: &mut bool,
+) -> bool {
+    let message = match frame::parse_message(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = tx
+                .send(error_frame(0, wire::ErrorCode::MalformedMessage, &e.to_string()))
+                .await;
+            return true;
+        }
+    };
+    let id = message.request_id();
+    if !*greeted {
+        let Some(hello) = message.body_as_hello() else {
+            let _ = tx
+                .send(error_frame(
+                    id,
+                    wire::ErrorCode::HandshakeRequired,
+                    "the first message must be a Hello",
+                ))
+                .await;
+            return false;
+        };
+        if hello.magic() != promised_schemas::HELLO_MAGIC {
+            let _ = tx
+                .send(error_frame(id, wire::ErrorCode::MalformedMessage, "bad magic"))
+                .await;
+            return false;
+        }
+        if hello.min_version() > promised_schemas::PROTOCOL_VERSION_MAX
+            || hello.max_version() < promised_schemas::PROTOCOL_VERSION_MIN
+        {
+            let text = format!(
+                "this server speaks protocol versions {}..={}",
+                promised_schemas::PROTOCOL_VERSION_MIN,
+                promised_schemas::PROTOCOL_VERSION_MAX
+            );
+            let _ = tx
+                .send(error_frame(id, wire::ErrorCode::UnsupportedVersion, &text))
+                .await;
+            return false;
+        }
+        *greeted = true;
+        let _ = tx.send(hello_reply(id)).await;
+        return true;
+    }
+    if let Some(request) = message.body_as_request() {
+        let mut b = FlatBufferBuilder::new();
+        let (reply, ticket) = answer(db, &mut b, &request);
+        let frame = finish(&mut b, id, wire::Body::Reply, reply.as_union_value());
+        send_when_durable(db, tx, frame, ticket);
+        return true;
+    }
+    if let Some(batch) = message.body_as_batch() {
+        let mut b = FlatBufferBuilder::new();
+        let mut replies = Vec::with_capacity(batch.requests().len());
+        let mut last = None;
+        for request in batch.requests() {
+            let (reply, ticket) = answer(db, &mut b, &request);
+            replies.push(reply);
+            last = ticket.or(last);
+        }
+        let replies = b.create_vector(&replies);
+        let br = wire::BatchReply::create(
+            &mut b,
+            &wire::BatchReplyArgs {
+                replies: Some(replies),
+            },
+        );
+        let frame = finish(&mut b, id, wire::Body::BatchReply, br.as_union_value());
+        send_when_durable(db, tx, frame, last);
+        return true;
+    }
+    let _ = tx
+        .send(error_frame(
+            id,
+            wire::ErrorCode::UnknownOperation,
+            "expected a Request or a Batch",
+        ))
+        .await;
+    true
+}
+
+/// Sends `frame` once `ticket` is durable (at once for reads), without holding up the reader:
+/// later requests on the connection go on meanwhile, and their replies may overtake this one.
+fn send_when_durable(
+    db: &Arc<DurableEngine>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    frame: Vec<u8>,
+    ticket: Option<Ticket>,
+) {
+    let tx = tx.clone();
+    match ticket {
+        None => {
+            let _ = tx.try_send(frame).or_else(|e| {
+                let frame = e.into_inner();
+                tokio::spawn(async move { tx.send(frame).await });
+                Ok::<(), ()>(())
+            });
+        }
+        Some(t) => {
+            let durable = db.wal().durable(t.lsn);
+            tokio::spawn(async move {
+                let frame = match durable.await {
+                    Ok(()) => frame,
+                    Err(e) => error_frame(
+                        request_id_of(&frame),
+                        wire::ErrorCode::StorageFailed,
+                        &e.to_string(),
+                    ),
+                };
+                let _ = tx.send(frame).await;
+            });
+        }
+    }
+}
+
+fn request_id_of(frame: &[u8]) -> u64 {
+    frame::parse_message(&frame[frame::LENGTH_BYTES..]).map_or(0, |m| m.request_id())
+}
+
+/// Applies or answers one request; returns the reply and, for a write, the ticket it waits on.
+fn answer<'a>(
+    db: &DurableEngine,
+    b: &mut FlatBufferBuilder<'a>,
+    request: &wire::Request<'_>,
+) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
+    let engine = db.engine();
+    match decode(engine, request) {
+        Err(e) => (reply::error(b, &e), None),
+        Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now()), None),
+        Ok(Operation::Command(command)) => match db.submit(now(), &command) {
+            Err(failed) => (
+                reply::error(
+                    b,
+                    &WireError {
+                        code: wire::ErrorCode::StorageFailed,
+                        message: failed.to_string(),
+                    },
+                ),
+                None,
+            ),
+            Ok(submitted) => {
+                let reply = match &submitted.result {
+                    Ok(outcome) => reply::outcome(b, engine, outcome),
+                    Err(e) => reply::error(b, &e.clone().into()),
+                };
+                (reply, Some(submitted.ticket))
+            }
+        },
+        Ok(Operation::Control(op)) => (control(db, b, op), None),
+    }
+}
+
+fn control<'a>(
+    db: &DurableEngine,
+    b: &mut FlatBufferBuilder<'a>,
+    op: wire::Operation,
+) -> flatbuffers::WIPOffset<wire::Reply<'a>> {
+    let body = match op {
+        wire::Operation::StateDigest => {
+            let digest = db.engine().state_digest();
+            let d = wire::Digest::create(
+                b,
+                &wire::DigestArgs {
+                    lsn: db.engine().next_seq() - 1,
+                    hi: (digest.0 >> 64) as u64,
+                    lo: digest.0 as u64,
+                },
+            );
+            (wire::ReplyBody::Digest, d.as_union_value())
+        }
+        wire::Operation::TakeSnapshot => match db.snapshot() {
+            Ok(info) => {
+                let s = wire::SnapshotTaken::create(
+                    b,
+                    &wire::SnapshotTakenArgs {
+                        lsn: info.lsn,
+                        bytes: info.bytes,
+                    },
+                );
+                (wire::ReplyBody::SnapshotTaken, s.as_union_value())
+            }
+            Err(e) => {
+                return reply::error(
+                    b,
+                    &WireError {
+                        code: wire::ErrorCode::StorageFailed,
+                        message: format!("snapshot failed: {e}"),
+                    },
+                );
+            }
+        },
+        other => {
+            let name = other.variant_name().unwrap_or("?");
+            return reply::error(
+                b,
+                &WireError {
+                    code: wire::ErrorCode::UnknownOperation,
+                    message: format!("{name} is not available in this build yet"),
+                },
+            );
+        }
+    };
+    wire::Reply::create(
+        b,
+        &wire::ReplyArgs {
+            result_type: body.0,
+            result: Some(body.1),
+        },
+    )
+}
+
+fn finish(
+    b: &mut FlatBufferBuilder<'_>,
+    request_id: u64,
+    body_type: wire::Body,
+    body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+) -> Vec<u8> {
+    let msg = wire::Message::create(
+        b,
+        &wire::MessageArgs {
+            request_id,
+            body_type,
+            body: Some(body),
+        },
+    );
+    wire::finish_message_buffer(b, msg);
+    let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
+    frame::write_frame(b.finished_data(), &mut out);
+    out
+}
+
+fn error_frame(request_id: u64, code: wire::ErrorCode, message: &str) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    let reply = reply::error(
+        &mut b,
+        &WireError {
+            code,
+            message: message.to_string(),
+        },
+    );
+    finish(&mut b, request_id, wire::Body::Reply, reply.as_union_value())
+}
+
+fn hello_reply(request_id: u64) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    let name = b.create_string(concat!("promised ", env!("CARGO_PKG_VERSION")));
+    let r = wire::HelloReply::create(
+        &mut b,
+        &wire::HelloReplyArgs {
+            version: promised_schemas::PROTOCOL_VERSION_MAX,
+            server_name: Some(name),
+            role: wire::Role::Admin,
+            max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
+            max_batch_ops: 10_000,
+            max_in_flight: REPLY_QUEUE as u32,
+        },
+    );
+    finish(&mut b, request_id, wire::Body::HelloReply, r.as_union_value())
+}

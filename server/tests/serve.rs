@@ -1,0 +1,365 @@
+//! `promised serve` over a real socket: handshake, writes acknowledged after group commit,
+//! queries, typed errors, pipelined requests answered out of order, bad frames, graceful
+//! shutdown on SIGTERM, and a restart that finds every acknowledged write.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use promised_schemas::frame::{parse_message, write_frame};
+use promised_schemas::wire;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start promised serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("the server said where it listens").unwrap();
+            if let Some(addr) = line.strip_prefix("promised: serving on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    fn connect(&self) -> TcpStream {
+        TcpStream::connect(&self.addr).expect("connect")
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling a child process this test started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
+
+fn message(build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>, request_id: u64) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    let (body_type, body) = build(&mut b);
+    let msg = wire::Message::create(
+        &mut b,
+        &wire::MessageArgs {
+            request_id,
+            body_type,
+            body: Some(body),
+        },
+    );
+    wire::finish_message_buffer(&mut b, msg);
+    let mut out = Vec::new();
+    write_frame(b.finished_data(), &mut out);
+    out
+}
+
+fn hello(b: &mut FlatBufferBuilder<'_>) -> Body<'static> {
+    let name = b.create_string("test");
+    let h = wire::Hello::create(
+        b,
+        &wire::HelloArgs {
+            magic: promised_schemas::HELLO_MAGIC,
+            min_version: 1,
+            max_version: 1,
+            client_name: Some(name),
+            auth_token: None,
+        },
+    );
+    (wire::Body::Hello, h.as_union_value())
+}
+
+fn request(
+    b: &mut FlatBufferBuilder<'_>,
+    op_type: wire::Operation,
+    op: WIPOffset<UnionWIPOffset>,
+) -> Body<'static> {
+    let r = wire::Request::create(
+        b,
+        &wire::RequestArgs {
+            op_type,
+            op: Some(op),
+        },
+    );
+    (wire::Body::Request, r.as_union_value())
+}
+
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn greet(s: &mut TcpStream) {
+    s.write_all(&message(hello, 1)).unwrap();
+    let reply = read_frame(s).unwrap();
+    let m = parse_message(&reply).unwrap();
+    assert_eq!(m.request_id(), 1);
+    assert_eq!(m.body_as_hello_reply().expect("a HelloReply").version(), 1);
+}
+
+fn rid(n: u64) -> wire::RequestId {
+    wire::RequestId::new(0, n)
+}
+
+fn hold_msg(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {
+    let sku = sku.to_string();
+    message(
+        move |b| {
+            let (s, n) = (b.create_string(&sku), b.create_string("DC-1"));
+            let line = wire::HoldLine::create(
+                b,
+                &wire::HoldLineArgs {
+                    sku: Some(s),
+                    node: Some(n),
+                    quantity: qty,
+                    need_day: 0,
+                },
+            );
+            let lines = b.create_vector(&[line]);
+            let id = rid(hold);
+            let h = wire::Hold::create(
+                b,
+                &wire::HoldArgs {
+                    hold: Some(&id),
+                    lines: Some(lines),
+                    ttl_ms: 3_600_000,
+                    partial: false,
+                },
+            );
+            request(b, wire::Operation::Hold, h.as_union_value())
+        },
+        request_id,
+    )
+}
+
+fn get_hold_msg(request_id: u64, hold: u64) -> Vec<u8> {
+    message(
+        move |b| {
+            let id = rid(hold);
+            let g = wire::GetHold::create(b, &wire::GetHoldArgs { hold: Some(&id) });
+            request(b, wire::Operation::GetHold, g.as_union_value())
+        },
+        request_id,
+    )
+}
+
+/// Sends one frame and returns the reply's bytes.
+fn call(s: &mut TcpStream, frame: &[u8]) -> Vec<u8> {
+    s.write_all(frame).unwrap();
+    read_frame(s).expect("a reply")
+}
+
+fn reply_of(bytes: &[u8]) -> wire::Reply<'_> {
+    parse_message(bytes).unwrap().body_as_reply().expect("a Reply")
+}
+
+fn setup(s: &mut TcpStream) {
+    let node = message(
+        |b| {
+            let name = b.create_string("DC-1");
+            let n = wire::UpsertNode::create(
+                b,
+                &wire::UpsertNodeArgs {
+                    name: Some(name),
+                    weekdays: 31,
+                    cost_factor_milli: 1000,
+                    ..Default::default()
+                },
+            );
+            request(b, wire::Operation::UpsertNode, n.as_union_value())
+        },
+        2,
+    );
+    assert!(reply_of(&call(s, &node)).result_as_node_upserted().is_some());
+    let sku = message(
+        |b| {
+            let name = b.create_string("SKU-1");
+            let u = wire::UpsertSku::create(
+                b,
+                &wire::UpsertSkuArgs {
+                    name: Some(name),
+                    required_capabilities: 0,
+                },
+            );
+            request(b, wire::Operation::UpsertSku, u.as_union_value())
+        },
+        3,
+    );
+    assert!(reply_of(&call(s, &sku)).result_as_sku_upserted().is_some());
+    let feed = message(
+        |b| {
+            let (n, s) = (b.create_string("DC-1"), b.create_string("SKU-1"));
+            let c = wire::SkuCount::create(
+                b,
+                &wire::SkuCountArgs {
+                    sku: Some(s),
+                    on_hand: 100,
+                },
+            );
+            let counts = b.create_vector(&[c]);
+            let id = rid(4);
+            let f = wire::SetOnHand::create(
+                b,
+                &wire::SetOnHandArgs {
+                    request: Some(&id),
+                    node: Some(n),
+                    feed_seq: 1,
+                    counts: Some(counts),
+                },
+            );
+            request(b, wire::Operation::SetOnHand, f.as_union_value())
+        },
+        4,
+    );
+    assert!(reply_of(&call(s, &feed)).result_as_fed().is_some());
+}
+
+#[test]
+fn serve_holds_commits_answers_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut s = server.connect();
+    greet(&mut s);
+    setup(&mut s);
+
+    // A hold, its commit, and the ATP they leave.
+    let r = call(&mut s, &hold_msg(10, 500, "SKU-1", 10));
+    assert!(
+        reply_of(&r).result_as_hold_granted().is_some(),
+        "{:?}",
+        reply_of(&r).result_type()
+    );
+    let commit = message(
+        |b| {
+            let (req, hold) = (rid(501), rid(500));
+            let c = wire::Commit::create(
+                b,
+                &wire::CommitArgs {
+                    request: Some(&req),
+                    hold: Some(&hold),
+                },
+            );
+            request(b, wire::Operation::Commit, c.as_union_value())
+        },
+        11,
+    );
+    let r = call(&mut s, &commit);
+    assert_eq!(
+        reply_of(&r).result_as_hold_changed().expect("changed").state(),
+        wire::HoldState::Committed
+    );
+    let atp = message(
+        |b| {
+            let (sku, node) = (b.create_string("SKU-1"), b.create_string("DC-1"));
+            let q = wire::Atp::create(
+                b,
+                &wire::AtpArgs {
+                    sku: Some(sku),
+                    node: Some(node),
+                    day: 0,
+                },
+            );
+            request(b, wire::Operation::Atp, q.as_union_value())
+        },
+        12,
+    );
+    assert_eq!(
+        reply_of(&call(&mut s, &atp)).result_as_atp_value().unwrap().atp(),
+        90
+    );
+
+    // A typed error; the connection goes on.
+    let r = call(&mut s, &hold_msg(13, 600, "NO-SUCH-SKU", 1));
+    let e = reply_of(&r).result_as_error().expect("an error");
+    assert_eq!(e.code(), wire::ErrorCode::UnknownSku);
+    assert!(e.message().unwrap().contains("NO-SUCH-SKU"));
+
+    // Pipelined: 50 holds sent at once; every reply comes back, matched by request id.
+    let mut burst = Vec::new();
+    for i in 0..50u64 {
+        burst.extend(hold_msg(1000 + i, 2000 + i, "SKU-1", 1));
+    }
+    s.write_all(&burst).unwrap();
+    let mut seen = HashMap::new();
+    for _ in 0..50 {
+        let f = read_frame(&mut s).unwrap();
+        let m = parse_message(&f).unwrap();
+        let granted = m.body_as_reply().unwrap().result_as_hold_granted().is_some();
+        seen.insert(m.request_id(), granted);
+    }
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen.iter()
+            .all(|(id, granted)| (1000..1050).contains(id) && *granted)
+    );
+
+    // A second client that skips the handshake is refused and closed; the first is unaffected.
+    let mut rude = server.connect();
+    let r = call(&mut rude, &get_hold_msg(1, 500));
+    assert_eq!(
+        reply_of(&r).result_as_error().unwrap().code(),
+        wire::ErrorCode::HandshakeRequired
+    );
+    assert!(read_frame(&mut rude).is_none(), "the connection is closed");
+    // An empty frame: an error, then the close.
+    let mut garbage = server.connect();
+    garbage.write_all(&[0, 0, 0, 0]).unwrap();
+    let r = read_frame(&mut garbage).unwrap();
+    assert_eq!(
+        reply_of(&r).result_as_error().unwrap().code(),
+        wire::ErrorCode::MalformedMessage
+    );
+    assert!(read_frame(&mut garbage).is_none());
+    let r = call(&mut s, &get_hold_msg(20, 500));
+    assert_eq!(
+        reply_of(&r).result_as_hold_value().unwrap().state(),
+        wire::HoldState::Committed
+    );
+
+    // SIGTERM: exit 0. A restart finds every acknowledged write.
+    drop(s);
+    let status = server.stop();
+    assert!(status.success(), "promised serve exited with {status}");
+    let server = Server::start(dir.path());
+    let mut s = server.connect();
+    greet(&mut s);
+    let r = call(&mut s, &get_hold_msg(30, 500));
+    assert_eq!(
+        reply_of(&r).result_as_hold_value().unwrap().state(),
+        wire::HoldState::Committed
+    );
+    for i in 0..50u64 {
+        let r = call(&mut s, &get_hold_msg(31 + i, 2000 + i));
+        assert_eq!(
+            reply_of(&r).result_as_hold_value().unwrap().state(),
+            wire::HoldState::Held
+        );
+    }
+    assert_eq!(
+        reply_of(&call(&mut s, &atp)).result_as_atp_value().unwrap().atp(),
+        40
+    );
+}
