@@ -47,6 +47,8 @@ pub struct ServeArgs {
 
 /// Replies queued for one connection's writer; the bound is the backpressure on a slow reader.
 const REPLY_QUEUE: usize = 1024;
+/// How long a shutdown waits for connections to send the replies they owe.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn now() -> Timestamp {
     Timestamp(
@@ -114,29 +116,45 @@ async fn serve(db: Arc<DurableEngine>, addr: SocketAddr) -> anyhow::Result<()> {
     eprintln!("promised: serving on {}", listener.local_addr()?);
     let mut connections = tokio::task::JoinSet::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(db.clone(), stream));
+                connections.spawn(connection(db.clone(), stream, stopping.clone()));
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
     }
-    // Stop accepting; let every connection finish what it has in flight.
+    // Stop accepting and reading; every connection sends the replies it owes (writes wait for
+    // their group commit), then closes. Past the grace period, what is left is cut off.
     drop(listener);
     eprintln!(
         "promised: shutting down: finishing {} connection(s)",
         connections.len()
     );
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    let _ = stopping_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "promised: shutdown grace period over: closing {} connection(s)",
+            connections.len()
+        );
+        connections.abort_all();
+    }
     Ok(())
 }
 
-async fn connection(db: Arc<DurableEngine>, stream: TcpStream) {
+async fn connection(
+    db: Arc<DurableEngine>,
+    stream: TcpStream,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
     let writer = tokio::spawn(async move {
@@ -169,9 +187,12 @@ async fn connection(db: Arc<DurableEngine>, stream: TcpStream) {
             }
         }
         let mut chunk = [0u8; 64 << 10];
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        tokio::select! {
+            read = rd.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+            _ = stopping.wait_for(|stop| *stop) => break,
         }
     }
     drop(tx);

@@ -339,10 +339,23 @@ fn serve_holds_commits_answers_and_survives_a_restart() {
         wire::HoldState::Committed
     );
 
-    // SIGTERM: exit 0. A restart finds every acknowledged write.
-    drop(s);
+    // SIGTERM with writes in flight: the server answers what it has read, exits 0, and a
+    // restart finds every acknowledged write.
+    let mut burst = Vec::new();
+    for i in 0..40u64 {
+        burst.extend(hold_msg(5000 + i, 3000 + i, "SKU-1", 1));
+    }
+    s.write_all(&burst).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let status = server.stop();
     assert!(status.success(), "promised serve exited with {status}");
+    let mut acked = Vec::new();
+    while let Some(f) = read_frame(&mut s) {
+        let m = parse_message(&f).unwrap();
+        assert!(m.body_as_reply().unwrap().result_as_hold_granted().is_some());
+        acked.push(m.request_id() - 5000 + 3000);
+    }
+    assert!(!acked.is_empty(), "no reply to writes sent before the SIGTERM");
     let server = Server::start(dir.path());
     let mut s = server.connect();
     greet(&mut s);
@@ -358,8 +371,18 @@ fn serve_holds_commits_answers_and_survives_a_restart() {
             wire::HoldState::Held
         );
     }
-    assert_eq!(
-        reply_of(&call(&mut s, &atp)).result_as_atp_value().unwrap().atp(),
-        40
+    for (i, &hold) in acked.iter().enumerate() {
+        let r = call(&mut s, &get_hold_msg(100 + i as u64, hold));
+        assert_eq!(
+            reply_of(&r).result_as_hold_value().map(|h| h.state()),
+            Some(wire::HoldState::Held),
+            "acknowledged hold {hold} lost in the shutdown"
+        );
+    }
+    let atp_now = reply_of(&call(&mut s, &atp)).result_as_atp_value().unwrap().atp();
+    assert!(
+        atp_now <= 40 - acked.len() as i64,
+        "ATP {atp_now} after {} more holds",
+        acked.len()
     );
 }
