@@ -1,12 +1,14 @@
-//! `promised serve`: the first vertical slice of the TCP server (issue "Binary protocol, server
-//! and client"). It speaks the framed protocol of `schemas/PROTOCOL.md` over plain TCP: the
-//! `Hello` handshake, single requests and batches, pipelined with replies out of order, writes
-//! acknowledged after group commit, reads answered at once, graceful shutdown on SIGINT/SIGTERM.
+//! `promised serve`: the first slice of the TCP server (issue "Binary protocol, server and
+//! client"). It speaks the framed protocol of `schemas/PROTOCOL.md` over plain TCP: the `Hello`
+//! handshake with auth tokens and roles, single requests and batches, pipelined with replies out
+//! of order, writes acknowledged after group commit, reads answered at once, limits on
+//! connections, requests in flight and batch size (answered `Busy` / `BatchTooLarge`), and a
+//! graceful shutdown on SIGINT/SIGTERM that sends every reply it owes.
 //!
-//! Not yet: auth tokens and roles (every connection gets `Admin`, so it listens on loopback by
-//! default), the TOML config, connection and in-flight limits with `Busy`, timeouts, TLS,
+//! Not yet: the TOML config and `promised config check`, idle and handshake timeouts, TLS,
 //! subscriptions and events, metrics and the admin HTTP port.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use promised_schemas::frame::{self, MAX_FRAME_BYTES_DEFAULT};
 use promised_schemas::wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use promised::reply;
 use promised::wire::{Operation, WireError, decode};
@@ -43,6 +45,66 @@ pub struct ServeArgs {
     /// always, never (benchmarks only), or interval-ms=N.
     #[arg(long, default_value = "always")]
     pub fsync: String,
+    /// An auth token and its role, `ROLE:TOKEN` with ROLE read, write or admin; repeatable. Also
+    /// from PROMISED_TOKENS (comma-separated). With none, every connection is admin, which is
+    /// allowed only on a loopback address.
+    #[arg(long = "token", env = "PROMISED_TOKENS", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+    /// Connections at once; more are answered `Busy` and closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Requests in flight per connection (read, not yet answered); more are answered `Busy`.
+    #[arg(long, default_value_t = 1_024)]
+    pub max_in_flight: usize,
+    /// Operations in one batch; more are answered `BatchTooLarge`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch_ops: usize,
+}
+
+/// What every connection shares.
+struct Shared {
+    db: Arc<DurableEngine>,
+    /// Token -> role; empty: no authentication (loopback only).
+    tokens: HashMap<String, wire::Role>,
+    max_in_flight: usize,
+    max_batch_ops: usize,
+}
+
+fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
+    let mut tokens = HashMap::new();
+    for t in raw.iter().filter(|t| !t.is_empty()) {
+        let (role, token) = t
+            .split_once(':')
+            .with_context(|| format!("--token {t:?}: expected ROLE:TOKEN"))?;
+        let role = match role {
+            "read" => wire::Role::Read,
+            "write" => wire::Role::Write,
+            "admin" => wire::Role::Admin,
+            _ => anyhow::bail!("--token: unknown role {role:?} (read, write or admin)"),
+        };
+        anyhow::ensure!(
+            token.len() >= 8,
+            "--token: a token must have at least 8 characters"
+        );
+        tokens.insert(token.to_string(), role);
+    }
+    Ok(tokens)
+}
+
+/// The role an operation needs.
+fn required_role(op: wire::Operation) -> wire::Role {
+    use wire::Operation as O;
+    match op {
+        O::Atp
+        | O::NetworkAtp
+        | O::Timeline
+        | O::GetPosition
+        | O::GetHold
+        | O::Subscribe
+        | O::Unsubscribe => wire::Role::Read,
+        O::TakeSnapshot | O::StateDigest | O::Shutdown => wire::Role::Admin,
+        _ => wire::Role::Write,
+    }
 }
 
 /// Replies queued for one connection's writer; the bound is the backpressure on a slow reader.
@@ -87,8 +149,21 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(set) = &args.demo {
         load_demo(&db, set)?;
     }
+    let tokens = parse_tokens(&args.tokens)?;
+    if tokens.is_empty() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "{} is not a loopback address: configure at least one --token (ROLE:TOKEN) to listen there",
+            args.listen
+        );
+    }
+    let shared = Arc::new(Shared {
+        db: db.clone(),
+        tokens,
+        max_in_flight: args.max_in_flight.max(1),
+        max_batch_ops: args.max_batch_ops.max(1),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(serve(db.clone(), args.listen));
+    let result = runtime.block_on(serve(shared, args.listen, args.max_connections));
     db.close()?;
     result
 }
@@ -109,7 +184,7 @@ fn load_demo(db: &DurableEngine, set: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(db: Arc<DurableEngine>, addr: SocketAddr) -> anyhow::Result<()> {
+async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -120,9 +195,18 @@ async fn serve(db: Arc<DurableEngine>, addr: SocketAddr) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
+                let (mut stream, _) = accepted?;
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(db.clone(), stream, stopping.clone()));
+                while connections.try_join_next().is_some() {}
+                if connections.len() >= max_connections {
+                    // Answered and closed at once, off the accept loop.
+                    tokio::spawn(async move {
+                        let text = format!("the server holds its maximum of {max_connections} connections");
+                        let _ = stream.write_all(&error_frame(0, wire::ErrorCode::Busy, &text)).await;
+                    });
+                    continue;
+                }
+                connections.spawn(connection(shared.clone(), stream, stopping.clone()));
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -150,8 +234,15 @@ async fn serve(db: Arc<DurableEngine>, addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One connection's state once the handshake is done.
+struct Session {
+    role: wire::Role,
+    /// Permits for requests in flight; a request without one is answered `Busy`.
+    in_flight: Arc<Semaphore>,
+}
+
 async fn connection(
-    db: Arc<DurableEngine>,
+    shared: Arc<Shared>,
     stream: TcpStream,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -165,7 +256,7 @@ async fn connection(
         }
     });
     let mut buf = Vec::with_capacity(64 << 10);
-    let mut greeted = false;
+    let mut session: Option<Session> = None;
     'read: loop {
         loop {
             let (message, used) = match frame::split_frame(&buf, MAX_FRAME_BYTES_DEFAULT) {
@@ -182,7 +273,7 @@ async fn connection(
             };
             let message = message.to_vec();
             buf.drain(..used);
-            if !handle(&db, &tx, &message, &mut greeted).await {
+            if !handle(&shared, &tx, &message, &mut session).await {
                 break 'read;
             }
         }
@@ -201,10 +292,10 @@ async fn connection(
 
 /// Handles one message; false closes the connection.
 async fn handle(
-    db: &Arc<DurableEngine>,
+    shared: &Shared,
     tx: &mpsc::Sender<Vec<u8>>,
     bytes: &[u8],
-    greeted: &mut bool,
+    session: &mut Option<Session>,
 ) -> bool {
     let message = match frame::parse_message(bytes) {
         Ok(m) => m,
@@ -216,7 +307,7 @@ async fn handle(
         }
     };
     let id = message.request_id();
-    if !*greeted {
+    let Some(sess) = session else {
         let Some(hello) = message.body_as_hello() else {
             let _ = tx
                 .send(error_frame(
@@ -246,23 +337,63 @@ async fn handle(
                 .await;
             return false;
         }
-        *greeted = true;
-        let _ = tx.send(hello_reply(id)).await;
+        let role = if shared.tokens.is_empty() {
+            wire::Role::Admin
+        } else {
+            match hello.auth_token().and_then(|t| shared.tokens.get(t)) {
+                Some(&role) => role,
+                None => {
+                    let _ = tx
+                        .send(error_frame(
+                            id,
+                            wire::ErrorCode::AuthenticationFailed,
+                            "unknown auth token",
+                        ))
+                        .await;
+                    return false;
+                }
+            }
+        };
+        *session = Some(Session {
+            role,
+            in_flight: Arc::new(Semaphore::new(shared.max_in_flight)),
+        });
+        let _ = tx.send(hello_reply(id, role, shared)).await;
         return true;
-    }
+    };
+    let Ok(permit) = sess.in_flight.clone().try_acquire_owned() else {
+        let text = format!(
+            "more than {} requests in flight on this connection",
+            shared.max_in_flight
+        );
+        let _ = tx.send(error_frame(id, wire::ErrorCode::Busy, &text)).await;
+        return true;
+    };
+    let db = &shared.db;
     if let Some(request) = message.body_as_request() {
         let mut b = FlatBufferBuilder::new();
-        let (reply, ticket) = answer(db, &mut b, &request);
+        let (reply, ticket) = answer(db, sess.role, &mut b, &request);
         let frame = finish(&mut b, id, wire::Body::Reply, reply.as_union_value());
-        send_when_durable(db, tx, frame, ticket);
+        send_when_durable(db, tx, frame, ticket, permit);
         return true;
     }
     if let Some(batch) = message.body_as_batch() {
+        if batch.requests().len() > shared.max_batch_ops {
+            let text = format!(
+                "{} operations in one batch; at most {} are allowed",
+                batch.requests().len(),
+                shared.max_batch_ops
+            );
+            let _ = tx
+                .send(error_frame(id, wire::ErrorCode::BatchTooLarge, &text))
+                .await;
+            return true;
+        }
         let mut b = FlatBufferBuilder::new();
         let mut replies = Vec::with_capacity(batch.requests().len());
         let mut last = None;
         for request in batch.requests() {
-            let (reply, ticket) = answer(db, &mut b, &request);
+            let (reply, ticket) = answer(db, sess.role, &mut b, &request);
             replies.push(reply);
             last = ticket.or(last);
         }
@@ -274,7 +405,7 @@ async fn handle(
             },
         );
         let frame = finish(&mut b, id, wire::Body::BatchReply, br.as_union_value());
-        send_when_durable(db, tx, frame, last);
+        send_when_durable(db, tx, frame, last, permit);
         return true;
     }
     let _ = tx
@@ -294,15 +425,18 @@ fn send_when_durable(
     tx: &mpsc::Sender<Vec<u8>>,
     frame: Vec<u8>,
     ticket: Option<Ticket>,
+    permit: OwnedSemaphorePermit,
 ) {
     let tx = tx.clone();
     match ticket {
         None => {
-            let _ = tx.try_send(frame).or_else(|e| {
+            if let Err(e) = tx.try_send(frame) {
                 let frame = e.into_inner();
-                tokio::spawn(async move { tx.send(frame).await });
-                Ok::<(), ()>(())
-            });
+                tokio::spawn(async move {
+                    let _ = tx.send(frame).await;
+                    drop(permit);
+                });
+            }
         }
         Some(t) => {
             let durable = db.wal().durable(t.lsn);
@@ -316,6 +450,7 @@ fn send_when_durable(
                     ),
                 };
                 let _ = tx.send(frame).await;
+                drop(permit);
             });
         }
     }
@@ -328,10 +463,24 @@ fn request_id_of(frame: &[u8]) -> u64 {
 /// Applies or answers one request; returns the reply and, for a write, the ticket it waits on.
 fn answer<'a>(
     db: &DurableEngine,
+    role: wire::Role,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
 ) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
     let engine = db.engine();
+    let needed = required_role(request.op_type());
+    if needed.0 > role.0 {
+        let e = WireError {
+            code: wire::ErrorCode::PermissionDenied,
+            message: format!(
+                "{} needs the {} role; this connection has {}",
+                request.op_type().variant_name().unwrap_or("this operation"),
+                needed.variant_name().unwrap_or("?"),
+                role.variant_name().unwrap_or("?")
+            ),
+        };
+        return (reply::error(b, &e), None);
+    }
     match decode(engine, request) {
         Err(e) => (reply::error(b, &e), None),
         Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now()), None),
@@ -449,7 +598,7 @@ fn error_frame(request_id: u64, code: wire::ErrorCode, message: &str) -> Vec<u8>
     finish(&mut b, request_id, wire::Body::Reply, reply.as_union_value())
 }
 
-fn hello_reply(request_id: u64) -> Vec<u8> {
+fn hello_reply(request_id: u64, role: wire::Role, shared: &Shared) -> Vec<u8> {
     let mut b = FlatBufferBuilder::new();
     let name = b.create_string(concat!("promised ", env!("CARGO_PKG_VERSION")));
     let r = wire::HelloReply::create(
@@ -457,10 +606,10 @@ fn hello_reply(request_id: u64) -> Vec<u8> {
         &wire::HelloReplyArgs {
             version: promised_schemas::PROTOCOL_VERSION_MAX,
             server_name: Some(name),
-            role: wire::Role::Admin,
+            role,
             max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
-            max_batch_ops: 10_000,
-            max_in_flight: REPLY_QUEUE as u32,
+            max_batch_ops: shared.max_batch_ops as u32,
+            max_in_flight: shared.max_in_flight as u32,
         },
     );
     finish(&mut b, request_id, wire::Body::HelloReply, r.as_union_value())

@@ -18,9 +18,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &std::path::Path) -> Server {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(extra)
+            .env_remove("PROMISED_TOKENS")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start promised serve");
@@ -74,21 +80,6 @@ fn message(build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>, r
     out
 }
 
-fn hello(b: &mut FlatBufferBuilder<'_>) -> Body<'static> {
-    let name = b.create_string("test");
-    let h = wire::Hello::create(
-        b,
-        &wire::HelloArgs {
-            magic: promised_schemas::HELLO_MAGIC,
-            min_version: 1,
-            max_version: 1,
-            client_name: Some(name),
-            auth_token: None,
-        },
-    );
-    (wire::Body::Hello, h.as_union_value())
-}
-
 fn request(
     b: &mut FlatBufferBuilder<'_>,
     op_type: wire::Operation,
@@ -113,11 +104,37 @@ fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 fn greet(s: &mut TcpStream) {
-    s.write_all(&message(hello, 1)).unwrap();
+    assert_eq!(greet_with(s, None), Some(wire::Role::Admin));
+}
+
+fn greet_with(s: &mut TcpStream, token: Option<&str>) -> Option<wire::Role> {
+    let token = token.map(str::to_string);
+    let hello_msg = message(
+        move |b| {
+            let name = b.create_string("test");
+            let token = token.map(|t| b.create_string(&t));
+            let h = wire::Hello::create(
+                b,
+                &wire::HelloArgs {
+                    magic: promised_schemas::HELLO_MAGIC,
+                    min_version: 1,
+                    max_version: 1,
+                    client_name: Some(name),
+                    auth_token: token,
+                },
+            );
+            (wire::Body::Hello, h.as_union_value())
+        },
+        1,
+    );
+    s.write_all(&hello_msg).unwrap();
     let reply = read_frame(s).unwrap();
     let m = parse_message(&reply).unwrap();
     assert_eq!(m.request_id(), 1);
-    assert_eq!(m.body_as_hello_reply().expect("a HelloReply").version(), 1);
+    m.body_as_hello_reply().map(|r| {
+        assert_eq!(r.version(), 1);
+        r.role()
+    })
 }
 
 fn rid(n: u64) -> wire::RequestId {
@@ -385,4 +402,129 @@ fn serve_holds_commits_answers_and_survives_a_restart() {
         "ATP {atp_now} after {} more holds",
         acked.len()
     );
+}
+
+fn snapshot_msg(request_id: u64) -> Vec<u8> {
+    message(
+        |b| {
+            let t = wire::TakeSnapshot::create(b, &wire::TakeSnapshotArgs {});
+            request(b, wire::Operation::TakeSnapshot, t.as_union_value())
+        },
+        request_id,
+    )
+}
+
+fn error_code(bytes: &[u8]) -> Option<wire::ErrorCode> {
+    reply_of(bytes).result_as_error().map(|e| e.code())
+}
+
+#[test]
+fn tokens_roles_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--token",
+            "admin:admin-secret",
+            "--token",
+            "write:writer-secret,read:reader-secret",
+            "--max-in-flight",
+            "2",
+            "--max-batch-ops",
+            "3",
+        ],
+    );
+    // No token, or a wrong one: refused and closed.
+    let mut s = server.connect();
+    assert_eq!(greet_with(&mut s, None), None);
+    assert!(read_frame(&mut s).is_none());
+    let mut s = server.connect();
+    assert_eq!(greet_with(&mut s, Some("guess-guess")), None);
+    assert!(read_frame(&mut s).is_none());
+
+    let mut admin = server.connect();
+    assert_eq!(
+        greet_with(&mut admin, Some("admin-secret")),
+        Some(wire::Role::Admin)
+    );
+    setup(&mut admin);
+    let mut reader = server.connect();
+    assert_eq!(
+        greet_with(&mut reader, Some("reader-secret")),
+        Some(wire::Role::Read)
+    );
+    let mut writer = server.connect();
+    assert_eq!(
+        greet_with(&mut writer, Some("writer-secret")),
+        Some(wire::Role::Write)
+    );
+
+    // Roles: a reader may read, not write; a writer may write, not take snapshots.
+    assert_eq!(
+        error_code(&call(&mut reader, &hold_msg(2, 70, "SKU-1", 1))),
+        Some(wire::ErrorCode::PermissionDenied)
+    );
+    assert!(
+        reply_of(&call(&mut reader, &get_hold_msg(3, 70)))
+            .result_as_not_found()
+            .is_some()
+    );
+    assert!(
+        reply_of(&call(&mut writer, &hold_msg(4, 71, "SKU-1", 1)))
+            .result_as_hold_granted()
+            .is_some()
+    );
+    assert_eq!(
+        error_code(&call(&mut writer, &snapshot_msg(5))),
+        Some(wire::ErrorCode::PermissionDenied)
+    );
+    assert!(
+        reply_of(&call(&mut admin, &snapshot_msg(6)))
+            .result_as_snapshot_taken()
+            .is_some()
+    );
+
+    // A batch over the limit.
+    let batch = message(
+        |b| {
+            let mut reqs = Vec::new();
+            for h in 0..4u64 {
+                let id = rid(800 + h);
+                let g = wire::GetHold::create(b, &wire::GetHoldArgs { hold: Some(&id) });
+                reqs.push(wire::Request::create(
+                    b,
+                    &wire::RequestArgs {
+                        op_type: wire::Operation::GetHold,
+                        op: Some(g.as_union_value()),
+                    },
+                ));
+            }
+            let reqs = b.create_vector(&reqs);
+            let batch = wire::Batch::create(b, &wire::BatchArgs { requests: Some(reqs) });
+            (wire::Body::Batch, batch.as_union_value())
+        },
+        7,
+    );
+    assert_eq!(
+        error_code(&call(&mut admin, &batch)),
+        Some(wire::ErrorCode::BatchTooLarge)
+    );
+
+    // In flight: with at most 2 per connection, a burst of writes (each waiting for its group
+    // commit) gets some `Busy` answers at once, and every other write is granted.
+    let mut burst = Vec::new();
+    for i in 0..30u64 {
+        burst.extend(hold_msg(100 + i, 900 + i, "SKU-1", 1));
+    }
+    writer.write_all(&burst).unwrap();
+    let (mut busy, mut granted) = (0, 0);
+    for _ in 0..30 {
+        let f = read_frame(&mut writer).unwrap();
+        match error_code(&f) {
+            Some(wire::ErrorCode::Busy) => busy += 1,
+            None => granted += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(busy > 0 && granted > 0, "busy {busy}, granted {granted}");
 }
