@@ -4,5 +4,6 @@
 //! binary is `src/main.rs`.
 
 pub mod alloc;
+pub mod config;
 pub mod reply;
 pub mod wire;

@@ -39,6 +39,18 @@ enum Commands {
     /// Inspect snapshot files (read only).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a TOML config file and print the settings it gives.
+    Check {
+        /// The file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Commands::Serve(args) => serve::run(&args),
         Commands::Wal(command) => storage_tools::run_wal(&command),
         Commands::Snapshot(SnapshotCommand::Inspect(args)) => storage_tools::inspect(&args),
+        Commands::Config(ConfigCommand::Check { file }) => promised::config::check(&file),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

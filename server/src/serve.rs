@@ -5,8 +5,11 @@
 //! connections, requests in flight and batch size (answered `Busy` / `BatchTooLarge`), and a
 //! graceful shutdown on SIGINT/SIGTERM that sends every reply it owes.
 //!
-//! Not yet: the TOML config and `promised config check`, idle and handshake timeouts, TLS,
-//! subscriptions and events, metrics and the admin HTTP port.
+//! Settings come from a TOML file (`--config`, see `config.rs`), overridden by environment
+//! variables and flags.
+//!
+//! Not yet: idle and handshake timeouts, TLS, subscriptions and events, metrics and the admin
+//! HTTP port, JSON logs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,37 +31,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use promised::config::{ConfigFile, fsync_policy};
 use promised::reply;
 use promised::wire::{Operation, WireError, decode};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Where the write-ahead log and snapshots live.
-    #[arg(long, default_value = "promised-data")]
-    pub data_dir: PathBuf,
-    /// Protocol address. Loopback by default: this build has no authentication yet.
-    #[arg(long, default_value = "127.0.0.1:7411")]
-    pub listen: SocketAddr,
+    /// A TOML config file (see `promised config check`); flags and environment override it.
+    #[arg(long, env = "PROMISED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the write-ahead log and snapshots live [default: promised-data].
+    #[arg(long, env = "PROMISED_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Protocol address [default: 127.0.0.1:7411]. Without tokens only a loopback address is
+    /// allowed.
+    #[arg(long, env = "PROMISED_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Generate this data set (small, retail, peak) into the data directory if it is empty.
     #[arg(long)]
     pub demo: Option<String>,
-    /// always, never (benchmarks only), or interval-ms=N.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
+    /// always, never (benchmarks only), or interval-ms=N [default: always].
+    #[arg(long, env = "PROMISED_FSYNC")]
+    pub fsync: Option<String>,
     /// An auth token and its role, `ROLE:TOKEN` with ROLE read, write or admin; repeatable. Also
-    /// from PROMISED_TOKENS (comma-separated). With none, every connection is admin, which is
-    /// allowed only on a loopback address.
+    /// from PROMISED_TOKENS (comma-separated). With none (here or in the config file), every
+    /// connection is admin, which is allowed only on a loopback address.
     #[arg(long = "token", env = "PROMISED_TOKENS", value_delimiter = ',')]
     pub tokens: Vec<String>,
-    /// Connections at once; more are answered `Busy` and closed.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_connections: usize,
-    /// Requests in flight per connection (read, not yet answered); more are answered `Busy`.
-    #[arg(long, default_value_t = 1_024)]
-    pub max_in_flight: usize,
-    /// Operations in one batch; more are answered `BatchTooLarge`.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_batch_ops: usize,
+    /// Connections at once; more are answered `Busy` and closed [default: 10000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Requests in flight per connection (read, not yet answered); more are answered `Busy`
+    /// [default: 1024].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Operations in one batch; more are answered `BatchTooLarge` [default: 10000].
+    #[arg(long)]
+    pub max_batch_ops: Option<usize>,
 }
 
 /// What every connection shares.
@@ -76,12 +85,7 @@ fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
         let (role, token) = t
             .split_once(':')
             .with_context(|| format!("--token {t:?}: expected ROLE:TOKEN"))?;
-        let role = match role {
-            "read" => wire::Role::Read,
-            "write" => wire::Role::Write,
-            "admin" => wire::Role::Admin,
-            _ => anyhow::bail!("--token: unknown role {role:?} (read, write or admin)"),
-        };
+        let role = promised::config::role_of(role).context("--token")?;
         anyhow::ensure!(
             token.len() >= 8,
             "--token: a token must have at least 8 characters"
@@ -120,27 +124,47 @@ fn now() -> Timestamp {
     )
 }
 
-fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
-    Ok(match s {
-        "always" => FsyncPolicy::Always,
-        "never" => FsyncPolicy::Never,
-        _ => match s.strip_prefix("interval-ms=").and_then(|n| n.parse().ok()) {
-            Some(ms) => FsyncPolicy::Interval(std::time::Duration::from_millis(ms)),
-            None => anyhow::bail!("--fsync: always, never or interval-ms=N (got {s:?})"),
-        },
-    })
-}
-
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.server.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("promised-data"));
+    let listen = args
+        .listen
+        .or(file.server.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7411)));
+    let d = &file.durability;
+    let fsync = match &args.fsync {
+        Some(flag) => fsync_policy(flag, d.fsync_interval_ms)?,
+        None => fsync_policy(d.fsync.as_deref().unwrap_or("always"), d.fsync_interval_ms)?,
+    };
+    if fsync == FsyncPolicy::Never {
+        eprintln!(
+            "promised: WARNING: fsync = never: acknowledged writes are lost on power failure (benchmarks only)"
+        );
+    }
+    let defaults = DurableOptions::default();
     let options = DurableOptions {
         wal: WalOptions {
-            fsync: fsync_policy(&args.fsync)?,
-            ..WalOptions::default()
+            fsync,
+            segment_bytes: d
+                .segment_mb
+                .map_or(WalOptions::default().segment_bytes, |mb| mb << 20),
         },
-        ..DurableOptions::default()
+        snapshot_every_records: d
+            .snapshot_every_records
+            .unwrap_or(defaults.snapshot_every_records),
+        snapshot_every: d.snapshot_every_secs.map_or(defaults.snapshot_every, |s| {
+            (s > 0).then(|| std::time::Duration::from_secs(s))
+        }),
+        ..defaults
     };
-    let storage =
-        Arc::new(FsStorage::open(&args.data_dir).with_context(|| format!("{}", args.data_dir.display()))?);
+    let storage = Arc::new(FsStorage::open(&data_dir).with_context(|| format!("{}", data_dir.display()))?);
     let db = promised::alloc::bulk_load(|| DurableEngine::open(storage, options))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &db.recovery().warnings {
@@ -149,21 +173,31 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(set) = &args.demo {
         load_demo(&db, set)?;
     }
-    let tokens = parse_tokens(&args.tokens)?;
-    if tokens.is_empty() && !args.listen.ip().is_loopback() {
+    let token_specs = if args.tokens.iter().any(|t| !t.is_empty()) {
+        args.tokens.clone()
+    } else {
+        file.token_specs()
+    };
+    let tokens = parse_tokens(&token_specs)?;
+    if tokens.is_empty() && !listen.ip().is_loopback() {
         anyhow::bail!(
-            "{} is not a loopback address: configure at least one --token (ROLE:TOKEN) to listen there",
-            args.listen
+            "{listen} is not a loopback address: configure at least one token (ROLE:TOKEN) to listen there"
         );
     }
+    let l = &file.limits;
     let shared = Arc::new(Shared {
         db: db.clone(),
         tokens,
-        max_in_flight: args.max_in_flight.max(1),
-        max_batch_ops: args.max_batch_ops.max(1),
+        max_in_flight: args.max_in_flight.or(l.max_in_flight).unwrap_or(1_024).max(1),
+        max_batch_ops: args.max_batch_ops.or(l.max_batch_ops).unwrap_or(10_000).max(1),
     });
+    let max_connections = args
+        .max_connections
+        .or(l.max_connections)
+        .unwrap_or(10_000)
+        .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(serve(shared, args.listen, args.max_connections));
+    let result = runtime.block_on(serve(shared, listen, max_connections));
     db.close()?;
     result
 }

@@ -528,3 +528,45 @@ fn tokens_roles_and_limits() {
     }
     assert!(busy > 0 && granted > 0, "busy {busy}, granted {granted}");
 }
+
+#[test]
+fn a_config_file_sets_tokens_and_limits_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("promised.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_batch_ops = 50\n[[auth.tokens]]\nrole = \"read\"\ntoken = \"from-the-file\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &data,
+        &["--config", config.to_str().unwrap(), "--max-batch-ops", "7"],
+    );
+    let mut s = server.connect();
+    assert_eq!(greet_with(&mut s, Some("from-the-file")), Some(wire::Role::Read));
+    // The HelloReply announced the flag's limit, not the file's: read it again to check.
+    let mut s2 = server.connect();
+    let hello = message(
+        |b| {
+            let t = b.create_string("from-the-file");
+            let h = wire::Hello::create(
+                b,
+                &wire::HelloArgs {
+                    magic: promised_schemas::HELLO_MAGIC,
+                    min_version: 1,
+                    max_version: 1,
+                    client_name: None,
+                    auth_token: Some(t),
+                },
+            );
+            (wire::Body::Hello, h.as_union_value())
+        },
+        1,
+    );
+    s2.write_all(&hello).unwrap();
+    let f = read_frame(&mut s2).unwrap();
+    let reply = parse_message(&f).unwrap().body_as_hello_reply().unwrap();
+    assert_eq!(reply.max_batch_ops(), 7);
+    assert_eq!(reply.max_in_flight(), 1024);
+}
