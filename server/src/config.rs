@@ -37,6 +37,9 @@ pub struct LimitsSection {
     pub max_connections: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub max_batch_ops: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +85,13 @@ impl ConfigFile {
             ("limits.max_connections", l.max_connections),
             ("limits.max_in_flight", l.max_in_flight),
             ("limits.max_batch_ops", l.max_batch_ops),
+        ] {
+            ensure!(v != Some(0), "{name} must be at least 1");
+        }
+        for (name, v) in [
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
         ] {
             ensure!(v != Some(0), "{name} must be at least 1");
         }

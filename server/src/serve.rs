@@ -8,13 +8,14 @@
 //! Settings come from a TOML file (`--config`, see `config.rs`), overridden by environment
 //! variables and flags.
 //!
-//! Not yet: idle and handshake timeouts, TLS, subscriptions and events, metrics and the admin
+//! Handshake, idle and write timeouts close connections that stall. Not yet: TLS, subscriptions and events, metrics and the admin
 //! HTTP port, JSON logs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -68,6 +69,16 @@ pub struct ServeArgs {
     /// Operations in one batch; more are answered `BatchTooLarge` [default: 10000].
     #[arg(long)]
     pub max_batch_ops: Option<usize>,
+    /// A connection must complete its handshake within this many milliseconds [default: 5000].
+    #[arg(long)]
+    pub handshake_timeout_ms: Option<u64>,
+    /// A connection that sends nothing for this many milliseconds is closed [default: 300000].
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// A client that does not take a reply within this many milliseconds is cut off
+    /// [default: 30000].
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
 }
 
 /// What every connection shares.
@@ -77,6 +88,9 @@ struct Shared {
     tokens: HashMap<String, wire::Role>,
     max_in_flight: usize,
     max_batch_ops: usize,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
 }
 
 fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
@@ -190,6 +204,24 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tokens,
         max_in_flight: args.max_in_flight.or(l.max_in_flight).unwrap_or(1_024).max(1),
         max_batch_ops: args.max_batch_ops.or(l.max_batch_ops).unwrap_or(10_000).max(1),
+        handshake_timeout: Duration::from_millis(
+            args.handshake_timeout_ms
+                .or(l.handshake_timeout_ms)
+                .unwrap_or(5_000)
+                .max(1),
+        ),
+        idle_timeout: Duration::from_millis(
+            args.idle_timeout_ms
+                .or(l.idle_timeout_ms)
+                .unwrap_or(300_000)
+                .max(1),
+        ),
+        write_timeout: Duration::from_millis(
+            args.write_timeout_ms
+                .or(l.write_timeout_ms)
+                .unwrap_or(30_000)
+                .max(1),
+        ),
     });
     let max_connections = args
         .max_connections
@@ -282,10 +314,14 @@ async fn connection(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
+    let write_timeout = shared.write_timeout;
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                return;
+            // A client that stops reading fills its socket; past the timeout it is cut off
+            // rather than holding the replies (and their memory) forever.
+            match tokio::time::timeout(write_timeout, wr.write_all(&frame)).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     });
@@ -312,12 +348,25 @@ async fn connection(
             }
         }
         let mut chunk = [0u8; 64 << 10];
-        tokio::select! {
+        let (limit, why) = match session {
+            None => (shared.handshake_timeout, "no handshake within"),
+            Some(_) => (shared.idle_timeout, "nothing received for"),
+        };
+        let timed_out = tokio::select! {
             read = rd.read(&mut chunk) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    false
+                }
             },
             _ = stopping.wait_for(|stop| *stop) => break,
+            _ = tokio::time::sleep(limit) => true,
+        };
+        if timed_out {
+            let text = format!("{why} {} ms: closing", limit.as_millis());
+            let _ = tx.send(error_frame(0, wire::ErrorCode::Timeout, &text)).await;
+            break;
         }
     }
     drop(tx);

@@ -570,3 +570,32 @@ fn a_config_file_sets_tokens_and_limits_and_flags_override_it() {
     assert_eq!(reply.max_batch_ops(), 7);
     assert_eq!(reply.max_in_flight(), 1024);
 }
+
+#[test]
+fn silent_connections_time_out_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--handshake-timeout-ms", "200", "--idle-timeout-ms", "300"],
+    );
+    // Connected, never says hello.
+    let mut s = server.connect();
+    let f = read_frame(&mut s).expect("a Timeout error before the close");
+    assert_eq!(error_code(&f), Some(wire::ErrorCode::Timeout));
+    assert!(read_frame(&mut s).is_none());
+    // Greeted, then silent.
+    let mut s = server.connect();
+    greet(&mut s);
+    let started = std::time::Instant::now();
+    let f = read_frame(&mut s).expect("a Timeout error before the close");
+    assert_eq!(error_code(&f), Some(wire::ErrorCode::Timeout));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // Meanwhile an active client is served.
+    let mut ok = server.connect();
+    greet(&mut ok);
+    assert!(
+        reply_of(&call(&mut ok, &get_hold_msg(2, 1)))
+            .result_as_not_found()
+            .is_some()
+    );
+}
