@@ -28,6 +28,7 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 

@@ -5,5 +5,6 @@
 
 pub mod alloc;
 pub mod config;
+pub mod metrics;
 pub mod reply;
 pub mod wire;

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -33,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use promised::config::{ConfigFile, fsync_policy};
+use promised::metrics::Metrics;
 use promised::reply;
 use promised::wire::{Operation, WireError, decode};
 
@@ -79,6 +81,55 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long)]
     pub write_timeout_ms: Option<u64>,
+    /// Admin HTTP address for /metrics, /health and /ready [default: 127.0.0.1:7412].
+    #[arg(long, env = "PROMISED_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// `/metrics` (Prometheus text), `/health` (200 unless storage failed), `/ready` (200 while
+/// taking requests).
+fn admin_routes(shared: Arc<Shared>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let metrics = {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                let text = shared.metrics.render(&shared.db);
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    text,
+                )
+            }
+        }
+    };
+    let health = {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                match shared.db.wal().failure() {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some(f) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage failed: {f}\n")),
+                }
+            }
+        }
+    };
+    let ready = move || {
+        let shared = shared.clone();
+        async move {
+            if shared.ready.load(Ordering::Acquire) && shared.db.wal().failure().is_none() {
+                (StatusCode::OK, "ready\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
 }
 
 /// What every connection shares.
@@ -91,6 +142,9 @@ struct Shared {
     handshake_timeout: Duration,
     idle_timeout: Duration,
     write_timeout: Duration,
+    metrics: Metrics,
+    /// False once shutdown began (for `/ready`).
+    ready: AtomicBool,
 }
 
 fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
@@ -222,14 +276,28 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or(30_000)
                 .max(1),
         ),
+        metrics: Metrics::new(),
+        ready: AtomicBool::new(true),
     });
+    let admin_listen = args
+        .admin_listen
+        .or(file.server.admin_listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7412)));
     let max_connections = args
         .max_connections
         .or(l.max_connections)
         .unwrap_or(10_000)
         .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(serve(shared, listen, max_connections));
+    let result = runtime.block_on(async {
+        let admin = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} (admin HTTP)"))?;
+        eprintln!("promised: admin HTTP on {}", admin.local_addr()?);
+        let app = admin_routes(shared.clone());
+        tokio::spawn(async move { axum::serve(admin, app).await });
+        serve(shared, listen, max_connections).await
+    });
     db.close()?;
     result
 }
@@ -272,7 +340,7 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
                     });
                     continue;
                 }
-                connections.spawn(connection(shared.clone(), stream, stopping.clone()));
+                connections.spawn(connection_counted(shared.clone(), stream, stopping.clone()));
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -285,6 +353,7 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
         "promised: shutting down: finishing {} connection(s)",
         connections.len()
     );
+    shared.ready.store(false, Ordering::Release);
     let _ = stopping_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
@@ -305,6 +374,16 @@ struct Session {
     role: wire::Role,
     /// Permits for requests in flight; a request without one is answered `Busy`.
     in_flight: Arc<Semaphore>,
+}
+
+async fn connection_counted(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    shared.metrics.connection_opened();
+    connection(shared.clone(), stream, stopping).await;
+    shared.metrics.connection_closed();
 }
 
 async fn connection(
@@ -337,7 +416,7 @@ async fn connection(
                         frame::FrameError::TooLarge { .. } => wire::ErrorCode::FrameTooLarge,
                         frame::FrameError::Empty => wire::ErrorCode::MalformedMessage,
                     };
-                    let _ = tx.send(error_frame(0, code, &e.to_string())).await;
+                    let _ = tx.send(refuse(&shared, 0, code, &e.to_string())).await;
                     break 'read;
                 }
             };
@@ -365,7 +444,7 @@ async fn connection(
         };
         if timed_out {
             let text = format!("{why} {} ms: closing", limit.as_millis());
-            let _ = tx.send(error_frame(0, wire::ErrorCode::Timeout, &text)).await;
+            let _ = tx.send(refuse(&shared, 0, wire::ErrorCode::Timeout, &text)).await;
             break;
         }
     }
@@ -375,7 +454,7 @@ async fn connection(
 
 /// Handles one message; false closes the connection.
 async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     tx: &mpsc::Sender<Vec<u8>>,
     bytes: &[u8],
     session: &mut Option<Session>,
@@ -384,7 +463,12 @@ async fn handle(
         Ok(m) => m,
         Err(e) => {
             let _ = tx
-                .send(error_frame(0, wire::ErrorCode::MalformedMessage, &e.to_string()))
+                .send(refuse(
+                    &shared,
+                    0,
+                    wire::ErrorCode::MalformedMessage,
+                    &e.to_string(),
+                ))
                 .await;
             return true;
         }
@@ -393,7 +477,8 @@ async fn handle(
     let Some(sess) = session else {
         let Some(hello) = message.body_as_hello() else {
             let _ = tx
-                .send(error_frame(
+                .send(refuse(
+                    &shared,
                     id,
                     wire::ErrorCode::HandshakeRequired,
                     "the first message must be a Hello",
@@ -403,7 +488,12 @@ async fn handle(
         };
         if hello.magic() != promised_schemas::HELLO_MAGIC {
             let _ = tx
-                .send(error_frame(id, wire::ErrorCode::MalformedMessage, "bad magic"))
+                .send(refuse(
+                    &shared,
+                    id,
+                    wire::ErrorCode::MalformedMessage,
+                    "bad magic",
+                ))
                 .await;
             return false;
         }
@@ -416,7 +506,7 @@ async fn handle(
                 promised_schemas::PROTOCOL_VERSION_MAX
             );
             let _ = tx
-                .send(error_frame(id, wire::ErrorCode::UnsupportedVersion, &text))
+                .send(refuse(&shared, id, wire::ErrorCode::UnsupportedVersion, &text))
                 .await;
             return false;
         }
@@ -427,7 +517,8 @@ async fn handle(
                 Some(&role) => role,
                 None => {
                     let _ = tx
-                        .send(error_frame(
+                        .send(refuse(
+                            &shared,
                             id,
                             wire::ErrorCode::AuthenticationFailed,
                             "unknown auth token",
@@ -449,15 +540,16 @@ async fn handle(
             "more than {} requests in flight on this connection",
             shared.max_in_flight
         );
-        let _ = tx.send(error_frame(id, wire::ErrorCode::Busy, &text)).await;
+        let _ = tx.send(refuse(&shared, id, wire::ErrorCode::Busy, &text)).await;
         return true;
     };
-    let db = &shared.db;
+    let started = Instant::now();
     if let Some(request) = message.body_as_request() {
         let mut b = FlatBufferBuilder::new();
-        let (reply, ticket) = answer(db, sess.role, &mut b, &request);
+        let (reply, ticket) = answer(shared, sess.role, &mut b, &request);
         let frame = finish(&mut b, id, wire::Body::Reply, reply.as_union_value());
-        send_when_durable(db, tx, frame, ticket, permit);
+        let op = request.op_type().variant_name().unwrap_or("unknown");
+        send_when_durable(shared, tx, frame, ticket, Served { op, started, permit });
         return true;
     }
     if let Some(batch) = message.body_as_batch() {
@@ -468,7 +560,7 @@ async fn handle(
                 shared.max_batch_ops
             );
             let _ = tx
-                .send(error_frame(id, wire::ErrorCode::BatchTooLarge, &text))
+                .send(refuse(&shared, id, wire::ErrorCode::BatchTooLarge, &text))
                 .await;
             return true;
         }
@@ -476,7 +568,7 @@ async fn handle(
         let mut replies = Vec::with_capacity(batch.requests().len());
         let mut last = None;
         for request in batch.requests() {
-            let (reply, ticket) = answer(db, sess.role, &mut b, &request);
+            let (reply, ticket) = answer(shared, sess.role, &mut b, &request);
             replies.push(reply);
             last = ticket.or(last);
         }
@@ -488,11 +580,22 @@ async fn handle(
             },
         );
         let frame = finish(&mut b, id, wire::Body::BatchReply, br.as_union_value());
-        send_when_durable(db, tx, frame, last, permit);
+        send_when_durable(
+            shared,
+            tx,
+            frame,
+            last,
+            Served {
+                op: "Batch",
+                started,
+                permit,
+            },
+        );
         return true;
     }
     let _ = tx
-        .send(error_frame(
+        .send(refuse(
+            &shared,
             id,
             wire::ErrorCode::UnknownOperation,
             "expected a Request or a Batch",
@@ -503,26 +606,44 @@ async fn handle(
 
 /// Sends `frame` once `ticket` is durable (at once for reads), without holding up the reader:
 /// later requests on the connection go on meanwhile, and their replies may overtake this one.
+/// A request being answered: what to count once its reply is on its way.
+struct Served {
+    op: &'static str,
+    started: Instant,
+    /// Its in-flight slot, given back with the reply.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Served {
+    fn done(self, shared: &Shared) {
+        shared.metrics.served(self.op, self.started.elapsed());
+        drop(self.permit);
+    }
+}
+
 fn send_when_durable(
-    db: &Arc<DurableEngine>,
+    shared: &Arc<Shared>,
     tx: &mpsc::Sender<Vec<u8>>,
     frame: Vec<u8>,
     ticket: Option<Ticket>,
-    permit: OwnedSemaphorePermit,
+    served: Served,
 ) {
     let tx = tx.clone();
     match ticket {
-        None => {
-            if let Err(e) = tx.try_send(frame) {
+        None => match tx.try_send(frame) {
+            Ok(()) => served.done(shared),
+            Err(e) => {
                 let frame = e.into_inner();
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(frame).await;
-                    drop(permit);
+                    served.done(&shared);
                 });
             }
-        }
+        },
         Some(t) => {
-            let durable = db.wal().durable(t.lsn);
+            let durable = shared.db.wal().durable(t.lsn);
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let frame = match durable.await {
                     Ok(()) => frame,
@@ -533,7 +654,7 @@ fn send_when_durable(
                     ),
                 };
                 let _ = tx.send(frame).await;
-                drop(permit);
+                served.done(&shared);
             });
         }
     }
@@ -545,12 +666,17 @@ fn request_id_of(frame: &[u8]) -> u64 {
 
 /// Applies or answers one request; returns the reply and, for a write, the ticket it waits on.
 fn answer<'a>(
-    db: &DurableEngine,
+    shared: &Shared,
     role: wire::Role,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
 ) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
+    let db = &*shared.db;
     let engine = db.engine();
+    let error = |b: &mut FlatBufferBuilder<'a>, e: &WireError| {
+        shared.metrics.rejected(e.code);
+        reply::error(b, e)
+    };
     let needed = required_role(request.op_type());
     if needed.0 > role.0 {
         let e = WireError {
@@ -562,14 +688,14 @@ fn answer<'a>(
                 role.variant_name().unwrap_or("?")
             ),
         };
-        return (reply::error(b, &e), None);
+        return (error(b, &e), None);
     }
     match decode(engine, request) {
-        Err(e) => (reply::error(b, &e), None),
+        Err(e) => (error(b, &e), None),
         Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now()), None),
         Ok(Operation::Command(command)) => match db.submit(now(), &command) {
             Err(failed) => (
-                reply::error(
+                error(
                     b,
                     &WireError {
                         code: wire::ErrorCode::StorageFailed,
@@ -581,7 +707,7 @@ fn answer<'a>(
             Ok(submitted) => {
                 let reply = match &submitted.result {
                     Ok(outcome) => reply::outcome(b, engine, outcome),
-                    Err(e) => reply::error(b, &e.clone().into()),
+                    Err(e) => error(b, &e.clone().into()),
                 };
                 (reply, Some(submitted.ticket))
             }
@@ -667,6 +793,12 @@ fn finish(
     let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
     frame::write_frame(b.finished_data(), &mut out);
     out
+}
+
+/// An error reply, counted in the rejections metric.
+fn refuse(shared: &Shared, request_id: u64, code: wire::ErrorCode, message: &str) -> Vec<u8> {
+    shared.metrics.rejected(code);
+    error_frame(request_id, code, message)
 }
 
 fn error_frame(request_id: u64, code: wire::ErrorCode, message: &str) -> Vec<u8> {

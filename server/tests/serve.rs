@@ -14,6 +14,7 @@ use promised_schemas::wire;
 struct Server {
     child: Child,
     addr: String,
+    admin: String,
 }
 
 impl Server {
@@ -23,7 +24,14 @@ impl Server {
 
     fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir)
             .args(extra)
             .env_remove("PROMISED_TOKENS")
@@ -31,15 +39,41 @@ impl Server {
             .spawn()
             .expect("start promised serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut admin = String::new();
         let addr = loop {
             let line = lines.next().expect("the server said where it listens").unwrap();
+            if let Some(a) = line.strip_prefix("promised: admin HTTP on ") {
+                admin = a.to_string();
+            }
             if let Some(addr) = line.strip_prefix("promised: serving on ") {
                 break addr.to_string();
             }
         };
         // Keep draining stderr so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server { child, addr, admin }
+    }
+
+    /// GET on the admin port: the status code and the body.
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.admin).expect("connect to the admin port");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     fn connect(&self) -> TcpStream {
@@ -598,4 +632,38 @@ fn silent_connections_time_out_with_a_typed_error() {
             .result_as_not_found()
             .is_some()
     );
+}
+
+#[test]
+fn metrics_health_and_ready_on_the_admin_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.http_get("/health"), (200, "ok\n".to_string()));
+    assert_eq!(server.http_get("/ready").0, 200);
+    let mut s = server.connect();
+    greet(&mut s);
+    setup(&mut s);
+    assert!(
+        reply_of(&call(&mut s, &hold_msg(10, 500, "SKU-1", 3)))
+            .result_as_hold_granted()
+            .is_some()
+    );
+    assert!(error_code(&call(&mut s, &hold_msg(11, 501, "NO-SUCH-SKU", 1))).is_some());
+    let (status, text) = server.http_get("/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "promised_requests_total{op=\"Hold\"} 2",
+        "promised_rejected_total{code=\"UnknownSku\"} 1",
+        "promised_connections 1",
+        "promised_holds_open 1",
+        "promised_request_duration_seconds_bucket{le=",
+        "promised_wal_fsyncs_total",
+        "promised_wal_batch_records_count",
+        "promised_wal_fsync_seconds_bucket",
+        "promised_snapshot_age_seconds",
+        "promised_storage_failed 0",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
+    }
+    assert_eq!(server.http_get("/nope").0, 404);
 }

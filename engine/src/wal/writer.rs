@@ -78,9 +78,18 @@ pub struct WalStats {
     /// `batch_sizes[i]`: batches of `2^(i-1) < records <= 2^i` records (the last slot: more).
     pub batch_sizes: [u64; 24],
     pub sync_nanos: u64,
+    /// `sync_micros[i]`: syncs that took `2^(i-1) < us <= 2^i` microseconds (the last: more).
+    pub sync_micros: [u64; 24],
 }
 
 impl WalStats {
+    fn record_sync(&mut self, took: Duration) {
+        self.syncs += 1;
+        self.sync_nanos += took.as_nanos() as u64;
+        let micros = took.as_micros().max(1) as u64;
+        self.sync_micros[((64 - (micros - 1).leading_zeros()) as usize).min(23)] += 1;
+    }
+
     /// The counts between `earlier` and `self`.
     pub fn since(&self, earlier: &WalStats) -> WalStats {
         let mut batch_sizes = self.batch_sizes;
@@ -94,6 +103,7 @@ impl WalStats {
             batches: self.batches - earlier.batches,
             batch_sizes,
             sync_nanos: self.sync_nanos - earlier.sync_nanos,
+            sync_micros: std::array::from_fn(|i| self.sync_micros[i] - earlier.sync_micros[i]),
         }
     }
 
@@ -557,8 +567,7 @@ impl Writer {
             s.batches += 1;
             s.batch_sizes[((64 - (n - 1).leading_zeros()) as usize).min(23)] += 1;
             if self.options.fsync == FsyncPolicy::Always {
-                s.syncs += 1;
-                s.sync_nanos += sync_started.elapsed().as_nanos() as u64;
+                s.record_sync(sync_started.elapsed());
             }
         }
         if acked {
@@ -607,8 +616,7 @@ impl Writer {
         self.unsynced = false;
         {
             let mut s = self.shared.stats.lock();
-            s.syncs += 1;
-            s.sync_nanos += t.elapsed().as_nanos() as u64;
+            s.record_sync(t.elapsed());
         }
         self.shared
             .synced
