@@ -6,10 +6,10 @@
 //! graceful shutdown on SIGINT/SIGTERM that sends every reply it owes.
 //!
 //! Settings come from a TOML file (`--config`, see `config.rs`), overridden by environment
-//! variables and flags.
+//! variables and flags. Handshake, idle and write timeouts close connections that stall. An
+//! admin HTTP port serves `/metrics` (Prometheus), `/health` and `/ready`.
 //!
-//! Handshake, idle and write timeouts close connections that stall. Not yet: TLS, subscriptions and events, metrics and the admin
-//! HTTP port, JSON logs.
+//! Not yet: TLS, subscriptions and events, `tracing` logs (text or JSON).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -464,7 +464,7 @@ async fn handle(
         Err(e) => {
             let _ = tx
                 .send(refuse(
-                    &shared,
+                    shared,
                     0,
                     wire::ErrorCode::MalformedMessage,
                     &e.to_string(),
@@ -478,7 +478,7 @@ async fn handle(
         let Some(hello) = message.body_as_hello() else {
             let _ = tx
                 .send(refuse(
-                    &shared,
+                    shared,
                     id,
                     wire::ErrorCode::HandshakeRequired,
                     "the first message must be a Hello",
@@ -488,12 +488,7 @@ async fn handle(
         };
         if hello.magic() != promised_schemas::HELLO_MAGIC {
             let _ = tx
-                .send(refuse(
-                    &shared,
-                    id,
-                    wire::ErrorCode::MalformedMessage,
-                    "bad magic",
-                ))
+                .send(refuse(shared, id, wire::ErrorCode::MalformedMessage, "bad magic"))
                 .await;
             return false;
         }
@@ -506,7 +501,7 @@ async fn handle(
                 promised_schemas::PROTOCOL_VERSION_MAX
             );
             let _ = tx
-                .send(refuse(&shared, id, wire::ErrorCode::UnsupportedVersion, &text))
+                .send(refuse(shared, id, wire::ErrorCode::UnsupportedVersion, &text))
                 .await;
             return false;
         }
@@ -540,7 +535,7 @@ async fn handle(
             "more than {} requests in flight on this connection",
             shared.max_in_flight
         );
-        let _ = tx.send(refuse(&shared, id, wire::ErrorCode::Busy, &text)).await;
+        let _ = tx.send(refuse(shared, id, wire::ErrorCode::Busy, &text)).await;
         return true;
     };
     let started = Instant::now();
@@ -560,7 +555,7 @@ async fn handle(
                 shared.max_batch_ops
             );
             let _ = tx
-                .send(refuse(&shared, id, wire::ErrorCode::BatchTooLarge, &text))
+                .send(refuse(shared, id, wire::ErrorCode::BatchTooLarge, &text))
                 .await;
             return true;
         }
