@@ -32,7 +32,7 @@ enum Commands {
     Demo(demo::DemoArgs),
     /// Serve the binary protocol (schemas/PROTOCOL.md) over TCP from a data directory. A first
     /// slice: no authentication, config file, limits, TLS or metrics yet.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Inspect the write-ahead log of a data directory (read only).
     #[command(subcommand)]
     Wal(storage_tools::WalCommand),

@@ -513,7 +513,7 @@ async fn handle(
                 None => {
                     let _ = tx
                         .send(refuse(
-                            &shared,
+                            shared,
                             id,
                             wire::ErrorCode::AuthenticationFailed,
                             "unknown auth token",
@@ -590,7 +590,7 @@ async fn handle(
     }
     let _ = tx
         .send(refuse(
-            &shared,
+            shared,
             id,
             wire::ErrorCode::UnknownOperation,
             "expected a Request or a Batch",
