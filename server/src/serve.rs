@@ -9,7 +9,10 @@
 //! variables and flags. Handshake, idle and write timeouts close connections that stall. An
 //! admin HTTP port serves `/metrics` (Prometheus), `/health` and `/ready`.
 //!
-//! Not yet: TLS, subscriptions and events, `tracing` logs (text or JSON).
+//! Logs go through `tracing` to stderr, as text or JSON (`--log-format`); the engine's storage
+//! failure and recovery messages come out the same way.
+//!
+//! Not yet: TLS, subscriptions and events, the async client library.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,6 +87,26 @@ pub struct ServeArgs {
     /// Admin HTTP address for /metrics, /health and /ready [default: 127.0.0.1:7412].
     #[arg(long, env = "PROMISED_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Log lines as `text` or `json` (on stderr; the level from RUST_LOG, default info).
+    #[arg(long, env = "PROMISED_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Logs go to stderr, one event a line; `json` for log shippers.
+fn init_logs(format: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    let installed = match format {
+        "text" => builder.try_init(),
+        "json" => builder.json().try_init(),
+        _ => anyhow::bail!("--log-format: text or json, not {format:?}"),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
 /// `/metrics` (Prometheus text), `/health` (200 unless storage failed), `/ready` (200 while
@@ -193,6 +216,7 @@ fn now() -> Timestamp {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    init_logs(&args.log_format)?;
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
@@ -212,9 +236,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         None => fsync_policy(d.fsync.as_deref().unwrap_or("always"), d.fsync_interval_ms)?,
     };
     if fsync == FsyncPolicy::Never {
-        eprintln!(
-            "promised: WARNING: fsync = never: acknowledged writes are lost on power failure (benchmarks only)"
-        );
+        tracing::warn!("fsync = never: acknowledged writes are lost on power failure (benchmarks only)");
     }
     let defaults = DurableOptions::default();
     let options = DurableOptions {
@@ -236,7 +258,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let db = promised::alloc::bulk_load(|| DurableEngine::open(storage, options))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &db.recovery().warnings {
-        eprintln!("promised: warning: {w}");
+        tracing::warn!("{w}");
     }
     if let Some(set) = &args.demo {
         load_demo(&db, set)?;
@@ -293,7 +315,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let admin = TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("cannot listen on {admin_listen} (admin HTTP)"))?;
-        eprintln!("promised: admin HTTP on {}", admin.local_addr()?);
+        tracing::info!("admin HTTP on {}", admin.local_addr()?);
         let app = admin_routes(shared.clone());
         tokio::spawn(async move { axum::serve(admin, app).await });
         serve(shared, listen, max_connections).await
@@ -304,7 +326,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 fn load_demo(db: &DurableEngine, set: &str) -> anyhow::Result<()> {
     if db.engine().n_skus() > 0 {
-        eprintln!("promised: {set}: the data directory already holds data; serving it as it is");
+        tracing::info!("{set}: the data directory already holds data; serving it as it is");
         return Ok(());
     }
     let spec = DataSetSpec::by_name(set)
@@ -314,7 +336,7 @@ fn load_demo(db: &DurableEngine, set: &str) -> anyhow::Result<()> {
     db.wait(Ticket {
         lsn: db.engine().next_seq() - 1,
     })?;
-    eprintln!("promised: loaded the {set} data set");
+    tracing::info!("loaded the {set} data set");
     Ok(())
 }
 
@@ -322,7 +344,7 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    eprintln!("promised: serving on {}", listener.local_addr()?);
+    tracing::info!("serving on {}", listener.local_addr()?);
     let mut connections = tokio::task::JoinSet::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -349,10 +371,7 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
     // Stop accepting and reading; every connection sends the replies it owes (writes wait for
     // their group commit), then closes. Past the grace period, what is left is cut off.
     drop(listener);
-    eprintln!(
-        "promised: shutting down: finishing {} connection(s)",
-        connections.len()
-    );
+    tracing::info!("shutting down: finishing {} connection(s)", connections.len());
     shared.ready.store(false, Ordering::Release);
     let _ = stopping_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -360,8 +379,8 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
     })
     .await;
     if drained.is_err() {
-        eprintln!(
-            "promised: shutdown grace period over: closing {} connection(s)",
+        tracing::warn!(
+            "shutdown grace period over: closing {} connection(s)",
             connections.len()
         );
         connections.abort_all();

@@ -42,11 +42,19 @@ impl Server {
         let mut admin = String::new();
         let addr = loop {
             let line = lines.next().expect("the server said where it listens").unwrap();
-            if let Some(a) = line.strip_prefix("promised: admin HTTP on ") {
-                admin = a.to_string();
+            // Text or JSON log lines: the address is what follows the words.
+            let addr_after = |words: &str| {
+                line.split_once(words).map(|(_, rest)| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect::<String>()
+                })
+            };
+            if let Some(a) = addr_after("admin HTTP on ") {
+                admin = a;
             }
-            if let Some(addr) = line.strip_prefix("promised: serving on ") {
-                break addr.to_string();
+            if let Some(addr) = addr_after("serving on ") {
+                break addr;
             }
         };
         // Keep draining stderr so the server never blocks on it.
@@ -666,4 +674,29 @@ fn metrics_health_and_ready_on_the_admin_port() {
         assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
     }
     assert_eq!(server.http_get("/nope").0, 404);
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with('{') && first.ends_with('}'), "{first}");
+    assert!(first.contains("\"level\":\"INFO\""), "{first}");
+    assert!(first.contains("\"message\":"), "{first}");
 }
