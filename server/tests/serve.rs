@@ -172,8 +172,8 @@ fn greet_with(s: &mut TcpStream, token: Option<&str>) -> Option<wire::Role> {
     s.write_all(&hello_msg).unwrap();
     let reply = read_frame(s).unwrap();
     let m = parse_message(&reply).unwrap();
-    assert_eq!(m.request_id(), 1);
     m.body_as_hello_reply().map(|r| {
+        assert_eq!(m.request_id(), 1);
         assert_eq!(r.version(), 1);
         r.role()
     })
@@ -699,4 +699,35 @@ fn json_logs_are_one_object_a_line() {
     assert!(first.starts_with('{') && first.ends_with('}'), "{first}");
     assert!(first.contains("\"level\":\"INFO\""), "{first}");
     assert!(first.contains("\"message\":"), "{first}");
+}
+
+#[test]
+fn connections_past_the_limit_are_told_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--max-connections", "1"]);
+    let mut first = server.connect();
+    greet(&mut first);
+    let mut second = server.connect();
+    let f = read_frame(&mut second).expect("a Busy error before the close");
+    assert_eq!(error_code(&f), Some(wire::ErrorCode::Busy));
+    assert!(read_frame(&mut second).is_none());
+    // The first is unaffected; once it leaves, a newcomer gets in.
+    assert!(
+        reply_of(&call(&mut first, &get_hold_msg(2, 1)))
+            .result_as_not_found()
+            .is_some()
+    );
+    drop(first);
+    let mut third = loop {
+        let mut s = server.connect();
+        if greet_with(&mut s, None).is_some() {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        reply_of(&call(&mut third, &get_hold_msg(3, 1)))
+            .result_as_not_found()
+            .is_some()
+    );
 }
