@@ -204,6 +204,10 @@ fn required_role(op: wire::Operation) -> wire::Role {
 
 /// Replies queued for one connection's writer; the bound is the backpressure on a slow reader.
 const REPLY_QUEUE: usize = 1024;
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// The largest frame accepted before the handshake: a `Hello` is a few hundred bytes.
+const HELLO_FRAME_MAX: u32 = 4 << 10;
 /// How long a shutdown waits for connections to send the replies they owe.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -351,7 +355,16 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (mut stream, _) = accepted?;
+                let mut stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, or a client gone before accept: keep serving
+                        // the others; back off a moment so a full table can drain.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 while connections.try_join_next().is_some() {}
                 if connections.len() >= max_connections {
@@ -423,43 +436,65 @@ async fn connection(
             }
         }
     });
-    let mut buf = Vec::with_capacity(64 << 10);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut session: Option<Session> = None;
+    // One deadline for the whole handshake: bytes trickling in do not extend it.
+    let handshake_deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     'read: loop {
+        // Handle every whole frame in the buffer, then drop them with one move.
+        let mut at = 0;
         loop {
-            let (message, used) = match frame::split_frame(&buf, MAX_FRAME_BYTES_DEFAULT) {
+            // Before the handshake only a small Hello is welcome.
+            let max = if session.is_some() {
+                MAX_FRAME_BYTES_DEFAULT
+            } else {
+                HELLO_FRAME_MAX
+            };
+            let (message, used) = match frame::split_frame(&buf[at..], max) {
                 Ok(Some(split)) => split,
                 Ok(None) => break,
                 Err(e) => {
-                    let code = match e {
-                        frame::FrameError::TooLarge { .. } => wire::ErrorCode::FrameTooLarge,
-                        frame::FrameError::Empty => wire::ErrorCode::MalformedMessage,
+                    let code = match (&e, &session) {
+                        (_, None) => wire::ErrorCode::HandshakeRequired,
+                        (frame::FrameError::TooLarge { .. }, _) => wire::ErrorCode::FrameTooLarge,
+                        (frame::FrameError::Empty, _) => wire::ErrorCode::MalformedMessage,
                     };
                     let _ = tx.send(refuse(&shared, 0, code, &e.to_string())).await;
                     break 'read;
                 }
             };
             let message = message.to_vec();
-            buf.drain(..used);
+            at += used;
             if !handle(&shared, &tx, &message, &mut session).await {
                 break 'read;
             }
         }
-        let mut chunk = [0u8; 64 << 10];
-        let (limit, why) = match session {
-            None => (shared.handshake_timeout, "no handshake within"),
-            Some(_) => (shared.idle_timeout, "nothing received for"),
+        buf.drain(..at);
+        if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+            // A large frame came and went: give its memory back.
+            buf.shrink_to(READ_CHUNK);
+        }
+        let (deadline, why) = match session {
+            None => (handshake_deadline, "no handshake within"),
+            Some(_) => (
+                tokio::time::Instant::now() + shared.idle_timeout,
+                "nothing received for",
+            ),
         };
+        let limit = match session {
+            None => shared.handshake_timeout,
+            Some(_) => shared.idle_timeout,
+        };
+        buf.reserve(READ_CHUNK);
         let timed_out = tokio::select! {
-            read = rd.read(&mut chunk) => match read {
+            read = rd.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    false
-                }
+                Ok(_) => false,
             },
             _ = stopping.wait_for(|stop| *stop) => break,
-            _ = tokio::time::sleep(limit) => true,
+            // The writer gave up on this client (it stopped reading): stop reading it too.
+            _ = tx.closed() => break,
+            _ = tokio::time::sleep_until(deadline) => true,
         };
         if timed_out {
             let text = format!("{why} {} ms: closing", limit.as_millis());
@@ -481,15 +516,13 @@ async fn handle(
     let message = match frame::parse_message(bytes) {
         Ok(m) => m,
         Err(e) => {
-            let _ = tx
-                .send(refuse(
-                    shared,
-                    0,
-                    wire::ErrorCode::MalformedMessage,
-                    &e.to_string(),
-                ))
-                .await;
-            return true;
+            // Before the handshake nothing but a valid Hello is tolerated.
+            let code = match session {
+                None => wire::ErrorCode::HandshakeRequired,
+                Some(_) => wire::ErrorCode::MalformedMessage,
+            };
+            let _ = tx.send(refuse(shared, 0, code, &e.to_string())).await;
+            return session.is_some();
         }
     };
     let id = message.request_id();
@@ -546,7 +579,8 @@ async fn handle(
             role,
             in_flight: Arc::new(Semaphore::new(shared.max_in_flight)),
         });
-        let _ = tx.send(hello_reply(id, role, shared)).await;
+        let version = hello.max_version().min(promised_schemas::PROTOCOL_VERSION_MAX);
+        let _ = tx.send(hello_reply(id, version, role, shared)).await;
         return true;
     };
     let Ok(permit) = sess.in_flight.clone().try_acquire_owned() else {
@@ -567,6 +601,17 @@ async fn handle(
         return true;
     }
     if let Some(batch) = message.body_as_batch() {
+        if batch.requests().is_empty() {
+            let _ = tx
+                .send(refuse(
+                    shared,
+                    id,
+                    wire::ErrorCode::EmptyRequest,
+                    "the batch has no requests",
+                ))
+                .await;
+            return true;
+        }
         if batch.requests().len() > shared.max_batch_ops {
             let text = format!(
                 "{} operations in one batch; at most {} are allowed",
@@ -748,7 +793,8 @@ fn control<'a>(
             );
             (wire::ReplyBody::Digest, d.as_union_value())
         }
-        wire::Operation::TakeSnapshot => match db.snapshot() {
+        // Writing a snapshot takes seconds of disk work: off the async workers' queue.
+        wire::Operation::TakeSnapshot => match tokio::task::block_in_place(|| db.snapshot()) {
             Ok(info) => {
                 let s = wire::SnapshotTaken::create(
                     b,
@@ -827,13 +873,13 @@ fn error_frame(request_id: u64, code: wire::ErrorCode, message: &str) -> Vec<u8>
     finish(&mut b, request_id, wire::Body::Reply, reply.as_union_value())
 }
 
-fn hello_reply(request_id: u64, role: wire::Role, shared: &Shared) -> Vec<u8> {
+fn hello_reply(request_id: u64, version: u16, role: wire::Role, shared: &Shared) -> Vec<u8> {
     let mut b = FlatBufferBuilder::new();
     let name = b.create_string(concat!("promised ", env!("CARGO_PKG_VERSION")));
     let r = wire::HelloReply::create(
         &mut b,
         &wire::HelloReplyArgs {
-            version: promised_schemas::PROTOCOL_VERSION_MAX,
+            version,
             server_name: Some(name),
             role,
             max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,

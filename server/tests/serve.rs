@@ -383,15 +383,29 @@ fn serve_holds_commits_answers_and_survives_a_restart() {
         wire::ErrorCode::HandshakeRequired
     );
     assert!(read_frame(&mut rude).is_none(), "the connection is closed");
-    // An empty frame: an error, then the close.
+    // Garbage before the handshake: HandshakeRequired, then the close.
     let mut garbage = server.connect();
     garbage.write_all(&[0, 0, 0, 0]).unwrap();
     let r = read_frame(&mut garbage).unwrap();
-    assert_eq!(
-        reply_of(&r).result_as_error().unwrap().code(),
-        wire::ErrorCode::MalformedMessage
-    );
+    assert_eq!(error_code(&r), Some(wire::ErrorCode::HandshakeRequired));
     assert!(read_frame(&mut garbage).is_none());
+    // A frame too large for a Hello is refused before its bytes are read.
+    let mut big = server.connect();
+    big.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
+    let r = read_frame(&mut big).unwrap();
+    assert_eq!(error_code(&r), Some(wire::ErrorCode::HandshakeRequired));
+    // After the handshake: a message that is not valid gets MalformedMessage and the connection
+    // goes on; an empty frame gets MalformedMessage and the close.
+    let mut greeted = server.connect();
+    greet(&mut greeted);
+    let r = call(&mut greeted, &[3, 0, 0, 0, 1, 2, 3]);
+    assert_eq!(error_code(&r), Some(wire::ErrorCode::MalformedMessage));
+    let r = call(&mut greeted, &get_hold_msg(21, 500));
+    assert!(reply_of(&r).result_as_hold_value().is_some());
+    greeted.write_all(&[0, 0, 0, 0]).unwrap();
+    let r = read_frame(&mut greeted).unwrap();
+    assert_eq!(error_code(&r), Some(wire::ErrorCode::MalformedMessage));
+    assert!(read_frame(&mut greeted).is_none());
     let r = call(&mut s, &get_hold_msg(20, 500));
     assert_eq!(
         reply_of(&r).result_as_hold_value().unwrap().state(),
@@ -632,6 +646,24 @@ fn silent_connections_time_out_with_a_typed_error() {
     let f = read_frame(&mut s).expect("a Timeout error before the close");
     assert_eq!(error_code(&f), Some(wire::ErrorCode::Timeout));
     assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // Trickling bytes does not stretch the handshake deadline.
+    let mut trickle = server.connect();
+    trickle.write_all(&100u32.to_le_bytes()).unwrap();
+    let feeder = {
+        let mut t = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if t.write_all(&[7]).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+        })
+    };
+    let f = read_frame(&mut trickle).expect("a Timeout error before the close");
+    assert_eq!(error_code(&f), Some(wire::ErrorCode::Timeout));
+    assert!(!feeder.is_finished(), "the deadline moved with the trickle");
+    feeder.join().unwrap();
     // Meanwhile an active client is served.
     let mut ok = server.connect();
     greet(&mut ok);
