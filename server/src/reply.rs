@@ -307,8 +307,8 @@ pub fn query<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use promised_engine::Quantity;
     use promised_engine::command::{Command, HoldLineRequest, NodeChoice};
-    use promised_engine::{Capabilities, EngineConfig, NodeSpec, Quantity};
 
     const NOW: Timestamp = Timestamp(20_780 * 86_400_000 + 9 * 3_600_000);
 
@@ -334,28 +334,8 @@ mod tests {
 
     #[test]
     fn outcomes_and_queries_come_back_with_string_ids() {
-        let e = Engine::new(EngineConfig::default());
-        e.apply(NOW, &Command::UpsertNode(NodeSpec::open("DC-1")))
-            .unwrap();
-        e.apply(
-            NOW,
-            &Command::UpsertSku {
-                name: "SKU-1".into(),
-                required: Capabilities::default(),
-            },
-        )
-        .unwrap();
+        let e = crate::wire::tests::engine_with(5);
         let (sku, node) = (e.sku_id("SKU-1").unwrap(), e.node_id("DC-1").unwrap());
-        e.apply(
-            NOW,
-            &Command::SetOnHand {
-                request: RequestId(1),
-                node,
-                feed_seq: 1,
-                counts: vec![(sku, 5)],
-            },
-        )
-        .unwrap();
         let hold = |q: u32| Command::Hold {
             hold: RequestId(100 + u128::from(q)),
             lines: vec![HoldLineRequest {

@@ -359,14 +359,15 @@ fn node_spec(n: &wire::UpsertNode<'_>) -> Result<NodeSpec, WireError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flatbuffers::FlatBufferBuilder;
     use promised_engine::{EngineConfig, HoldOutcome, Outcome, Timestamp};
 
     const NOW: Timestamp = Timestamp(20_780 * 86_400_000 + 9 * 3_600_000);
 
-    fn engine() -> Engine {
+    /// An engine with node DC-1 and SKU-1 with `on_hand` units: the fixture of the seam's tests.
+    pub(crate) fn engine_with(on_hand: u32) -> Engine {
         let e = Engine::new(EngineConfig::default());
         e.apply(NOW, &Command::UpsertNode(NodeSpec::open("DC-1")))
             .unwrap();
@@ -385,11 +386,15 @@ mod tests {
                 request: RequestId(1),
                 node,
                 feed_seq: 1,
-                counts: vec![(sku, 50)],
+                counts: vec![(sku, on_hand)],
             },
         )
         .unwrap();
         e
+    }
+
+    fn engine() -> Engine {
+        engine_with(50)
     }
 
     /// Builds a request whose operation `build` makes, and decodes it back through a verified
