@@ -168,6 +168,8 @@ struct Shared {
     metrics: Metrics,
     /// False once shutdown began (for `/ready`).
     ready: AtomicBool,
+    /// Signalled by the `Shutdown` operation.
+    shutdown: tokio::sync::Notify,
 }
 
 fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
@@ -304,6 +306,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         ),
         metrics: Metrics::new(),
         ready: AtomicBool::new(true),
+        shutdown: tokio::sync::Notify::new(),
     });
     let admin_listen = args
         .admin_listen
@@ -379,6 +382,7 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
+            _ = shared.shutdown.notified() => break,
         }
     }
     // Stop accepting and reading; every connection sends the replies it owes (writes wait for
@@ -771,16 +775,24 @@ fn answer<'a>(
                 (reply, Some(submitted.ticket))
             }
         },
-        Ok(Operation::Control(op)) => (control(db, b, op), None),
+        Ok(Operation::Control(op)) => (control(shared, b, op), None),
     }
 }
 
 fn control<'a>(
-    db: &DurableEngine,
+    shared: &Shared,
     b: &mut FlatBufferBuilder<'a>,
     op: wire::Operation,
 ) -> flatbuffers::WIPOffset<wire::Reply<'a>> {
+    let db = &*shared.db;
     let body = match op {
+        // Acknowledged, then the same graceful shutdown as SIGTERM.
+        wire::Operation::Shutdown => {
+            tracing::info!("shutdown requested by an admin client");
+            shared.shutdown.notify_one();
+            let a = wire::Ack::create(b, &wire::AckArgs {});
+            (wire::ReplyBody::Ack, a.as_union_value())
+        }
         wire::Operation::StateDigest => {
             let digest = db.engine().state_digest();
             let d = wire::Digest::create(
@@ -850,6 +862,15 @@ fn finish(
         },
     );
     wire::finish_message_buffer(b, msg);
+    if b.finished_data().len() > MAX_FRAME_BYTES_DEFAULT as usize {
+        // The client could not read it: say so instead (writes in it still took effect).
+        let text = format!(
+            "the reply would be {} bytes, above the {MAX_FRAME_BYTES_DEFAULT}-byte frame limit: \
+             ask for less per batch",
+            b.finished_data().len()
+        );
+        return error_frame(request_id, wire::ErrorCode::FrameTooLarge, &text);
+    }
     let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
     frame::write_frame(b.finished_data(), &mut out);
     out

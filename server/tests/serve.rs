@@ -88,6 +88,11 @@ impl Server {
         TcpStream::connect(&self.addr).expect("connect")
     }
 
+    /// The exit status, once the server stops by itself.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// SIGTERM, then the exit status.
     fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signalling a child process this test started, by its pid.
@@ -787,4 +792,31 @@ fn hello_frame() -> Vec<u8> {
         },
         1,
     )
+}
+
+#[test]
+fn an_admin_shutdown_is_acknowledged_then_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut s = server.connect();
+    greet(&mut s);
+    setup(&mut s);
+    let shutdown = message(
+        |b| {
+            let op = wire::Shutdown::create(b, &wire::ShutdownArgs {});
+            request(b, wire::Operation::Shutdown, op.as_union_value())
+        },
+        9,
+    );
+    assert!(reply_of(&call(&mut s, &shutdown)).result_as_ack().is_some());
+    assert!(server.wait().success());
+    // Everything acknowledged before it is there after a restart.
+    let server = Server::start(dir.path());
+    let mut s = server.connect();
+    greet(&mut s);
+    assert!(
+        reply_of(&call(&mut s, &hold_msg(2, 1, "SKU-1", 1)))
+            .result_as_hold_granted()
+            .is_some()
+    );
 }
