@@ -467,9 +467,9 @@ async fn connection(
                     break 'read;
                 }
             };
-            let message = message.to_vec();
             at += used;
-            if !handle(&shared, &tx, &message, &mut session).await {
+            // The frame is handled in place: the buffer only moves after the loop.
+            if !handle(&shared, &tx, message, &mut session).await {
                 break 'read;
             }
         }
@@ -478,16 +478,16 @@ async fn connection(
             // A large frame came and went: give its memory back.
             buf.shrink_to(READ_CHUNK);
         }
-        let (deadline, why) = match session {
-            None => (handshake_deadline, "no handshake within"),
-            Some(_) => (
-                tokio::time::Instant::now() + shared.idle_timeout,
-                "nothing received for",
+        let (deadline, limit, why) = match session {
+            None => (
+                handshake_deadline,
+                shared.handshake_timeout,
+                "no handshake within",
             ),
-        };
-        let limit = match session {
-            None => shared.handshake_timeout,
-            Some(_) => shared.idle_timeout,
+            Some(_) => {
+                let idle = shared.idle_timeout;
+                (tokio::time::Instant::now() + idle, idle, "nothing received for")
+            }
         };
         buf.reserve(READ_CHUNK);
         let timed_out = tokio::select! {

@@ -155,25 +155,7 @@ fn greet(s: &mut TcpStream) {
 }
 
 fn greet_with(s: &mut TcpStream, token: Option<&str>) -> Option<wire::Role> {
-    let token = token.map(str::to_string);
-    let hello_msg = message(
-        move |b| {
-            let name = b.create_string("test");
-            let token = token.map(|t| b.create_string(&t));
-            let h = wire::Hello::create(
-                b,
-                &wire::HelloArgs {
-                    magic: promised_schemas::HELLO_MAGIC,
-                    min_version: 1,
-                    max_version: 1,
-                    client_name: Some(name),
-                    auth_token: token,
-                },
-            );
-            (wire::Body::Hello, h.as_union_value())
-        },
-        1,
-    );
+    let hello_msg = hello_frame(token);
     s.write_all(&hello_msg).unwrap();
     let reply = read_frame(s).unwrap();
     let m = parse_message(&reply).unwrap();
@@ -608,23 +590,7 @@ fn a_config_file_sets_tokens_and_limits_and_flags_override_it() {
     assert_eq!(greet_with(&mut s, Some("from-the-file")), Some(wire::Role::Read));
     // The HelloReply announced the flag's limit, not the file's: read it again to check.
     let mut s2 = server.connect();
-    let hello = message(
-        |b| {
-            let t = b.create_string("from-the-file");
-            let h = wire::Hello::create(
-                b,
-                &wire::HelloArgs {
-                    magic: promised_schemas::HELLO_MAGIC,
-                    min_version: 1,
-                    max_version: 1,
-                    client_name: None,
-                    auth_token: Some(t),
-                },
-            );
-            (wire::Body::Hello, h.as_union_value())
-        },
-        1,
-    );
+    let hello = hello_frame(Some("from-the-file"));
     s2.write_all(&hello).unwrap();
     let f = read_frame(&mut s2).unwrap();
     let reply = parse_message(&f).unwrap().body_as_hello_reply().unwrap();
@@ -758,7 +724,7 @@ fn connections_past_the_limit_are_told_busy() {
     // The server notices the close on its own time: retry until the slot is free.
     let mut third = loop {
         let mut s = server.connect();
-        let greeted = s.write_all(&hello_frame()).is_ok()
+        let greeted = s.write_all(&hello_frame(None)).is_ok()
             && read_frame(&mut s)
                 .and_then(|f| parse_message(&f).ok().map(|m| m.body_as_hello_reply().is_some()))
                 .unwrap_or(false);
@@ -774,18 +740,21 @@ fn connections_past_the_limit_are_told_busy() {
     );
 }
 
-/// A `Hello` without a token.
-fn hello_frame() -> Vec<u8> {
+/// A `Hello` speaking version 1, with `token` if given.
+fn hello_frame(token: Option<&str>) -> Vec<u8> {
+    let token = token.map(str::to_string);
     message(
-        |b| {
+        move |b| {
+            let name = b.create_string("test");
+            let token = token.map(|t| b.create_string(&t));
             let h = wire::Hello::create(
                 b,
                 &wire::HelloArgs {
                     magic: promised_schemas::HELLO_MAGIC,
                     min_version: 1,
                     max_version: 1,
-                    client_name: None,
-                    auth_token: None,
+                    client_name: Some(name),
+                    auth_token: token,
                 },
             );
             (wire::Body::Hello, h.as_union_value())

@@ -26,7 +26,7 @@ use promised_benches::{bulk_load, open_positions, restock, tune_allocator, zipf_
 use promised_engine::dataset::{DataSet, DataSetSpec};
 use promised_engine::durable::{DurableEngine, DurableOptions, Ticket};
 use promised_engine::storage::FsStorage;
-use promised_engine::wal::{FsyncPolicy, WalOptions};
+use promised_engine::wal::WalOptions;
 use promised_engine::{
     Command, HoldLineRequest, HoldOutcome, NodeChoice, NodeId, Outcome, Quantity, RequestId, SkuId, Timestamp,
 };
@@ -79,17 +79,6 @@ struct Args {
     acks: bool,
 }
 
-fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
-    Ok(match s {
-        "always" => FsyncPolicy::Always,
-        "never" => FsyncPolicy::Never,
-        _ => match s.strip_prefix("interval-ms=").and_then(|n| n.parse().ok()) {
-            Some(ms) => FsyncPolicy::Interval(Duration::from_millis(ms)),
-            None => bail!("--fsync: always, never or interval-ms=N (got {s:?})"),
-        },
-    })
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tune_allocator();
@@ -97,7 +86,7 @@ fn main() -> anyhow::Result<()> {
     let storage = Arc::new(FsStorage::open(&args.data_dir).context("data directory")?);
     let options = DurableOptions {
         wal: WalOptions {
-            fsync: fsync_policy(&args.fsync)?,
+            fsync: promised::config::fsync_policy(&args.fsync, None)?,
             segment_bytes: args.segment_mb << 20,
         },
         snapshot_every_records: args.snapshot_every_records,
