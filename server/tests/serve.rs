@@ -5,108 +5,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use promised_schemas::frame::{parse_message, write_frame};
 use promised_schemas::wire;
 
-struct Server {
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path) -> Server {
-        Self::start_with(dir, &[])
-    }
-
-    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .env_remove("PROMISED_TOKENS")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start promised serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut admin = String::new();
-        let addr = loop {
-            let line = lines.next().expect("the server said where it listens").unwrap();
-            // Text or JSON log lines: the address is what follows the words.
-            let addr_after = |words: &str| {
-                line.split_once(words).map(|(_, rest)| {
-                    rest.chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect::<String>()
-                })
-            };
-            if let Some(a) = addr_after("admin HTTP on ") {
-                admin = a;
-            }
-            if let Some(addr) = addr_after("serving on ") {
-                break addr;
-            }
-        };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, admin }
-    }
-
-    /// GET on the admin port: the status code and the body.
-    fn http_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.admin).expect("connect to the admin port");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("a status line");
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn connect(&self) -> TcpStream {
-        TcpStream::connect(&self.addr).expect("connect")
-    }
-
-    /// The exit status, once the server stops by itself.
-    fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling a child process this test started, by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
 

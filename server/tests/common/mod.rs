@@ -1,0 +1,105 @@
+//! What the server's integration tests share: a real `promised serve` child process on
+//! loopback ports it chose itself, stopped by its pid.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub admin: String,
+}
+
+impl Server {
+    pub fn start(dir: &std::path::Path) -> Server {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .env_remove("PROMISED_TOKENS")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start promised serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut admin = String::new();
+        let addr = loop {
+            let line = lines.next().expect("the server said where it listens").unwrap();
+            // Text or JSON log lines: the address is what follows the words.
+            let addr_after = |words: &str| {
+                line.split_once(words).map(|(_, rest)| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect::<String>()
+                })
+            };
+            if let Some(a) = addr_after("admin HTTP on ") {
+                admin = a;
+            }
+            if let Some(addr) = addr_after("serving on ") {
+                break addr;
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr, admin }
+    }
+
+    /// GET on the admin port: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.admin).expect("connect to the admin port");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        TcpStream::connect(&self.addr).expect("connect")
+    }
+
+    /// The exit status, once the server stops by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling a child process this test started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
