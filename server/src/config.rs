@@ -22,6 +22,18 @@ pub struct ConfigFile {
     pub durability: DurabilitySection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// TLS on the protocol port: on when both files are given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +42,8 @@ pub struct ServerSection {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// How often due holds expire and old dedupe records are forgotten (a logged `tick`).
+    pub expiry_tick_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +110,14 @@ impl ConfigFile {
         ] {
             ensure!(v != Some(0), "{name} must be at least 1");
         }
+        ensure!(
+            self.server.expiry_tick_ms != Some(0),
+            "server.expiry_tick_ms must be at least 1"
+        );
+        ensure!(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls: give both cert and key, or neither"
+        );
         let d = &self.durability;
         fsync_policy(d.fsync.as_deref().unwrap_or("always"), d.fsync_interval_ms)?;
         ensure!(
@@ -179,6 +201,13 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         or(c.limits.max_batch_ops.map(|v| v.to_string()), "10000")
     );
     println!("  tokens:          {}", c.auth.tokens.len());
+    println!(
+        "  tls:             {}",
+        c.tls
+            .cert
+            .as_ref()
+            .map_or("off".to_string(), |p| format!("on ({})", p.display()))
+    );
     Ok(())
 }
 
@@ -234,5 +263,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+        let e = parse("[tls]\ncert = \"server.pem\"\n").unwrap_err().to_string();
+        assert!(e.contains("both cert and key"), "{e}");
+        let e = parse("[server]\nexpiry_tick_ms = 0\n").unwrap_err().to_string();
+        assert!(e.contains("expiry_tick_ms"), "{e}");
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod alloc;
 pub mod config;
+pub mod events;
 pub mod metrics;
 pub mod reply;
+pub mod tls;
 pub mod wire;

@@ -46,6 +46,9 @@ pub struct Metrics {
     snapshot_lsn: Gauge,
     snapshot_age_seconds: Gauge,
     storage_failed: Gauge,
+    holds_expired: Counter,
+    events_sent: Counter,
+    events_dropped: Counter,
     /// The WAL counters at the last scrape: the next scrape adds the difference.
     last_wal: Mutex<WalStats>,
 }
@@ -144,8 +147,29 @@ impl Metrics {
             "1 when the write-ahead log failed and writes are refused",
             storage_failed.clone(),
         );
+        let holds_expired = Counter::default();
+        registry.register(
+            "holds_expired",
+            "Holds expired by the expiry tick",
+            holds_expired.clone(),
+        );
+        let events_sent = Counter::default();
+        registry.register(
+            "events_sent",
+            "Low-stock events queued to subscribed connections",
+            events_sent.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Low-stock events lost because a subscriber fell behind",
+            events_dropped.clone(),
+        );
         Self {
             registry,
+            holds_expired,
+            events_sent,
+            events_dropped,
             requests,
             latency,
             rejected,
@@ -176,6 +200,18 @@ impl Metrics {
             .variant_name()
             .map_or_else(|| code.0.to_string(), str::to_string);
         self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn holds_expired(&self, n: u32) {
+        self.holds_expired.inc_by(u64::from(n));
+    }
+
+    pub fn event_sent(&self) {
+        self.events_sent.inc();
+    }
+
+    pub fn events_dropped(&self, n: u64) {
+        self.events_dropped.inc_by(n);
     }
 
     pub fn connection_opened(&self) {

@@ -16,12 +16,16 @@ fn id(r: RequestId) -> wire::RequestId {
     wire::RequestId::new((r.0 >> 64) as u64, r.0 as u64)
 }
 
-fn sku_name<'a>(b: &mut FlatBufferBuilder<'a>, engine: &Engine, sku: SkuId) -> WIPOffset<&'a str> {
+pub(crate) fn sku_name<'a>(b: &mut FlatBufferBuilder<'a>, engine: &Engine, sku: SkuId) -> WIPOffset<&'a str> {
     let name = engine.sku_name(sku).map(|n| n.to_string()).unwrap_or_default();
     b.create_string(&name)
 }
 
-fn node_name<'a>(b: &mut FlatBufferBuilder<'a>, engine: &Engine, node: NodeId) -> WIPOffset<&'a str> {
+pub(crate) fn node_name<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    node: NodeId,
+) -> WIPOffset<&'a str> {
     let network = engine.network();
     b.create_string(network.node(node).map_or("", |n| n.name.as_str()))
 }

@@ -12,7 +12,8 @@
 //! Logs go through `tracing` to stderr, as text or JSON (`--log-format`); the engine's storage
 //! failure and recovery messages come out the same way.
 //!
-//! Not yet: TLS, subscriptions and events, the async client library.
+//! TLS (rustls) when a certificate is configured; low-stock events for subscribed connections
+//! (`promised::events`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,18 +26,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Args;
 use flatbuffers::FlatBufferBuilder;
-use promised_engine::Timestamp;
 use promised_engine::dataset::{DataSet, DataSetSpec};
 use promised_engine::durable::{DurableEngine, DurableOptions, Ticket};
 use promised_engine::storage::FsStorage;
 use promised_engine::wal::{FsyncPolicy, WalOptions};
+use promised_engine::{Command, Outcome, Timestamp};
 use promised_schemas::frame::{self, MAX_FRAME_BYTES_DEFAULT};
 use promised_schemas::wire;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use promised::config::{ConfigFile, fsync_policy};
+use promised::events::{Changes, EventHub, Watch};
 use promised::metrics::Metrics;
 use promised::reply;
 use promised::wire::{Operation, WireError, decode};
@@ -87,6 +89,16 @@ pub struct ServeArgs {
     /// Admin HTTP address for /metrics, /health and /ready [default: 127.0.0.1:7412].
     #[arg(long, env = "PROMISED_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS on the protocol port (with --tls-key).
+    #[arg(long, env = "PROMISED_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PROMISED_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Due holds expire (and old dedupe records are forgotten) every this many milliseconds
+    /// [default: 250].
+    #[arg(long)]
+    pub expiry_tick_ms: Option<u64>,
     /// Log lines as `text` or `json` (on stderr; the level from RUST_LOG, default info).
     #[arg(long, env = "PROMISED_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -170,6 +182,10 @@ struct Shared {
     ready: AtomicBool,
     /// Signalled by the `Shutdown` operation.
     shutdown: tokio::sync::Notify,
+    /// Where writes publish position changes for low-stock subscribers.
+    events: EventHub,
+    /// TLS on the protocol port, when a certificate is configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn parse_tokens(raw: &[String]) -> anyhow::Result<HashMap<String, wire::Role>> {
@@ -280,6 +296,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             "{listen} is not a loopback address: configure at least one token (ROLE:TOKEN) to listen there"
         );
     }
+    let tls = match (
+        args.tls_cert.as_ref().or(file.tls.cert.as_ref()),
+        args.tls_key.as_ref().or(file.tls.key.as_ref()),
+    ) {
+        (Some(cert), Some(key)) => {
+            tracing::info!("TLS on: certificate {}", cert.display());
+            Some(promised::tls::acceptor(cert, key)?)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
+    };
     let l = &file.limits;
     let shared = Arc::new(Shared {
         db: db.clone(),
@@ -307,6 +334,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         metrics: Metrics::new(),
         ready: AtomicBool::new(true),
         shutdown: tokio::sync::Notify::new(),
+        events: EventHub::new(),
+        tls,
     });
     let admin_listen = args
         .admin_listen
@@ -317,6 +346,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .or(l.max_connections)
         .unwrap_or(10_000)
         .max(1);
+    let expiry_tick = Duration::from_millis(
+        args.expiry_tick_ms
+            .or(file.server.expiry_tick_ms)
+            .unwrap_or(250)
+            .max(1),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let admin = TcpListener::bind(admin_listen)
@@ -325,10 +360,30 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!("admin HTTP on {}", admin.local_addr()?);
         let app = admin_routes(shared.clone());
         tokio::spawn(async move { axum::serve(admin, app).await });
-        serve(shared, listen, max_connections).await
+        let expiry = tokio::spawn(expire_holds(shared.clone(), expiry_tick));
+        let served = serve(shared, listen, max_connections).await;
+        expiry.abort();
+        served
     });
     db.close()?;
     result
+}
+
+/// Expires due holds and forgets old dedupe records: a logged `tick` command every `every`, so
+/// replay expires the same holds at the same instants. Nothing waits for its durability; a
+/// failed log is reported once by the log itself.
+async fn expire_holds(shared: Arc<Shared>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Ok(submitted) = shared.db.submit(now(), &Command::Tick)
+            && let Ok(Outcome::Ticked { expired, .. }) = submitted.result
+            && expired > 0
+        {
+            shared.metrics.holds_expired(expired);
+        }
+    }
 }
 
 fn load_demo(db: &DurableEngine, set: &str) -> anyhow::Result<()> {
@@ -371,6 +426,11 @@ async fn serve(shared: Arc<Shared>, addr: SocketAddr, max_connections: usize) ->
                 let _ = stream.set_nodelay(true);
                 while connections.try_join_next().is_some() {}
                 if connections.len() >= max_connections {
+                    if shared.tls.is_some() {
+                        // No room for a TLS handshake to say why: closed at once.
+                        shared.metrics.rejected(wire::ErrorCode::Busy);
+                        continue;
+                    }
                     // Answered and closed at once, off the accept loop.
                     tokio::spawn(async move {
                         let text = format!("the server holds its maximum of {max_connections} connections");
@@ -410,6 +470,16 @@ struct Session {
     role: wire::Role,
     /// Permits for requests in flight; a request without one is answered `Busy`.
     in_flight: Arc<Semaphore>,
+    /// The task pushing this connection's low-stock events, while subscribed.
+    events: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(task) = self.events.take() {
+            task.abort();
+        }
+    }
 }
 
 async fn connection_counted(
@@ -418,16 +488,39 @@ async fn connection_counted(
     stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     shared.metrics.connection_opened();
-    connection(shared.clone(), stream, stopping).await;
+    match &shared.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            connection(shared.clone(), rd, wr, stopping).await;
+        }
+        Some(acceptor) => {
+            // The TLS handshake counts against the protocol handshake's time.
+            let accepted = tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await;
+            match accepted {
+                Ok(Ok(tls)) => {
+                    let (rd, wr) = tokio::io::split(tls);
+                    connection(shared.clone(), rd, wr, stopping).await;
+                }
+                Ok(Err(e)) => {
+                    shared.metrics.rejected(wire::ErrorCode::HandshakeRequired);
+                    tracing::debug!("TLS handshake failed: {e}");
+                }
+                Err(_) => shared.metrics.rejected(wire::ErrorCode::Timeout),
+            }
+        }
+    }
     shared.metrics.connection_closed();
 }
 
-async fn connection(
+async fn connection<R, W>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     mut stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
     let write_timeout = shared.write_timeout;
     let writer = tokio::spawn(async move {
@@ -582,6 +675,7 @@ async fn handle(
         *session = Some(Session {
             role,
             in_flight: Arc::new(Semaphore::new(shared.max_in_flight)),
+            events: None,
         });
         let version = hello.max_version().min(promised_schemas::PROTOCOL_VERSION_MAX);
         let _ = tx.send(hello_reply(id, version, role, shared)).await;
@@ -598,7 +692,7 @@ async fn handle(
     let started = Instant::now();
     if let Some(request) = message.body_as_request() {
         let mut b = FlatBufferBuilder::new();
-        let (reply, ticket) = answer(shared, sess.role, &mut b, &request);
+        let (reply, ticket) = answer(shared, sess, tx, &mut b, &request);
         let frame = finish(&mut b, id, wire::Body::Reply, reply.as_union_value());
         let op = request.op_type().variant_name().unwrap_or("unknown");
         send_when_durable(shared, tx, frame, ticket, Served { op, started, permit });
@@ -631,7 +725,7 @@ async fn handle(
         let mut replies = Vec::with_capacity(batch.requests().len());
         let mut last = None;
         for request in batch.requests() {
-            let (reply, ticket) = answer(shared, sess.role, &mut b, &request);
+            let (reply, ticket) = answer(shared, sess, tx, &mut b, &request);
             replies.push(reply);
             last = ticket.or(last);
         }
@@ -729,11 +823,13 @@ fn request_id_of(frame: &[u8]) -> u64 {
 
 /// Applies or answers one request; returns the reply and, for a write, the ticket it waits on.
 fn answer<'a>(
-    shared: &Shared,
-    role: wire::Role,
+    shared: &Arc<Shared>,
+    sess: &mut Session,
+    tx: &mpsc::Sender<Vec<u8>>,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
 ) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
+    let role = sess.role;
     let db = &*shared.db;
     let engine = db.engine();
     let error = |b: &mut FlatBufferBuilder<'a>, e: &WireError| {
@@ -756,6 +852,9 @@ fn answer<'a>(
     match decode(engine, request) {
         Err(e) => (error(b, &e), None),
         Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now()), None),
+        Ok(Operation::Control(wire::Operation::Subscribe | wire::Operation::Unsubscribe)) => {
+            (subscription(shared, sess, tx, b, request), None)
+        }
         Ok(Operation::Command(command)) => match db.submit(now(), &command) {
             Err(failed) => (
                 error(
@@ -769,13 +868,89 @@ fn answer<'a>(
             ),
             Ok(submitted) => {
                 let reply = match &submitted.result {
-                    Ok(outcome) => reply::outcome(b, engine, outcome),
+                    Ok(outcome) => {
+                        shared.events.publish(engine, &command, outcome, now());
+                        reply::outcome(b, engine, outcome)
+                    }
                     Err(e) => error(b, &e.clone().into()),
                 };
                 (reply, Some(submitted.ticket))
             }
         },
         Ok(Operation::Control(op)) => (control(shared, b, op), None),
+    }
+}
+
+/// `Subscribe` replaces the connection's subscription; `Unsubscribe` ends it.
+fn subscription<'a>(
+    shared: &Arc<Shared>,
+    sess: &mut Session,
+    tx: &mpsc::Sender<Vec<u8>>,
+    b: &mut FlatBufferBuilder<'a>,
+    request: &wire::Request<'_>,
+) -> flatbuffers::WIPOffset<wire::Reply<'a>> {
+    if let Some(task) = sess.events.take() {
+        task.abort();
+    }
+    if let Some(subscribe) = request.op_as_subscribe() {
+        let watch = match Watch::decode(shared.db.engine(), &subscribe) {
+            Ok(w) => w,
+            Err(e) => {
+                shared.metrics.rejected(e.code);
+                return reply::error(b, &e);
+            }
+        };
+        let changes = shared.events.subscribe();
+        sess.events = Some(tokio::spawn(push_events(
+            shared.clone(),
+            changes,
+            watch,
+            tx.clone(),
+        )));
+        let s = wire::Subscribed::create(b, &wire::SubscribedArgs {});
+        return wire::Reply::create(
+            b,
+            &wire::ReplyArgs {
+                result_type: wire::ReplyBody::Subscribed,
+                result: Some(s.as_union_value()),
+            },
+        );
+    }
+    let a = wire::Ack::create(b, &wire::AckArgs {});
+    wire::Reply::create(
+        b,
+        &wire::ReplyArgs {
+            result_type: wire::ReplyBody::Ack,
+            result: Some(a.as_union_value()),
+        },
+    )
+}
+
+/// Pushes `LowStock` events for the changes `watch` cares about, until the connection ends.
+async fn push_events(
+    shared: Arc<Shared>,
+    mut changes: tokio::sync::broadcast::Receiver<Changes>,
+    mut watch: Watch,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(batch) => {
+                for change in batch.iter() {
+                    if watch.observe(change) {
+                        let frame =
+                            promised::events::low_stock_frame(shared.db.engine(), change, watch.threshold);
+                        if tx.send(frame).await.is_err() {
+                            return;
+                        }
+                        shared.metrics.event_sent();
+                    }
+                }
+            }
+            Err(RecvError::Lagged(n)) => shared.metrics.events_dropped(n),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -1,0 +1,322 @@
+//! Replies as plain Rust values, decoded once on the connection's reader so that callers own
+//! what they get and never touch FlatBuffers.
+
+use promised_schemas::wire;
+
+pub use wire::{HoldState, RefusalReason};
+
+use crate::error::ServerError;
+use crate::ops::RequestId;
+
+/// One granted line of a hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantedLine {
+    pub sku: String,
+    /// `None` for an any-node line of a partial hold that got nothing.
+    pub node: Option<String>,
+    pub requested: u32,
+    pub granted: u32,
+    pub need_day: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldGranted {
+    pub hold: RequestId,
+    pub expires_at_ms: u64,
+    pub lines: Vec<GrantedLine>,
+    /// This answers a retry of a hold already placed.
+    pub repeated: bool,
+}
+
+/// Why a line could not be held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineRefusal {
+    /// The line's index in the request.
+    pub line: u16,
+    pub sku: String,
+    pub node: Option<String>,
+    pub requested: u32,
+    /// What was promisable on the day asked.
+    pub available: i64,
+    pub reason: RefusalReason,
+}
+
+/// The answer to a hold: granted, or refused with nothing held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Granted(HoldGranted),
+    Refused(Vec<LineRefusal>),
+}
+
+impl HoldOutcome {
+    pub fn granted(&self) -> Option<&HoldGranted> {
+        match self {
+            Self::Granted(g) => Some(g),
+            Self::Refused(_) => None,
+        }
+    }
+}
+
+/// The answer to a commit, release, cancel or ship.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldChange {
+    /// It took effect; `state` is the hold's state after it.
+    Changed { state: HoldState, repeated: bool },
+    /// Refused for a business reason (the hold expired first).
+    Refused { reason: RefusalReason, repeated: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundLot {
+    pub reference: String,
+    pub quantity: u32,
+    pub arrival_day: u32,
+}
+
+/// One position's counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub on_hand: u32,
+    pub safety_stock: u32,
+    pub reserved: u32,
+    pub allocated: u32,
+    pub lots: Vec<InboundLot>,
+    /// (day, quantity) held against future supply.
+    pub future_claims: Vec<(u32, u32)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldLineView {
+    pub sku: String,
+    pub node: Option<String>,
+    pub need_day: u32,
+    pub requested: u32,
+    pub granted: u32,
+    pub remaining: u32,
+}
+
+/// A hold as the server remembers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldView {
+    pub hold: RequestId,
+    pub state: HoldState,
+    pub placed_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub partial: bool,
+    pub lines: Vec<HoldLineView>,
+}
+
+/// A server-pushed low-stock event: a watched position's ATP fell to the threshold or below.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowStock {
+    pub sku: String,
+    pub node: String,
+    pub atp: i64,
+    pub threshold: i64,
+    pub at_ms: u64,
+}
+
+/// Every successful reply body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Hold(HoldOutcome),
+    HoldChange(HoldChange),
+    Fed {
+        repeated: bool,
+    },
+    NodeUpserted(String),
+    SkuUpserted(String),
+    Atp(i64),
+    /// (day, cumulative ATP).
+    Timeline(Vec<(u32, i64)>),
+    Position(Position),
+    HoldView(HoldView),
+    NotFound,
+    Subscribed,
+    SnapshotTaken {
+        lsn: u64,
+        bytes: u64,
+    },
+    Digest {
+        lsn: u64,
+        digest: u128,
+    },
+    Ack,
+}
+
+fn string(s: Option<&str>) -> String {
+    s.unwrap_or_default().to_string()
+}
+
+fn optional(s: Option<&str>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+fn id(r: Option<&wire::RequestId>) -> RequestId {
+    r.map_or(RequestId(0), RequestId::from_wire)
+}
+
+/// A reply's body, or the server's error.
+pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
+    use wire::ReplyBody as B;
+    let unknown = || ServerError {
+        code: wire::ErrorCode::Internal,
+        message: format!(
+            "reply body {:?} is unknown to this client: upgrade it",
+            reply.result_type()
+        ),
+    };
+    Ok(match reply.result_type() {
+        B::Error => {
+            let e = reply.result_as_error().ok_or_else(unknown)?;
+            return Err(ServerError {
+                code: e.code(),
+                message: string(e.message()),
+            });
+        }
+        B::HoldGranted => {
+            let g = reply.result_as_hold_granted().ok_or_else(unknown)?;
+            let lines = g
+                .lines()
+                .iter()
+                .flatten()
+                .map(|l| GrantedLine {
+                    sku: string(l.sku()),
+                    node: optional(l.node()),
+                    requested: l.requested(),
+                    granted: l.granted(),
+                    need_day: l.need_day(),
+                })
+                .collect();
+            Answer::Hold(HoldOutcome::Granted(HoldGranted {
+                hold: id(g.hold()),
+                expires_at_ms: g.expires_at_ms(),
+                lines,
+                repeated: g.repeated(),
+            }))
+        }
+        B::HoldRefused => {
+            let r = reply.result_as_hold_refused().ok_or_else(unknown)?;
+            let lines = r
+                .lines()
+                .iter()
+                .flatten()
+                .map(|l| LineRefusal {
+                    line: l.line(),
+                    sku: string(l.sku()),
+                    node: optional(l.node()),
+                    requested: l.requested(),
+                    available: l.available(),
+                    reason: l.reason(),
+                })
+                .collect();
+            Answer::Hold(HoldOutcome::Refused(lines))
+        }
+        B::HoldChanged => {
+            let c = reply.result_as_hold_changed().ok_or_else(unknown)?;
+            Answer::HoldChange(HoldChange::Changed {
+                state: c.state(),
+                repeated: c.repeated(),
+            })
+        }
+        B::HoldChangeRefused => {
+            let c = reply.result_as_hold_change_refused().ok_or_else(unknown)?;
+            Answer::HoldChange(HoldChange::Refused {
+                reason: c.reason(),
+                repeated: c.repeated(),
+            })
+        }
+        B::Fed => Answer::Fed {
+            repeated: reply.result_as_fed().ok_or_else(unknown)?.repeated(),
+        },
+        B::NodeUpserted => Answer::NodeUpserted(string(
+            reply.result_as_node_upserted().ok_or_else(unknown)?.node(),
+        )),
+        B::SkuUpserted => {
+            Answer::SkuUpserted(string(reply.result_as_sku_upserted().ok_or_else(unknown)?.sku()))
+        }
+        B::AtpValue => Answer::Atp(reply.result_as_atp_value().ok_or_else(unknown)?.atp()),
+        B::TimelineValue => {
+            let t = reply.result_as_timeline_value().ok_or_else(unknown)?;
+            Answer::Timeline(t.points().iter().flatten().map(|p| (p.day(), p.atp())).collect())
+        }
+        B::PositionValue => {
+            let p = reply.result_as_position_value().ok_or_else(unknown)?;
+            Answer::Position(Position {
+                on_hand: p.on_hand(),
+                safety_stock: p.safety_stock(),
+                reserved: p.reserved(),
+                allocated: p.allocated(),
+                lots: p
+                    .lots()
+                    .iter()
+                    .flatten()
+                    .map(|l| InboundLot {
+                        reference: string(l.reference()),
+                        quantity: l.quantity(),
+                        arrival_day: l.arrival_day(),
+                    })
+                    .collect(),
+                future_claims: p
+                    .future_claims()
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.day(), c.quantity()))
+                    .collect(),
+            })
+        }
+        B::HoldValue => {
+            let h = reply.result_as_hold_value().ok_or_else(unknown)?;
+            Answer::HoldView(HoldView {
+                hold: id(h.hold()),
+                state: h.state(),
+                placed_at_ms: h.placed_at_ms(),
+                expires_at_ms: h.expires_at_ms(),
+                partial: h.partial(),
+                lines: h
+                    .lines()
+                    .iter()
+                    .flatten()
+                    .map(|l| HoldLineView {
+                        sku: string(l.sku()),
+                        node: optional(l.node()),
+                        need_day: l.need_day(),
+                        requested: l.requested(),
+                        granted: l.granted(),
+                        remaining: l.remaining(),
+                    })
+                    .collect(),
+            })
+        }
+        B::NotFound => Answer::NotFound,
+        B::Subscribed => Answer::Subscribed,
+        B::SnapshotTaken => {
+            let s = reply.result_as_snapshot_taken().ok_or_else(unknown)?;
+            Answer::SnapshotTaken {
+                lsn: s.lsn(),
+                bytes: s.bytes(),
+            }
+        }
+        B::Digest => {
+            let d = reply.result_as_digest().ok_or_else(unknown)?;
+            Answer::Digest {
+                lsn: d.lsn(),
+                digest: (u128::from(d.hi()) << 64) | u128::from(d.lo()),
+            }
+        }
+        B::Ack => Answer::Ack,
+        _ => return Err(unknown()),
+    })
+}
+
+/// A low-stock event from an `EventMessage`, if it is one this client knows.
+pub(crate) fn decode_event(event: &wire::EventMessage<'_>) -> Option<LowStock> {
+    let e = event.event_as_low_stock()?;
+    Some(LowStock {
+        sku: string(e.sku()),
+        node: string(e.node()),
+        atp: e.atp(),
+        threshold: e.threshold(),
+        at_ms: e.at_ms(),
+    })
+}
