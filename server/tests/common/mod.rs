@@ -19,11 +19,16 @@ impl Server {
     }
 
     pub fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
+        Self::start_at(dir, "127.0.0.1:0", extra)
+    }
+
+    /// On a given protocol address (a restart on the port a client already knows).
+    pub fn start_at(dir: &std::path::Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_promised"))
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--admin-listen",
                 "127.0.0.1:0",
                 "--data-dir",
