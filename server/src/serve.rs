@@ -220,8 +220,16 @@ fn required_role(op: wire::Operation) -> wire::Role {
     }
 }
 
-/// Replies queued for one connection's writer; the bound is the backpressure on a slow reader.
+/// Replies queued for one connection's writer, in frames and in bytes; the bounds are the
+/// backpressure on a client that does not read.
 const REPLY_QUEUE: usize = 1024;
+const REPLY_QUEUE_BYTES: usize = 16 << 20;
+/// The most reply bytes gathered into one write.
+const WRITE_GATHER: usize = 256 << 10;
+/// After an error that closes a connection, how long the server keeps reading (and dropping)
+/// what the client still sends, so the close does not reset the connection before the client
+/// has read the error.
+const LINGER: Duration = Duration::from_millis(500);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 << 10;
 /// The largest frame accepted before the handshake: a `Hello` is a few hundred bytes.
@@ -521,17 +529,31 @@ async fn connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
+    let (tx, mut rx) = Replies::new();
     let write_timeout = shared.write_timeout;
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
+        let mut out = Vec::new();
+        while let Some(first) = rx.recv().await {
+            // Everything already queued goes out in one write.
+            out.clear();
+            out.extend_from_slice(&first.frame);
+            drop(first);
+            while out.len() < WRITE_GATHER {
+                match rx.try_recv() {
+                    Ok(more) => out.extend_from_slice(&more.frame),
+                    Err(_) => break,
+                }
+            }
             // A client that stops reading fills its socket; past the timeout it is cut off
             // rather than holding the replies (and their memory) forever.
-            match tokio::time::timeout(write_timeout, wr.write_all(&frame)).await {
+            match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
                 Ok(Ok(())) => {}
-                _ => return,
+                _ => return false,
             }
         }
+        // Every reply is out: send FIN so the client reads them all before the end.
+        let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+        true
     });
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut session: Option<Session> = None;
@@ -583,33 +605,111 @@ async fn connection<R, W>(
             }
         };
         buf.reserve(READ_CHUNK);
-        let timed_out = tokio::select! {
+        enum Woke {
+            Read,
+            Stop,
+            TimedOut,
+        }
+        let woke = tokio::select! {
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => false,
+                Ok(_) => Woke::Read,
             },
-            _ = stopping.wait_for(|stop| *stop) => break,
+            _ = stopping.wait_for(|stop| *stop) => Woke::Stop,
             // The writer gave up on this client (it stopped reading): stop reading it too.
             _ = tx.closed() => break,
-            _ = tokio::time::sleep_until(deadline) => true,
+            _ = tokio::time::sleep_until(deadline) => Woke::TimedOut,
         };
-        if timed_out {
-            let text = format!("{why} {} ms: closing", limit.as_millis());
-            let _ = tx.send(refuse(&shared, 0, wire::ErrorCode::Timeout, &text)).await;
-            break;
+        match woke {
+            Woke::Read => {}
+            Woke::Stop => {
+                // Every reply owed goes out first (writes wait for their group commit); then
+                // the client is told to go elsewhere, with nothing of its own left unanswered.
+                if let Some(s) = &session {
+                    let _ = s.in_flight.acquire_many(shared.max_in_flight as u32).await;
+                }
+                let text = "the server is shutting down: reconnect later or to another server";
+                let _ = tx
+                    .send(refuse(&shared, 0, wire::ErrorCode::ShuttingDown, text))
+                    .await;
+                break;
+            }
+            Woke::TimedOut => {
+                let text = format!("{why} {} ms: closing", limit.as_millis());
+                let _ = tx.send(refuse(&shared, 0, wire::ErrorCode::Timeout, &text)).await;
+                break;
+            }
         }
     }
     drop(tx);
-    let _ = writer.await;
+    if let Ok(true) = writer.await {
+        // Read and drop what the client still sends for a moment: closing a socket with unread
+        // input resets it, and the reset can destroy the error reply still on its way.
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut sink = vec![0u8; 4096];
+            while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+}
+
+/// A reply on its way to the writer, holding its share of the byte budget.
+struct Queued {
+    frame: Vec<u8>,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// One connection's reply queue: bounded in frames and in bytes.
+#[derive(Clone)]
+struct Replies {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Replies {
+    fn new() -> (Self, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        let bytes = Arc::new(Semaphore::new(REPLY_QUEUE_BYTES));
+        (Self { tx, bytes }, rx)
+    }
+
+    fn cost(frame: &[u8]) -> u32 {
+        frame.len().min(REPLY_QUEUE_BYTES) as u32
+    }
+
+    /// Queues `frame`, waiting for room; an error once the writer is gone.
+    async fn send(&self, frame: Vec<u8>) -> Result<(), ()> {
+        let permit = self.bytes.clone().acquire_many_owned(Self::cost(&frame)).await;
+        let permit = permit.map_err(|_| ())?;
+        self.tx
+            .send(Queued {
+                frame,
+                _bytes: permit,
+            })
+            .await
+            .map_err(|_| ())
+    }
+
+    /// Queues `frame` if there is room now; gives it back if not.
+    fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        let Ok(permit) = self.bytes.clone().try_acquire_many_owned(Self::cost(&frame)) else {
+            return Err(frame);
+        };
+        self.tx
+            .try_send(Queued {
+                frame,
+                _bytes: permit,
+            })
+            .map_err(|e| e.into_inner().frame)
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
 }
 
 /// Handles one message; false closes the connection.
-async fn handle(
-    shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Vec<u8>>,
-    bytes: &[u8],
-    session: &mut Option<Session>,
-) -> bool {
+async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut Option<Session>) -> bool {
     let message = match frame::parse_message(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -780,7 +880,7 @@ impl Served {
 
 fn send_when_durable(
     shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Vec<u8>>,
+    tx: &Replies,
     frame: Vec<u8>,
     ticket: Option<Ticket>,
     served: Served,
@@ -789,8 +889,7 @@ fn send_when_durable(
     match ticket {
         None => match tx.try_send(frame) {
             Ok(()) => served.done(shared),
-            Err(e) => {
-                let frame = e.into_inner();
+            Err(frame) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(frame).await;
@@ -825,7 +924,7 @@ fn request_id_of(frame: &[u8]) -> u64 {
 fn answer<'a>(
     shared: &Arc<Shared>,
     sess: &mut Session,
-    tx: &mpsc::Sender<Vec<u8>>,
+    tx: &Replies,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
 ) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
@@ -885,7 +984,7 @@ fn answer<'a>(
 fn subscription<'a>(
     shared: &Arc<Shared>,
     sess: &mut Session,
-    tx: &mpsc::Sender<Vec<u8>>,
+    tx: &Replies,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
 ) -> flatbuffers::WIPOffset<wire::Reply<'a>> {
@@ -931,7 +1030,7 @@ async fn push_events(
     shared: Arc<Shared>,
     mut changes: tokio::sync::broadcast::Receiver<Changes>,
     mut watch: Watch,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: Replies,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {

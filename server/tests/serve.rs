@@ -316,11 +316,20 @@ fn serve_holds_commits_answers_and_survives_a_restart() {
     let status = server.stop();
     assert!(status.success(), "promised serve exited with {status}");
     let mut acked = Vec::new();
+    let mut told = false;
     while let Some(f) = read_frame(&mut s) {
+        assert!(!told, "nothing after the shutdown notice");
         let m = parse_message(&f).unwrap();
+        if m.request_id() == 0 {
+            // Last: every owed reply went out before it.
+            assert_eq!(error_code(&f), Some(wire::ErrorCode::ShuttingDown));
+            told = true;
+            continue;
+        }
         assert!(m.body_as_reply().unwrap().result_as_hold_granted().is_some());
         acked.push(m.request_id() - 5000 + 3000);
     }
+    assert!(told, "the client was told the server is shutting down");
     assert!(!acked.is_empty(), "no reply to writes sent before the SIGTERM");
     let server = Server::start(dir.path());
     let mut s = server.connect();
