@@ -216,7 +216,22 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::Subscribe
         | O::Unsubscribe => wire::Role::Read,
         O::TakeSnapshot | O::StateDigest | O::Shutdown => wire::Role::Admin,
-        _ => wire::Role::Write,
+        O::Hold
+        | O::Commit
+        | O::Release
+        | O::CancelAllocation
+        | O::Ship
+        | O::SetOnHand
+        | O::AdjustOnHand
+        | O::SetSafetyStock
+        | O::AddInbound
+        | O::ReceiveInbound
+        | O::CancelInbound
+        | O::Return
+        | O::UpsertNode
+        | O::UpsertSku => wire::Role::Write,
+        // Unknown to this build: any role may hear that it is unknown.
+        _ => wire::Role::Read,
     }
 }
 
@@ -737,7 +752,12 @@ async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut 
         };
         if hello.magic() != promised_schemas::HELLO_MAGIC {
             let _ = tx
-                .send(refuse(shared, id, wire::ErrorCode::MalformedMessage, "bad magic"))
+                .send(refuse(
+                    shared,
+                    id,
+                    wire::ErrorCode::HandshakeRequired,
+                    "bad magic: the first message must be a promised Hello",
+                ))
                 .await;
             return false;
         }

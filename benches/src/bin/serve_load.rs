@@ -1,10 +1,12 @@
-//! A first measurement of `promised serve` over loopback, until `promised-load` exists: each
-//! connection keeps D requests in flight, placing 1-line holds on the data set's well-stocked
-//! positions and releasing each once it is granted (every request is a durable write).
+//! A measurement of `promised serve` over loopback, until `promised-load` exists: each
+//! connection keeps D frames in flight, each frame one operation or a batch of `--batch` N.
+//! `--op hold`: 1-line holds on the data set's well-stocked positions, each released once
+//! granted (every operation a durable write). `--op atp`: ATP queries on the same positions.
 //!
 //! `cargo run --release -p promised -- serve --data-dir DIR --demo small` in one shell, then
 //! `cargo run --release -p promised-benches --bin serve_load -- [--addr A] [--connections C]
-//! [--pipeline D] [--seconds S]`. Client and server share the machine's cores.
+//! [--pipeline D] [--batch N] [--op hold|atp] [--seconds S]`. Client and server share the
+//! machine's cores. Prints operations per second and the frame round-trip percentiles.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -32,73 +34,127 @@ struct Args {
     seconds: f64,
     #[arg(long)]
     token: Option<String>,
+    /// Operations per frame (1: a plain Request; more: a Batch).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// hold (durable holds and releases) or atp (queries).
+    #[arg(long, default_value = "hold")]
+    op: String,
 }
 
+/// Wraps `ops` as one frame: a Request for one, a Batch for more.
 fn frame(
     b: &mut FlatBufferBuilder<'_>,
     id: u64,
-    op_type: wire::Operation,
-    op: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+    ops: &[(
+        wire::Operation,
+        flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+    )],
 ) -> Vec<u8> {
-    let r = wire::Request::create(
-        b,
-        &wire::RequestArgs {
-            op_type,
-            op: Some(op),
-        },
-    );
+    let requests: Vec<_> = ops
+        .iter()
+        .map(|&(op_type, op)| {
+            wire::Request::create(
+                b,
+                &wire::RequestArgs {
+                    op_type,
+                    op: Some(op),
+                },
+            )
+        })
+        .collect();
+    let (body_type, body) = if let [one] = requests[..] {
+        (wire::Body::Request, one.as_union_value())
+    } else {
+        let requests = b.create_vector(&requests);
+        let batch = wire::Batch::create(
+            b,
+            &wire::BatchArgs {
+                requests: Some(requests),
+            },
+        );
+        (wire::Body::Batch, batch.as_union_value())
+    };
     let m = wire::Message::create(
         b,
         &wire::MessageArgs {
             request_id: id,
-            body_type: wire::Body::Request,
-            body: Some(r.as_union_value()),
+            body_type,
+            body: Some(body),
         },
     );
     wire::finish_message_buffer(b, m);
     let mut out = Vec::new();
     write_frame(b.finished_data(), &mut out);
+    b.reset();
     out
 }
 
-fn hold(id: u64, hold: u64, sku: &str, node: &str) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::new();
-    let (s, n) = (b.create_string(sku), b.create_string(node));
-    let line = wire::HoldLine::create(
-        &mut b,
-        &wire::HoldLineArgs {
-            sku: Some(s),
-            node: Some(n),
-            quantity: 1,
-            need_day: 0,
-        },
-    );
-    let lines = b.create_vector(&[line]);
-    let hid = wire::RequestId::new(1, hold);
-    let h = wire::Hold::create(
-        &mut b,
-        &wire::HoldArgs {
-            hold: Some(&hid),
-            lines: Some(lines),
-            ttl_ms: 600_000,
-            partial: false,
-        },
-    );
-    frame(&mut b, id, wire::Operation::Hold, h.as_union_value())
+/// What one operation of a frame is.
+#[derive(Clone, Copy)]
+enum Item<'p> {
+    Hold(u64, &'p (String, String)),
+    Release(u64),
+    Atp(&'p (String, String)),
 }
 
-fn release(id: u64, hold: u64) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::new();
-    let (req, h) = (wire::RequestId::new(2, hold), wire::RequestId::new(1, hold));
-    let r = wire::Release::create(
-        &mut b,
-        &wire::ReleaseArgs {
-            request: Some(&req),
-            hold: Some(&h),
-            lines: None,
-        },
-    );
-    frame(&mut b, id, wire::Operation::Release, r.as_union_value())
+fn encode<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    item: Item<'_>,
+) -> (
+    wire::Operation,
+    flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+) {
+    match item {
+        Item::Hold(hold, (sku, node)) => {
+            let (s, n) = (b.create_string(sku), b.create_string(node));
+            let line = wire::HoldLine::create(
+                b,
+                &wire::HoldLineArgs {
+                    sku: Some(s),
+                    node: Some(n),
+                    quantity: 1,
+                    need_day: 0,
+                },
+            );
+            let lines = b.create_vector(&[line]);
+            let hid = wire::RequestId::new(1, hold);
+            let h = wire::Hold::create(
+                b,
+                &wire::HoldArgs {
+                    hold: Some(&hid),
+                    lines: Some(lines),
+                    ttl_ms: 600_000,
+                    partial: false,
+                },
+            );
+            (wire::Operation::Hold, h.as_union_value())
+        }
+        Item::Release(hold) => {
+            let (req, h) = (wire::RequestId::new(2, hold), wire::RequestId::new(1, hold));
+            let r = wire::Release::create(
+                b,
+                &wire::ReleaseArgs {
+                    request: Some(&req),
+                    hold: Some(&h),
+                    lines: None,
+                },
+            );
+            (wire::Operation::Release, r.as_union_value())
+        }
+        Item::Atp((sku, node)) => {
+            let (s, n) = (b.create_string(sku), b.create_string(node));
+            let a = wire::Atp::create(
+                b,
+                &wire::AtpArgs {
+                    sku: Some(s),
+                    node: Some(n),
+                    day: 0,
+                },
+            );
+            (wire::Operation::Atp, a.as_union_value())
+        }
+    }
 }
 
 fn read_frame(s: &mut impl Read) -> Vec<u8> {
@@ -131,80 +187,128 @@ fn main() -> anyhow::Result<()> {
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for c in 0..args.connections {
-            let (picks, stop, writes, args) = (&picks, &stop, &writes, &args);
-            s.spawn(move || {
-                let mut sock = TcpStream::connect(&args.addr).expect("connect");
-                sock.set_nodelay(true).unwrap();
-                let mut b = FlatBufferBuilder::new();
-                let name = b.create_string("serve_load");
-                let token = args.token.as_deref().map(|t| b.create_string(t));
-                let hello = wire::Hello::create(
-                    &mut b,
-                    &wire::HelloArgs {
-                        magic: promised_schemas::HELLO_MAGIC,
-                        min_version: 1,
-                        max_version: 1,
-                        client_name: Some(name),
-                        auth_token: token,
-                    },
-                );
-                let m = wire::Message::create(
-                    &mut b,
-                    &wire::MessageArgs {
-                        request_id: 1,
-                        body_type: wire::Body::Hello,
-                        body: Some(hello.as_union_value()),
-                    },
-                );
-                wire::finish_message_buffer(&mut b, m);
-                let mut out = Vec::new();
-                write_frame(b.finished_data(), &mut out);
-                sock.write_all(&out).unwrap();
-                read_frame(&mut sock);
-                let mut reader = std::io::BufReader::with_capacity(1 << 16, sock.try_clone().unwrap());
-                let base = (c as u64) << 40 | started.elapsed().as_nanos() as u64 & 0xFF_FFFF_FFFF;
-                let mut next = 0u64;
-                // Request id -> the hold to release once granted (0: a release).
-                let mut pending: VecDeque<u64> = VecDeque::new();
-                let mut batch = Vec::new();
-                let mut in_flight = 0usize;
-                while !stop.load(Ordering::Relaxed) || in_flight > 0 {
-                    while in_flight < args.pipeline && !stop.load(Ordering::Relaxed) {
-                        next += 1;
-                        let h = base + next;
-                        let (sku, node) = &picks[(h as usize) % picks.len()];
-                        batch.extend(hold(h, h, sku, node));
-                        pending.push_back(h);
-                        in_flight += 1;
+    let hist = std::thread::scope(|s| {
+        let handles = (0..args.connections)
+            .map(|c| {
+                let (picks, stop, writes, args) = (&picks, &stop, &writes, &args);
+                s.spawn(move || {
+                    let mut sock = TcpStream::connect(&args.addr).expect("connect");
+                    sock.set_nodelay(true).unwrap();
+                    let mut b = FlatBufferBuilder::new();
+                    let name = b.create_string("serve_load");
+                    let token = args.token.as_deref().map(|t| b.create_string(t));
+                    let hello = wire::Hello::create(
+                        &mut b,
+                        &wire::HelloArgs {
+                            magic: promised_schemas::HELLO_MAGIC,
+                            min_version: 1,
+                            max_version: 1,
+                            client_name: Some(name),
+                            auth_token: token,
+                        },
+                    );
+                    let m = wire::Message::create(
+                        &mut b,
+                        &wire::MessageArgs {
+                            request_id: 1,
+                            body_type: wire::Body::Hello,
+                            body: Some(hello.as_union_value()),
+                        },
+                    );
+                    wire::finish_message_buffer(&mut b, m);
+                    let mut out = Vec::new();
+                    write_frame(b.finished_data(), &mut out);
+                    sock.write_all(&out).unwrap();
+                    read_frame(&mut sock);
+                    let mut reader = std::io::BufReader::with_capacity(1 << 16, sock.try_clone().unwrap());
+                    let base = (c as u64) << 40 | started.elapsed().as_nanos() as u64 & 0xFF_FFFF_FFFF;
+                    let mut next = 0u64;
+                    let mut frame_id = 0u64;
+                    let mut out = Vec::new();
+                    let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+                    let mut releases: Vec<u64> = Vec::new();
+                    let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+                    let mut ops_done = 0u64;
+                    let mut ops: Vec<(
+                        wire::Operation,
+                        flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+                    )> = Vec::new();
+                    while !stop.load(Ordering::Relaxed) || !sent.is_empty() {
+                        while sent.len() < args.pipeline && !stop.load(Ordering::Relaxed) {
+                            ops.clear();
+                            for _ in 0..args.batch {
+                                let item = if let Some(h) = releases.pop() {
+                                    Item::Release(h)
+                                } else {
+                                    next += 1;
+                                    let h = base + next;
+                                    let pick = &picks[(h as usize) % picks.len()];
+                                    if args.op == "atp" {
+                                        Item::Atp(pick)
+                                    } else {
+                                        Item::Hold(h, pick)
+                                    }
+                                };
+                                ops.push(encode(&mut b, item));
+                            }
+                            frame_id += 1;
+                            out.extend(frame(&mut b, frame_id, &ops));
+                            sent.push_back((frame_id, Instant::now()));
+                        }
+                        if !out.is_empty() {
+                            sock.write_all(&out).unwrap();
+                            out.clear();
+                        }
+                        let f = read_frame(&mut reader);
+                        let m = parse_message(&f).unwrap();
+                        let id = m.request_id();
+                        let at = sent
+                            .iter()
+                            .position(|(i, _)| *i == id)
+                            .expect("a reply to a frame sent");
+                        let (_, t) = sent.remove(at).unwrap();
+                        hist.record(t.elapsed().as_micros() as u64).unwrap();
+                        let mut granted = |r: wire::Reply<'_>| {
+                            ops_done += 1;
+                            if let Some(g) = r.result_as_hold_granted() {
+                                releases.push(g.hold().unwrap().lo());
+                            }
+                        };
+                        if let Some(r) = m.body_as_reply() {
+                            granted(r);
+                        } else if let Some(br) = m.body_as_batch_reply() {
+                            br.replies().iter().for_each(granted);
+                        }
                     }
-                    if !batch.is_empty() {
-                        sock.write_all(&batch).unwrap();
-                        batch.clear();
-                    }
-                    let f = read_frame(&mut reader);
-                    let m = parse_message(&f).unwrap();
-                    in_flight -= 1;
-                    writes.fetch_add(1, Ordering::Relaxed);
-                    let id = m.request_id();
-                    let reply = m.body_as_reply().unwrap();
-                    if reply.result_as_hold_granted().is_some() && !stop.load(Ordering::Relaxed) {
-                        batch.extend(release(id | 1 << 63, id));
-                        in_flight += 1;
-                    }
-                }
-            });
-        }
+                    writes.fetch_add(ops_done, Ordering::Relaxed);
+                    hist
+                })
+            })
+            .collect::<Vec<_>>();
         std::thread::sleep(Duration::from_secs_f64(args.seconds));
         stop.store(true, Ordering::Relaxed);
+        let mut all = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for h in handles {
+            all.add(h.join().unwrap()).unwrap();
+        }
+        all
     });
     let n = writes.load(Ordering::Relaxed);
+    let what = if args.op == "atp" {
+        "ATP queries"
+    } else {
+        "durable writes (1-line holds and their releases)"
+    };
     println!(
-        "{} connections x {} in flight: {:.0} durable writes/s (1-line holds and their releases)",
+        "{} connections x {} frames in flight x {} ops: {:.0} {what}/s; frame round trip p50 {} us, p99 {} us, p99.9 {} us, max {} us",
         args.connections,
         args.pipeline,
-        n as f64 / started.elapsed().as_secs_f64()
+        args.batch,
+        n as f64 / started.elapsed().as_secs_f64(),
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max()
     );
     Ok(())
 }
