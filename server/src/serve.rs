@@ -247,6 +247,9 @@ const WRITE_GATHER: usize = 256 << 10;
 const LINGER: Duration = Duration::from_millis(500);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 << 10;
+/// A new connection's read buffer: a `Hello` fits; it grows (by doubling, up to `READ_CHUNK` at
+/// a time) only for a connection that sends more, so idle connections stay small.
+const READ_START: usize = 4 << 10;
 /// The largest frame accepted before the handshake: a `Hello` is a few hundred bytes.
 const HELLO_FRAME_MAX: u32 = 4 << 10;
 /// How long a shutdown waits for connections to send the replies they owe.
@@ -570,7 +573,7 @@ async fn connection<R, W>(
         let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
         true
     });
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut session: Option<Session> = None;
     // One deadline for the whole handshake: bytes trickling in do not extend it.
     let handshake_deadline = tokio::time::Instant::now() + shared.handshake_timeout;
@@ -619,7 +622,9 @@ async fn connection<R, W>(
                 (tokio::time::Instant::now() + idle, idle, "nothing received for")
             }
         };
-        buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < READ_START / 2 {
+            buf.reserve(buf.capacity().clamp(READ_START, READ_CHUNK));
+        }
         enum Woke {
             Read,
             Stop,
