@@ -37,6 +37,10 @@ struct Args {
     /// Operations per frame (1: a plain Request; more: a Batch).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Open loop at this many operations per second in total (frames of one operation),
+    /// instead of keeping `--pipeline` frames in flight.
+    #[arg(long)]
+    rate: Option<f64>,
     /// hold (durable holds and releases) or atp (queries).
     #[arg(long, default_value = "hold")]
     op: String,
@@ -165,6 +169,110 @@ fn read_frame(s: &mut impl Read) -> Vec<u8> {
     buf
 }
 
+/// A connection past its handshake.
+fn connect(args: &Args) -> TcpStream {
+    let mut sock = TcpStream::connect(&args.addr).expect("connect");
+    sock.set_nodelay(true).unwrap();
+    let mut b = FlatBufferBuilder::new();
+    let name = b.create_string("serve_load");
+    let token = args.token.as_deref().map(|t| b.create_string(t));
+    let hello = wire::Hello::create(
+        &mut b,
+        &wire::HelloArgs {
+            magic: promised_schemas::HELLO_MAGIC,
+            min_version: 1,
+            max_version: 1,
+            client_name: Some(name),
+            auth_token: token,
+        },
+    );
+    let m = wire::Message::create(
+        &mut b,
+        &wire::MessageArgs {
+            request_id: 1,
+            body_type: wire::Body::Hello,
+            body: Some(hello.as_union_value()),
+        },
+    );
+    wire::finish_message_buffer(&mut b, m);
+    let mut out = Vec::new();
+    write_frame(b.finished_data(), &mut out);
+    sock.write_all(&out).unwrap();
+    read_frame(&mut sock);
+    sock
+}
+
+/// Open loop: frames of one operation sent at a fixed rate whatever the replies do, each
+/// latency measured from the frame's intended send time (so a stall counts for every request
+/// it delayed, as wrk2 does). Returns the latencies and the operations answered.
+fn open_loop(
+    args: &Args,
+    picks: &[(String, String)],
+    c: usize,
+    stop: &AtomicBool,
+    started: Instant,
+) -> (hdrhistogram::Histogram<u64>, u64) {
+    let sock = connect(args);
+    let interval = Duration::from_secs_f64(args.connections as f64 / args.rate.unwrap_or(1.0));
+    let base = (c as u64) << 40 | started.elapsed().as_nanos() as u64 & 0xFF_FFFF_FFFF;
+    let (granted_tx, granted_rx) = std::sync::mpsc::channel::<u64>();
+    let begin = Instant::now();
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let mut writer = sock.try_clone().unwrap();
+        let sent = &sent;
+        let sender = s.spawn(move || {
+            let sock = &mut writer;
+            let mut b = FlatBufferBuilder::new();
+            let mut out = Vec::new();
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Every frame whose time has come goes out in one write.
+                while begin + interval.mul_f64((id + 1) as f64) <= Instant::now() {
+                    id += 1;
+                    let item = match granted_rx.try_recv() {
+                        Ok(h) => Item::Release(h),
+                        Err(_) => {
+                            let h = base + id;
+                            let pick = &picks[(h as usize) % picks.len()];
+                            if args.op == "atp" {
+                                Item::Atp(pick)
+                            } else {
+                                Item::Hold(h, pick)
+                            }
+                        }
+                    };
+                    let op = encode(&mut b, item);
+                    out.extend(frame(&mut b, id, &[op]));
+                }
+                if !out.is_empty() {
+                    sock.write_all(&out).unwrap();
+                    out.clear();
+                    sent.store(id, Ordering::Release);
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        });
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, sock);
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        let mut answered = 0u64;
+        loop {
+            if sender.is_finished() && answered >= sent.load(Ordering::Acquire) {
+                break;
+            }
+            let f = read_frame(&mut reader);
+            let m = parse_message(&f).unwrap();
+            let intended = begin + interval.mul_f64(m.request_id() as f64);
+            hist.record(intended.elapsed().as_micros() as u64).unwrap();
+            answered += 1;
+            if let Some(g) = m.body_as_reply().and_then(|r| r.result_as_hold_granted()) {
+                let _ = granted_tx.send(g.hold().unwrap().lo());
+            }
+        }
+        (hist, answered)
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let spec =
@@ -192,34 +300,13 @@ fn main() -> anyhow::Result<()> {
             .map(|c| {
                 let (picks, stop, writes, args) = (&picks, &stop, &writes, &args);
                 s.spawn(move || {
-                    let mut sock = TcpStream::connect(&args.addr).expect("connect");
-                    sock.set_nodelay(true).unwrap();
+                    if args.rate.is_some() {
+                        let (hist, ops) = open_loop(args, picks, c, stop, started);
+                        writes.fetch_add(ops, Ordering::Relaxed);
+                        return hist;
+                    }
+                    let mut sock = connect(args);
                     let mut b = FlatBufferBuilder::new();
-                    let name = b.create_string("serve_load");
-                    let token = args.token.as_deref().map(|t| b.create_string(t));
-                    let hello = wire::Hello::create(
-                        &mut b,
-                        &wire::HelloArgs {
-                            magic: promised_schemas::HELLO_MAGIC,
-                            min_version: 1,
-                            max_version: 1,
-                            client_name: Some(name),
-                            auth_token: token,
-                        },
-                    );
-                    let m = wire::Message::create(
-                        &mut b,
-                        &wire::MessageArgs {
-                            request_id: 1,
-                            body_type: wire::Body::Hello,
-                            body: Some(hello.as_union_value()),
-                        },
-                    );
-                    wire::finish_message_buffer(&mut b, m);
-                    let mut out = Vec::new();
-                    write_frame(b.finished_data(), &mut out);
-                    sock.write_all(&out).unwrap();
-                    read_frame(&mut sock);
                     let mut reader = std::io::BufReader::with_capacity(1 << 16, sock.try_clone().unwrap());
                     let base = (c as u64) << 40 | started.elapsed().as_nanos() as u64 & 0xFF_FFFF_FFFF;
                     let mut next = 0u64;
