@@ -49,6 +49,8 @@ pub struct Metrics {
     holds_expired: Counter,
     events_sent: Counter,
     events_dropped: Counter,
+    /// Every operation's counter and histogram, looked up without building a label.
+    by_op: std::collections::HashMap<&'static str, (Counter, Histogram)>,
     /// The WAL counters at the last scrape: the next scrape adds the difference.
     last_wal: Mutex<WalStats>,
 }
@@ -165,7 +167,20 @@ impl Metrics {
             "Low-stock events lost because a subscriber fell behind",
             events_dropped.clone(),
         );
+        let ops = promised_schemas::wire::Operation::ENUM_VALUES
+            .iter()
+            .filter_map(|o| o.variant_name())
+            .chain(["Batch", "unknown"]);
+        let by_op = ops
+            .map(|op| {
+                let label = OpLabel { op: op.to_string() };
+                let counter = requests.get_or_create(&label).clone();
+                let histogram = latency.get_or_create(&label).clone();
+                (op, (counter, histogram))
+            })
+            .collect();
         Self {
+            by_op,
             registry,
             holds_expired,
             events_sent,
@@ -190,6 +205,11 @@ impl Metrics {
     }
 
     pub fn served(&self, op: &str, took: Duration) {
+        if let Some((counter, histogram)) = self.by_op.get(op) {
+            counter.inc();
+            histogram.observe(took.as_secs_f64());
+            return;
+        }
         let label = OpLabel { op: op.to_string() };
         self.requests.get_or_create(&label).inc();
         self.latency.get_or_create(&label).observe(took.as_secs_f64());

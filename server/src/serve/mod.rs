@@ -35,13 +35,16 @@ use promised_schemas::frame::{self, MAX_FRAME_BYTES_DEFAULT};
 use promised_schemas::wire;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use promised::config::{ConfigFile, fsync_policy};
 use promised::events::{Changes, EventHub, Watch};
 use promised::metrics::Metrics;
 use promised::reply;
 use promised::wire::{Operation, WireError, decode};
+
+mod replies;
+use replies::{Replies, Served};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -235,12 +238,6 @@ fn required_role(op: wire::Operation) -> wire::Role {
     }
 }
 
-/// Replies queued for one connection's writer, in frames and in bytes; the bounds are the
-/// backpressure on a client that does not read.
-const REPLY_QUEUE: usize = 1024;
-const REPLY_QUEUE_BYTES: usize = 16 << 20;
-/// The most reply bytes gathered into one write.
-const WRITE_GATHER: usize = 256 << 10;
 /// After an error that closes a connection, how long the server keeps reading (and dropping)
 /// what the client still sends, so the close does not reset the connection before the client
 /// has read the error.
@@ -498,6 +495,8 @@ struct Session {
     in_flight: Arc<Semaphore>,
     /// The task pushing this connection's low-stock events, while subscribed.
     events: Option<tokio::task::JoinHandle<()>>,
+    /// Builds every reply of the connection (reset before each).
+    builder: FlatBufferBuilder<'static>,
 }
 
 impl Drop for Session {
@@ -541,38 +540,15 @@ async fn connection_counted(
 async fn connection<R, W>(
     shared: Arc<Shared>,
     mut rd: R,
-    mut wr: W,
+    wr: W,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = Replies::new();
+    let (tx, rx) = Replies::new();
     let write_timeout = shared.write_timeout;
-    let writer = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(first) = rx.recv().await {
-            // Everything already queued goes out in one write.
-            out.clear();
-            out.extend_from_slice(&first.frame);
-            drop(first);
-            while out.len() < WRITE_GATHER {
-                match rx.try_recv() {
-                    Ok(more) => out.extend_from_slice(&more.frame),
-                    Err(_) => break,
-                }
-            }
-            // A client that stops reading fills its socket; past the timeout it is cut off
-            // rather than holding the replies (and their memory) forever.
-            match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                _ => return false,
-            }
-        }
-        // Every reply is out: send FIN so the client reads them all before the end.
-        let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
-        true
-    });
+    let writer = tokio::spawn(replies::write_replies(shared.clone(), wr, rx, write_timeout));
     let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut session: Option<Session> = None;
     // One deadline for the whole handshake: bytes trickling in do not extend it.
@@ -673,61 +649,6 @@ async fn connection<R, W>(
     }
 }
 
-/// A reply on its way to the writer, holding its share of the byte budget.
-struct Queued {
-    frame: Vec<u8>,
-    _bytes: OwnedSemaphorePermit,
-}
-
-/// One connection's reply queue: bounded in frames and in bytes.
-#[derive(Clone)]
-struct Replies {
-    tx: mpsc::Sender<Queued>,
-    bytes: Arc<Semaphore>,
-}
-
-impl Replies {
-    fn new() -> (Self, mpsc::Receiver<Queued>) {
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        let bytes = Arc::new(Semaphore::new(REPLY_QUEUE_BYTES));
-        (Self { tx, bytes }, rx)
-    }
-
-    fn cost(frame: &[u8]) -> u32 {
-        frame.len().min(REPLY_QUEUE_BYTES) as u32
-    }
-
-    /// Queues `frame`, waiting for room; an error once the writer is gone.
-    async fn send(&self, frame: Vec<u8>) -> Result<(), ()> {
-        let permit = self.bytes.clone().acquire_many_owned(Self::cost(&frame)).await;
-        let permit = permit.map_err(|_| ())?;
-        self.tx
-            .send(Queued {
-                frame,
-                _bytes: permit,
-            })
-            .await
-            .map_err(|_| ())
-    }
-
-    /// Queues `frame` if there is room now; gives it back if not.
-    fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
-        let Ok(permit) = self.bytes.clone().try_acquire_many_owned(Self::cost(&frame)) else {
-            return Err(frame);
-        };
-        self.tx
-            .try_send(Queued {
-                frame,
-                _bytes: permit,
-            })
-            .map_err(|e| e.into_inner().frame)
-    }
-
-    async fn closed(&self) {
-        self.tx.closed().await;
-    }
-}
-
 /// Handles one message; false closes the connection.
 async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut Option<Session>) -> bool {
     let message = match frame::parse_message(bytes) {
@@ -801,6 +722,7 @@ async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut 
             role,
             in_flight: Arc::new(Semaphore::new(shared.max_in_flight)),
             events: None,
+            builder: FlatBufferBuilder::new(),
         });
         let version = hello.max_version().min(promised_schemas::PROTOCOL_VERSION_MAX);
         let _ = tx.send(hello_reply(id, version, role, shared)).await;
@@ -815,12 +737,46 @@ async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut 
         return true;
     };
     let started = Instant::now();
+    // One clock reading per frame; one builder per connection, reused.
+    let now = now();
+    let mut b = std::mem::replace(&mut sess.builder, FlatBufferBuilder::new());
+    b.reset();
+    let handled = respond(shared, sess, tx, &mut b, &message, now, started, permit).await;
+    sess.builder = b;
+    handled
+}
+
+/// A builder that grew for a large reply is dropped, so an idle connection does not keep it.
+fn shrink_if_large(b: &mut FlatBufferBuilder<'static>, frame: &[u8]) {
+    if frame.len() > READ_CHUNK {
+        *b = FlatBufferBuilder::new();
+    }
+}
+
+/// Answers a `Request` or a `Batch` (or says it is neither).
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    shared: &Arc<Shared>,
+    sess: &mut Session,
+    tx: &Replies,
+    b: &mut FlatBufferBuilder<'static>,
+    message: &wire::Message<'_>,
+    now: Timestamp,
+    started: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> bool {
+    let id = message.request_id();
     if let Some(request) = message.body_as_request() {
-        let mut b = FlatBufferBuilder::new();
-        let (reply, ticket) = answer(shared, sess, tx, &mut b, &request);
-        let frame = finish(&mut b, id, wire::Body::Reply, reply.as_union_value());
+        let (reply, ticket) = answer(shared, sess, tx, b, &request, now);
+        let frame = finish(b, id, wire::Body::Reply, reply.as_union_value());
+        shrink_if_large(b, &frame);
         let op = request.op_type().variant_name().unwrap_or("unknown");
-        send_when_durable(shared, tx, frame, ticket, Served { op, started, permit });
+        tx.reply(
+            shared,
+            frame,
+            ticket.map(|t| t.lsn),
+            Served { op, started, permit },
+        );
         return true;
     }
     if let Some(batch) = message.body_as_batch() {
@@ -846,33 +802,28 @@ async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut 
                 .await;
             return true;
         }
-        let mut b = FlatBufferBuilder::new();
         let mut replies = Vec::with_capacity(batch.requests().len());
         let mut last = None;
         for request in batch.requests() {
-            let (reply, ticket) = answer(shared, sess, tx, &mut b, &request);
+            let (reply, ticket) = answer(shared, sess, tx, b, &request, now);
             replies.push(reply);
             last = ticket.or(last);
         }
         let replies = b.create_vector(&replies);
         let br = wire::BatchReply::create(
-            &mut b,
+            b,
             &wire::BatchReplyArgs {
                 replies: Some(replies),
             },
         );
-        let frame = finish(&mut b, id, wire::Body::BatchReply, br.as_union_value());
-        send_when_durable(
-            shared,
-            tx,
-            frame,
-            last,
-            Served {
-                op: "Batch",
-                started,
-                permit,
-            },
-        );
+        let frame = finish(b, id, wire::Body::BatchReply, br.as_union_value());
+        shrink_if_large(b, &frame);
+        let served = Served {
+            op: "Batch",
+            started,
+            permit,
+        };
+        tx.reply(shared, frame, last.map(|t| t.lsn), served);
         return true;
     }
     let _ = tx
@@ -886,65 +837,6 @@ async fn handle(shared: &Arc<Shared>, tx: &Replies, bytes: &[u8], session: &mut 
     true
 }
 
-/// Sends `frame` once `ticket` is durable (at once for reads), without holding up the reader:
-/// later requests on the connection go on meanwhile, and their replies may overtake this one.
-/// A request being answered: what to count once its reply is on its way.
-struct Served {
-    op: &'static str,
-    started: Instant,
-    /// Its in-flight slot, given back with the reply.
-    permit: OwnedSemaphorePermit,
-}
-
-impl Served {
-    fn done(self, shared: &Shared) {
-        shared.metrics.served(self.op, self.started.elapsed());
-        drop(self.permit);
-    }
-}
-
-fn send_when_durable(
-    shared: &Arc<Shared>,
-    tx: &Replies,
-    frame: Vec<u8>,
-    ticket: Option<Ticket>,
-    served: Served,
-) {
-    let tx = tx.clone();
-    match ticket {
-        None => match tx.try_send(frame) {
-            Ok(()) => served.done(shared),
-            Err(frame) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(frame).await;
-                    served.done(&shared);
-                });
-            }
-        },
-        Some(t) => {
-            let durable = shared.db.wal().durable(t.lsn);
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let frame = match durable.await {
-                    Ok(()) => frame,
-                    Err(e) => error_frame(
-                        request_id_of(&frame),
-                        wire::ErrorCode::StorageFailed,
-                        &e.to_string(),
-                    ),
-                };
-                let _ = tx.send(frame).await;
-                served.done(&shared);
-            });
-        }
-    }
-}
-
-fn request_id_of(frame: &[u8]) -> u64 {
-    frame::parse_message(&frame[frame::LENGTH_BYTES..]).map_or(0, |m| m.request_id())
-}
-
 /// Applies or answers one request; returns the reply and, for a write, the ticket it waits on.
 fn answer<'a>(
     shared: &Arc<Shared>,
@@ -952,6 +844,7 @@ fn answer<'a>(
     tx: &Replies,
     b: &mut FlatBufferBuilder<'a>,
     request: &wire::Request<'_>,
+    now: Timestamp,
 ) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
     let role = sess.role;
     let db = &*shared.db;
@@ -975,11 +868,11 @@ fn answer<'a>(
     }
     match decode(engine, request) {
         Err(e) => (error(b, &e), None),
-        Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now()), None),
+        Ok(Operation::Query(q)) => (reply::query(b, engine, &q, now), None),
         Ok(Operation::Control(wire::Operation::Subscribe | wire::Operation::Unsubscribe)) => {
             (subscription(shared, sess, tx, b, request), None)
         }
-        Ok(Operation::Command(command)) => match db.submit(now(), &command) {
+        Ok(Operation::Command(command)) => match db.submit(now, &command) {
             Err(failed) => (
                 error(
                     b,
@@ -993,7 +886,7 @@ fn answer<'a>(
             Ok(submitted) => {
                 let reply = match &submitted.result {
                     Ok(outcome) => {
-                        shared.events.publish(engine, &command, outcome, now());
+                        shared.events.publish(engine, &command, outcome, now);
                         reply::outcome(b, engine, outcome)
                     }
                     Err(e) => error(b, &e.clone().into()),
