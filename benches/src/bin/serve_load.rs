@@ -202,6 +202,9 @@ fn connect(args: &Args) -> TcpStream {
     sock
 }
 
+/// The request id of the open loop's last frame.
+const SENTINEL: u64 = u64::MAX;
+
 /// Open loop: frames of one operation sent at a fixed rate whatever the replies do, each
 /// latency measured from the frame's intended send time (so a stall counts for every request
 /// it delayed, as wrk2 does). Returns the latencies and the operations answered.
@@ -252,16 +255,22 @@ fn open_loop(
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }
+            // The last frame says "that was all": its reply tells the reader to stop once every
+            // reply before it is in (replies may overtake each other).
+            let op = encode(&mut b, Item::Atp(&picks[0]));
+            sock.write_all(&frame(&mut b, SENTINEL, &[op])).unwrap();
         });
         let mut reader = std::io::BufReader::with_capacity(1 << 16, sock);
         let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
         let mut answered = 0u64;
-        loop {
-            if sender.is_finished() && answered >= sent.load(Ordering::Acquire) {
-                break;
-            }
+        let mut last_seen = false;
+        while !(last_seen && answered >= sent.load(Ordering::Acquire)) {
             let f = read_frame(&mut reader);
             let m = parse_message(&f).unwrap();
+            if m.request_id() == SENTINEL {
+                last_seen = true;
+                continue;
+            }
             let intended = begin + interval.mul_f64(m.request_id() as f64);
             hist.record(intended.elapsed().as_micros() as u64).unwrap();
             answered += 1;
@@ -269,6 +278,7 @@ fn open_loop(
                 let _ = granted_tx.send(g.hold().unwrap().lo());
             }
         }
+        sender.join().unwrap();
         (hist, answered)
     })
 }
@@ -386,10 +396,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         "durable writes (1-line holds and their releases)"
     };
+    let shape = match args.rate {
+        Some(rate) => format!(
+            "{} connections, open loop at {rate:.0} frames/s",
+            args.connections
+        ),
+        None => format!(
+            "{} connections x {} frames in flight",
+            args.connections, args.pipeline
+        ),
+    };
     println!(
-        "{} connections x {} frames in flight x {} ops: {:.0} {what}/s; frame round trip p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-        args.connections,
-        args.pipeline,
+        "{shape} x {} ops: {:.0} {what}/s; frame round trip p50 {} us, p99 {} us, p99.9 {} us, max {} us",
         args.batch,
         n as f64 / started.elapsed().as_secs_f64(),
         hist.value_at_quantile(0.5),
