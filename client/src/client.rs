@@ -523,4 +523,23 @@ impl Subscription {
     pub fn dropped(&self) -> u64 {
         self.conn.events_dropped()
     }
+
+    /// Ends the subscription but keeps the connection; events already on their way may still
+    /// arrive before the acknowledgement.
+    pub async fn unsubscribe(&self, timeout: Duration) -> Result<(), ClientError> {
+        let op = Op::Unsubscribe;
+        let call = self.conn.call(|b| {
+            let r = op.encode(b);
+            (wire::Body::Request, r.as_union_value())
+        });
+        match tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or(Err(ClientError::Timeout(timeout)))?
+        {
+            Decoded::One(Ok(Answer::Ack)) => Ok(()),
+            Decoded::One(Err(e)) => Err(ClientError::Server(e)),
+            Decoded::One(Ok(other)) => Client::unexpected("Unsubscribe", other),
+            Decoded::Many(_) => Err(ClientError::Protocol("a batch reply to Unsubscribe".into())),
+        }
+    }
 }

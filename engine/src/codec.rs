@@ -59,6 +59,8 @@ mod kind {
     pub const CANCEL_ALLOCATION: u8 = 13;
     pub const SHIP: u8 = 14;
     pub const TICK: u8 = 15;
+    pub const UPSERT_ZONE: u8 = 16;
+    pub const UPSERT_LANE: u8 = 17;
 }
 
 /// Appends the encoding of `command` to `out`.
@@ -235,6 +237,21 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
             }
         }
         Command::Tick => w.u8(kind::TICK),
+        Command::UpsertZone(z) => {
+            w.u8(kind::UPSERT_ZONE);
+            w.u32(z.zone.0);
+            w.u32(z.lat.to_bits());
+            w.u32(z.lon.to_bits());
+        }
+        Command::UpsertLane(l) => {
+            w.u8(kind::UPSERT_LANE);
+            w.u32(l.node.raw());
+            w.u32(l.zone.0);
+            w.u8(l.level as u8);
+            w.u8(l.transit_days);
+            w.u32(l.cost_per_package_cents);
+            w.u32(l.cost_per_unit_cents);
+        }
     }
 }
 
@@ -412,6 +429,30 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
             }
         }
         kind::TICK => Command::Tick,
+        kind::UPSERT_ZONE => Command::UpsertZone(crate::network::ZoneSpec {
+            zone: crate::ids::ZoneId(r.u32("zone")?),
+            lat: f32::from_bits(r.u32("lat")?),
+            lon: f32::from_bits(r.u32("lon")?),
+        }),
+        kind::UPSERT_LANE => {
+            let node = r.node()?;
+            let zone = crate::ids::ZoneId(r.u32("zone")?);
+            let level_at = r.at;
+            let level = crate::network::ServiceLevel::from_u8(r.u8("service level")?).ok_or(
+                DecodeError::InvalidValue {
+                    at: level_at,
+                    field: "service level",
+                },
+            )?;
+            Command::UpsertLane(crate::network::Lane {
+                node,
+                zone,
+                level,
+                transit_days: r.u8("transit days")?,
+                cost_per_package_cents: r.u32("cost per package")?,
+                cost_per_unit_cents: r.u32("cost per unit")?,
+            })
+        }
         other => {
             return Err(DecodeError::UnknownKind {
                 at: kind_at,

@@ -7,8 +7,8 @@
 use smallvec::SmallVec;
 
 use crate::hold::HoldState;
-use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp};
-use crate::network::{Capabilities, NodeSpec};
+use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
+use crate::network::{Capabilities, Lane, NodeSpec, ZoneSpec};
 
 /// Which node a hold line should come from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +129,10 @@ pub enum Command {
     },
     /// Expire due holds and forget finished requests older than the retention window.
     Tick,
+    /// Insert or replace a destination zone's centre point (for default lanes).
+    UpsertZone(ZoneSpec),
+    /// Insert or replace an explicit lane (it overrides the distance default).
+    UpsertLane(Lane),
 }
 
 impl Command {
@@ -150,6 +154,8 @@ impl Command {
             Self::CancelAllocation { .. } => "cancel_allocation",
             Self::Ship { .. } => "ship",
             Self::Tick => "tick",
+            Self::UpsertZone(_) => "upsert_zone",
+            Self::UpsertLane(_) => "upsert_lane",
         }
     }
 }
@@ -232,4 +238,6 @@ pub enum Outcome {
         expired: u32,
         forgotten: u32,
     },
+    ZoneUpserted(ZoneId),
+    LaneUpserted,
 }

@@ -19,6 +19,7 @@ use crate::limits::FEED_LINES_MAX;
 use crate::network::{
     Calendar, Capabilities, DailyCapacity, Lane, Location, NodeKind, NodeSpec, NodeStatus, ServiceLevel,
 };
+use crate::promise::lanes::{SHIPPING, default_lane};
 
 /// The size and seed of a data set.
 #[derive(Clone, Debug, PartialEq)]
@@ -257,6 +258,15 @@ impl DataSet {
             apply(Command::UpsertNode(node.clone()), &mut report)?;
             report.nodes += 1;
         }
+        // Zone centres: promises use the default (distance) lanes, which are the set's lanes.
+        for zone in &self.zones {
+            let spec = crate::network::ZoneSpec {
+                zone: zone.id,
+                lat: zone.lat,
+                lon: zone.lon,
+            };
+            apply(Command::UpsertZone(spec), &mut report)?;
+        }
         let mut sku_ids = Vec::with_capacity(self.skus.len());
         for sku in &self.skus {
             let outcome = apply(
@@ -343,8 +353,8 @@ impl DataSet {
 
     /// The lane of (node, zone, level), if the data set has one.
     pub fn lane(&self, node: NodeId, zone: ZoneId, level: ServiceLevel) -> Option<&Lane> {
-        let per_node = self.zones.len() * ServiceLevel::ALL.len();
-        let i = node.index() * per_node + zone.0 as usize * ServiceLevel::ALL.len() + level as usize;
+        let per_node = self.zones.len() * SHIPPING.len();
+        let i = node.index() * per_node + zone.0 as usize * SHIPPING.len() + level as usize;
         self.lanes
             .get(i)
             .filter(|l| l.node == node && l.zone == zone && l.level == level)
@@ -487,45 +497,19 @@ fn holidays_around(start: Day) -> Vec<Day> {
     days.into_iter().map(|d| Day(d as u32)).collect()
 }
 
-/// Lanes from every node to every zone at every level, from great-circle distance: ground takes a
-/// day per 800 km (at least 1, at most 6), two-day at most 2, next-day 1; faster costs more.
+/// Lanes from every node to every zone at every shipping level: the default lanes
+/// (`promise::lanes`), listed for reference and for tools; the engine derives them itself.
 fn gen_lanes(nodes: &[NodeSpec], zones: &[Zone]) -> Vec<Lane> {
-    let mut lanes = Vec::with_capacity(nodes.len() * zones.len() * ServiceLevel::ALL.len());
+    let mut lanes = Vec::with_capacity(nodes.len() * zones.len() * SHIPPING.len());
     for (n, node) in nodes.iter().enumerate() {
         for zone in zones {
-            let km = haversine_km(node.location.lat, node.location.lon, zone.lat, zone.lon);
-            let ground_days = (1.0 + km / 800.0).floor().clamp(1.0, 6.0) as u8;
-            let ground_cents = 450 + (km * 0.25) as u32;
-            for level in ServiceLevel::ALL {
-                let (transit_days, factor) = match level {
-                    ServiceLevel::Ground => (ground_days, 1.0),
-                    ServiceLevel::TwoDay => (ground_days.min(2), 1.8),
-                    ServiceLevel::NextDay => (1, 3.5),
-                };
-                lanes.push(Lane {
-                    node: NodeId::from_raw(n as u32),
-                    zone: zone.id,
-                    level,
-                    transit_days,
-                    cost_per_package_cents: (f64::from(ground_cents) * factor) as u32,
-                    cost_per_unit_cents: 20,
-                });
+            for level in SHIPPING {
+                let id = NodeId::from_raw(n as u32);
+                lanes.push(default_lane(id, node, zone.id, zone.lat, zone.lon, level));
             }
         }
     }
     lanes
-}
-
-fn haversine_km(lat1: f32, lon1: f32, lat2: f32, lon2: f32) -> f64 {
-    let (lat1, lon1, lat2, lon2) = (
-        f64::from(lat1).to_radians(),
-        f64::from(lon1).to_radians(),
-        f64::from(lat2).to_radians(),
-        f64::from(lon2).to_radians(),
-    );
-    let a =
-        ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * a.sqrt().asin()
 }
 
 #[cfg(test)]

@@ -39,6 +39,13 @@ impl Engine {
             id.hash(&mut h);
             format!("{spec:?}").hash(&mut h);
         }
+        // Zones and lanes in a stable order (their maps iterate in random order).
+        let mut zones: Vec<String> = catalog.network.zones().map(|z| format!("{z:?}")).collect();
+        zones.sort_unstable();
+        zones.hash(&mut h);
+        let mut lanes: Vec<_> = catalog.network.lanes().copied().collect();
+        lanes.sort_unstable_by_key(|l| (l.node, l.zone.0, l.level));
+        lanes.hash(&mut h);
         catalog.sku_names.len().hash(&mut h);
         feeds.hash(&mut h);
         for shard_idx in 0..self.config.sku_shards {

@@ -13,10 +13,12 @@ pub enum ErrorCode {
     UnknownNode = 101,
     UnknownHold = 102,
     UnknownLot = 103,
+    UnknownZone = 104,
     InvalidQuantity = 110,
     InvalidName = 111,
     InvalidTtl = 112,
     InvalidDate = 113,
+    InvalidOption = 114,
     DuplicateLine = 120,
     DuplicateLot = 121,
     EmptyRequest = 122,
@@ -77,6 +79,10 @@ pub enum EngineError {
         node: NodeId,
         reference: String,
     },
+    #[error("unknown destination zone {0:?}: it has no centre point (UpsertZone) and no explicit lane")]
+    UnknownZone(crate::ids::ZoneId),
+    #[error("invalid option: {what}")]
+    InvalidOption { what: String },
     #[error("the request has no lines")]
     EmptyRequest,
     #[error("the request has {n_lines} lines; at most {max} are allowed")]
@@ -140,6 +146,8 @@ impl EngineError {
             E::InvalidDate { .. } => ErrorCode::InvalidDate,
             E::DuplicateLine { .. } => ErrorCode::DuplicateLine,
             E::DuplicateLot { .. } => ErrorCode::DuplicateLot,
+            E::UnknownZone(_) => ErrorCode::UnknownZone,
+            E::InvalidOption { .. } => ErrorCode::InvalidOption,
             E::EmptyRequest => ErrorCode::EmptyRequest,
             E::TooManyLines { .. } => ErrorCode::TooManyLines,
             E::TooManyLots { .. } => ErrorCode::TooManyLots,

@@ -318,6 +318,8 @@ impl Engine {
             | Command::CancelAllocation { .. }
             | Command::Ship { .. } => self.apply_hold_change(now, command),
             Command::Tick => Ok(self.tick(now, command)),
+            Command::UpsertZone(zone) => self.upsert_zone(now, command, zone),
+            Command::UpsertLane(lane) => self.upsert_lane(now, command, lane),
             _ => self.apply_feed(now, command),
         }
     }
@@ -436,6 +438,68 @@ impl Engine {
         self.network.store(network);
         self.sequence(now, command);
         Ok(Outcome::NodeUpserted(id))
+    }
+
+    fn upsert_zone(
+        &self,
+        now: Timestamp,
+        command: &Command,
+        zone: &crate::network::ZoneSpec,
+    ) -> Result<Outcome, EngineError> {
+        crate::network::check_point(zone.lat, zone.lon)?;
+        let mut catalog = self.catalog.lock();
+        if catalog.network.zone(zone.zone).is_none() && catalog.network.zones().count() >= limits::ZONES_MAX {
+            return Err(EngineError::CapacityExceeded {
+                what: "zones",
+                max: limits::ZONES_MAX,
+            });
+        }
+        let network = catalog.network.with_zone(*zone);
+        self.install_network(&mut catalog, network, now, command);
+        Ok(Outcome::ZoneUpserted(zone.zone))
+    }
+
+    fn upsert_lane(
+        &self,
+        now: Timestamp,
+        command: &Command,
+        lane: &crate::network::Lane,
+    ) -> Result<Outcome, EngineError> {
+        let mut catalog = self.catalog.lock();
+        if catalog.network.node(lane.node).is_none() {
+            return Err(EngineError::UnknownNodeId(lane.node));
+        }
+        if lane.level == crate::network::ServiceLevel::Pickup {
+            return Err(EngineError::InvalidOption {
+                what: "a pickup has no lane: it is collected at the store".into(),
+            });
+        }
+        if catalog.network.lane(lane.node, lane.zone, lane.level).is_none()
+            && catalog.network.lanes().count() >= limits::LANES_MAX
+        {
+            return Err(EngineError::CapacityExceeded {
+                what: "explicit lanes",
+                max: limits::LANES_MAX,
+            });
+        }
+        let network = catalog.network.with_lane(*lane);
+        self.install_network(&mut catalog, network, now, command);
+        Ok(Outcome::LaneUpserted)
+    }
+
+    /// Publishes a new network value to every shard, ordered with the commands around it.
+    fn install_network(
+        &self,
+        catalog: &mut Catalog,
+        network: Arc<Network>,
+        now: Timestamp,
+        command: &Command,
+    ) {
+        let mut shards = self.lock_all_skus();
+        shards.set_network(&network);
+        catalog.network = network.clone();
+        self.network.store(network);
+        self.sequence(now, command);
     }
 
     fn upsert_sku(

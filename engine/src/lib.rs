@@ -49,6 +49,7 @@ mod invariants;
 pub mod ledger;
 pub mod limits;
 pub mod network;
+pub mod promise;
 mod shard;
 pub mod snapshot;
 pub mod storage;

@@ -35,6 +35,16 @@ pub const NAME_BYTES_MAX: usize = 64;
 /// stays small; 65,536 is 65x the `peak` data set.
 pub const NODES_MAX: usize = 65_536;
 
+/// Most destination zones with a centre point.
+pub const ZONES_MAX: usize = 65_536;
+
+/// Most explicit lanes (overrides of the distance default): the network value is copied whole
+/// on each change, so this stays far below nodes x zones x levels.
+pub const LANES_MAX: usize = 1 << 20;
+
+/// Most lines in a cart that is promised (the search is exact up to this size).
+pub const PROMISE_LINES_MAX: usize = 10;
+
 /// SKUs in one engine (one partition): 16x the `peak` data set.
 pub const SKUS_MAX: usize = 1 << 24;
 

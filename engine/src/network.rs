@@ -157,11 +157,34 @@ impl NodeSpec {
     }
 }
 
-/// The immutable network value: node specs indexed by `NodeId`, and the name index.
+/// The immutable network value: node specs indexed by `NodeId`, the name index, destination
+/// zones with their centre point, and the lanes given explicitly (others default by distance,
+/// see `promise::lanes`).
 #[derive(Debug, Default)]
 pub struct Network {
     nodes: Vec<NodeSpec>,
     by_name: HashMap<String, NodeId>,
+    zones: HashMap<ZoneId, ZoneSpec>,
+    lanes: HashMap<(NodeId, ZoneId, ServiceLevel), Lane>,
+}
+
+/// Latitude in [-90, 90] and longitude in [-180, 180], finite.
+pub fn check_point(lat: f32, lon: f32) -> Result<(), crate::error::EngineError> {
+    if lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0 {
+        Ok(())
+    } else {
+        Err(crate::error::EngineError::InvalidOption {
+            what: format!("({lat}, {lon}) is not a point: latitude -90..90, longitude -180..180"),
+        })
+    }
+}
+
+/// A destination zone (a postcode group) and the point distance defaults are measured to.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct ZoneSpec {
+    pub zone: ZoneId,
+    pub lat: f32,
+    pub lon: f32,
 }
 
 impl Network {
@@ -184,6 +207,53 @@ impl Network {
         self.node(id).is_some_and(|n| n.status == NodeStatus::Open)
     }
 
+    pub fn zone(&self, zone: ZoneId) -> Option<&ZoneSpec> {
+        self.zones.get(&zone)
+    }
+    pub fn zones(&self) -> impl Iterator<Item = &ZoneSpec> {
+        self.zones.values()
+    }
+    /// The lane given for this node, zone and service level, if one was.
+    pub fn lane(&self, node: NodeId, zone: ZoneId, level: ServiceLevel) -> Option<&Lane> {
+        self.lanes.get(&(node, zone, level))
+    }
+    pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.values()
+    }
+
+    /// A new network with `zone` inserted or replaced.
+    pub(crate) fn with_zone(&self, zone: ZoneSpec) -> Arc<Network> {
+        let mut next = self.clone_parts();
+        next.zones.insert(zone.zone, zone);
+        Arc::new(next)
+    }
+
+    /// A new network with `lane` inserted or replaced.
+    pub(crate) fn with_lane(&self, lane: Lane) -> Arc<Network> {
+        let mut next = self.clone_parts();
+        next.lanes.insert((lane.node, lane.zone, lane.level), lane);
+        Arc::new(next)
+    }
+
+    fn clone_parts(&self) -> Network {
+        Network {
+            nodes: self.nodes.clone(),
+            by_name: self.by_name.clone(),
+            zones: self.zones.clone(),
+            lanes: self.lanes.clone(),
+        }
+    }
+
+    /// The same network with these zones and lanes (a snapshot's).
+    pub(crate) fn with_routing(mut self, zones: Vec<ZoneSpec>, lanes: Vec<Lane>) -> Network {
+        self.zones = zones.into_iter().map(|z| (z.zone, z)).collect();
+        self.lanes = lanes
+            .into_iter()
+            .map(|l| ((l.node, l.zone, l.level), l))
+            .collect();
+        self
+    }
+
     /// A network of these nodes, ids in order; `None` if two share a name.
     pub(crate) fn from_nodes(nodes: Vec<NodeSpec>) -> Option<Network> {
         let mut by_name = HashMap::with_capacity(nodes.len());
@@ -195,13 +265,17 @@ impl Network {
                 return None;
             }
         }
-        Some(Network { nodes, by_name })
+        Some(Network {
+            nodes,
+            by_name,
+            ..Network::default()
+        })
     }
 
     /// A new network with `spec` inserted or replaced; returns it with the node's id.
     pub(crate) fn with_node(&self, spec: NodeSpec) -> (Arc<Network>, NodeId) {
-        let mut nodes = self.nodes.clone();
-        let mut by_name = self.by_name.clone();
+        let mut next = self.clone_parts();
+        let (nodes, by_name) = (&mut next.nodes, &mut next.by_name);
         let id = match by_name.get(&spec.name) {
             Some(&id) => {
                 nodes[id.index()] = spec;
@@ -214,27 +288,32 @@ impl Network {
                 id
             }
         };
-        (Arc::new(Network { nodes, by_name }), id)
+        (Arc::new(next), id)
     }
 }
 
-/// How fast a parcel travels.
+/// How fast a parcel travels; `Pickup` is collection at a store (BOPIS): no transit.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ServiceLevel {
     Ground = 0,
     TwoDay = 1,
     NextDay = 2,
+    Pickup = 3,
 }
 
 impl ServiceLevel {
-    pub const ALL: [ServiceLevel; 3] = [Self::Ground, Self::TwoDay, Self::NextDay];
+    pub const ALL: [ServiceLevel; 4] = [Self::Ground, Self::TwoDay, Self::NextDay, Self::Pickup];
     pub fn name(self) -> &'static str {
         match self {
             Self::Ground => "ground",
             Self::TwoDay => "two_day",
             Self::NextDay => "next_day",
+            Self::Pickup => "pickup",
         }
+    }
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v)).copied()
     }
 }
 

@@ -38,8 +38,11 @@ use crate::storage::Storage;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PROMSNP1";
 pub const FOOTER_MAGIC: [u8; 8] = *b"PROMSEND";
-/// Version 1 (never released) put SKU shards before request shards.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Version 1 (never released) put SKU shards before request shards; version 3 added zones and
+/// explicit lanes to the meta section. This build writes 3 and reads 2 and 3.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The versions this build reads.
+const READABLE: [u32; 2] = [2, 3];
 const HEADER_LEN: usize = 68;
 
 pub fn snapshot_name(lsn: u64) -> String {
@@ -286,6 +289,22 @@ fn encode_meta(network: &Network, n_skus: usize, feeds: &[u64]) -> Vec<u8> {
         w.len(node.len());
         out.extend_from_slice(&node);
     }
+    // Zones and explicit lanes, as the commands that set them, in a stable order.
+    let mut routing: Vec<Command> = network.zones().map(|z| Command::UpsertZone(*z)).collect();
+    routing.sort_by_key(|c| match c {
+        Command::UpsertZone(z) => z.zone.0,
+        _ => 0,
+    });
+    let mut lanes: Vec<_> = network.lanes().copied().collect();
+    lanes.sort_by_key(|l| (l.node, l.zone.0, l.level));
+    routing.extend(lanes.into_iter().map(Command::UpsertLane));
+    Writer(&mut out).len(routing.len());
+    for c in &routing {
+        let mut entry = Vec::new();
+        codec::encode(c, &mut entry);
+        Writer(&mut out).len(entry.len());
+        out.extend_from_slice(&entry);
+    }
     out
 }
 
@@ -397,6 +416,7 @@ fn bad(offset: usize, reason: impl Into<String>) -> SnapshotError {
 /// A checked, not yet loaded snapshot: its header and where its sections are.
 pub struct SnapshotFile<'a> {
     pub lsn: u64,
+    pub version: u32,
     pub config: EngineConfig,
     meta: (usize, &'a [u8]),
     sku: Vec<(usize, &'a [u8])>,
@@ -436,7 +456,7 @@ pub fn foreign_version(b: &[u8]) -> Option<u32> {
         && b[0..8] == SNAPSHOT_MAGIC
         && crc32c::crc32c(&b[..HEADER_LEN - 4]) == u32_at(b, HEADER_LEN - 4);
     let version = if intact { u32_at(b, 8) } else { SNAPSHOT_VERSION };
-    (version != SNAPSHOT_VERSION).then_some(version)
+    (!READABLE.contains(&version)).then_some(version)
 }
 
 impl<'a> SnapshotFile<'a> {
@@ -455,10 +475,10 @@ impl<'a> SnapshotFile<'a> {
             return Err(bad(0, "header checksum mismatch"));
         }
         let version = u32_at(b, 8);
-        if version != SNAPSHOT_VERSION {
+        if !READABLE.contains(&version) {
             return Err(bad(
                 8,
-                format!("snapshot version {version}; this build reads {SNAPSHOT_VERSION}"),
+                format!("snapshot version {version}; this build reads {READABLE:?}"),
             ));
         }
         let config = EngineConfig {
@@ -509,6 +529,7 @@ impl<'a> SnapshotFile<'a> {
         let requests = sections.split_off(1);
         Ok(Self {
             lsn: u64_at(b, 16),
+            version,
             config,
             meta: sections[0],
             sku,
@@ -519,7 +540,7 @@ impl<'a> SnapshotFile<'a> {
     /// Builds the engine this snapshot describes; its next command gets LSN `lsn + 1`.
     pub fn load(&self, log: Option<Arc<dyn CommandLog>>) -> Result<Engine, SnapshotError> {
         let (meta_at, meta) = self.meta;
-        let (n_skus, feeds, network) = decode_meta(meta).map_err(|e| decode_bad(meta_at, e))?;
+        let (n_skus, feeds, network) = decode_meta(meta, self.version).map_err(|e| decode_bad(meta_at, e))?;
         let network = Arc::new(network);
         let shards: Vec<Shard> = self
             .sku
@@ -578,7 +599,7 @@ fn decode_bad(section_at: usize, e: DecodeError) -> SnapshotError {
     bad(section_at, format!("section does not decode: {e}"))
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<(usize, Vec<u64>, Network), DecodeError> {
+fn decode_meta(bytes: &[u8], version: u32) -> Result<(usize, Vec<u64>, Network), DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     let n_skus = r.u32("SKU count")? as usize;
     let n_feeds = r.len("feeds", crate::limits::NODES_MAX, 8)?;
@@ -596,11 +617,31 @@ fn decode_meta(bytes: &[u8]) -> Result<(usize, Vec<u64>, Network), DecodeError> 
             _ => return Err(DecodeError::InvalidValue { at, field: "node" }),
         }
     }
+    let (mut zones, mut lanes) = (Vec::new(), Vec::new());
+    if version >= 3 {
+        let n = r.len("routing", crate::limits::ZONES_MAX + crate::limits::LANES_MAX, 4)?;
+        for _ in 0..n {
+            let len = r.len("routing entry", 1 << 10, 1)?;
+            let at = r.at;
+            match codec::decode(r.take(len, "routing entry")?) {
+                Ok(Command::UpsertZone(z)) => zones.push(z),
+                Ok(Command::UpsertLane(l)) => lanes.push(l),
+                _ => {
+                    return Err(DecodeError::InvalidValue {
+                        at,
+                        field: "zone or lane",
+                    });
+                }
+            }
+        }
+    }
     end(&r)?;
-    let network = Network::from_nodes(specs).ok_or(DecodeError::InvalidValue {
-        at: 0,
-        field: "node names (repeated)",
-    })?;
+    let network = Network::from_nodes(specs)
+        .ok_or(DecodeError::InvalidValue {
+            at: 0,
+            field: "node names (repeated)",
+        })?
+        .with_routing(zones, lanes);
     Ok((n_skus, feeds, network))
 }
 

@@ -2,7 +2,7 @@
 //! however damaged, makes the decoder panic or allocate beyond the limits.
 
 use promised_engine::codec::{self, DecodeError};
-use promised_engine::network::{Calendar, DailyCapacity, Location};
+use promised_engine::network::{Calendar, DailyCapacity, Lane, Location, ServiceLevel, ZoneSpec};
 use promised_engine::{
     AdjustReason, Capabilities, Command, Day, HoldLineRequest, LineQuantity, NodeChoice, NodeId, NodeKind,
     NodeSpec, NodeStatus, Quantity, RequestId, SkuId, ZoneId,
@@ -175,6 +175,31 @@ fn command() -> impl Strategy<Value = Command> {
         (request(), request(), prop::collection::vec(line_quantity(), 0..6))
             .prop_map(|(request, hold, lines)| Command::Ship { request, hold, lines }),
         Just(Command::Tick),
+        (any::<u32>(), -90.0f32..90.0, -180.0f32..180.0).prop_map(|(z, lat, lon)| {
+            Command::UpsertZone(ZoneSpec {
+                zone: ZoneId(z),
+                lat,
+                lon,
+            })
+        }),
+        (
+            node(),
+            any::<u32>(),
+            0usize..3,
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(node, zone, level, transit_days, package, unit)| {
+                Command::UpsertLane(Lane {
+                    node,
+                    zone: ZoneId(zone),
+                    level: ServiceLevel::ALL[level],
+                    transit_days,
+                    cost_per_package_cents: package,
+                    cost_per_unit_cents: unit,
+                })
+            }),
     ]
 }
 

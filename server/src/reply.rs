@@ -173,7 +173,8 @@ pub fn outcome<'a>(
             let u = wire::SkuUpserted::create(b, &wire::SkuUpsertedArgs { sku: Some(sku) });
             (wire::ReplyBody::SkuUpserted, u.as_union_value())
         }
-        Outcome::Ticked { .. } => {
+        // Ticks come from the server itself; zones and lanes are not on the wire yet.
+        Outcome::Ticked { .. } | Outcome::ZoneUpserted(_) | Outcome::LaneUpserted => {
             let a = wire::Ack::create(b, &wire::AckArgs {});
             (wire::ReplyBody::Ack, a.as_union_value())
         }

@@ -384,6 +384,18 @@ fn low_stock_events_reach_subscribers_once_per_fall() {
             "nothing else: one event per fall"
         );
         assert_eq!(events.dropped(), 0);
+
+        // After Unsubscribe nothing more comes, however low the stock goes.
+        events.unsubscribe(Duration::from_secs(5)).await.unwrap();
+        let counts = [("SKU-1", 30), ("SKU-2", 20)];
+        writer.set_on_hand("DC-1", 3, &counts).await.unwrap(); // 19: re-armed, if still watched
+        granted(&writer.hold(hold_at("SKU-1", 18)).await.unwrap()); // 1: would be an event
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), events.next())
+                .await
+                .is_err(),
+            "no event after Unsubscribe"
+        );
     });
 }
 

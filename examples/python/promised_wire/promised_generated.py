@@ -71,10 +71,14 @@ class ErrorCode(object):
     UnknownNode = 101
     UnknownHold = 102
     UnknownLot = 103
+    # A destination zone with no centre point and no explicit lane.
+    UnknownZone = 104
     InvalidQuantity = 110
     InvalidName = 111
     InvalidTtl = 112
     InvalidDate = 113
+    # Options that contradict each other or name something unusable (e.g. a closed pickup store).
+    InvalidOption = 114
     DuplicateLine = 120
     DuplicateLot = 121
     EmptyRequest = 122

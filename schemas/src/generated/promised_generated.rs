@@ -561,15 +561,17 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 100;
 pub const ENUM_MAX_ERROR_CODE: u16 = 1099;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 35] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 37] = [
   ErrorCode::UnknownSku,
   ErrorCode::UnknownNode,
   ErrorCode::UnknownHold,
   ErrorCode::UnknownLot,
+  ErrorCode::UnknownZone,
   ErrorCode::InvalidQuantity,
   ErrorCode::InvalidName,
   ErrorCode::InvalidTtl,
   ErrorCode::InvalidDate,
+  ErrorCode::InvalidOption,
   ErrorCode::DuplicateLine,
   ErrorCode::DuplicateLot,
   ErrorCode::EmptyRequest,
@@ -610,10 +612,14 @@ impl ErrorCode {
   pub const UnknownNode: Self = Self(101);
   pub const UnknownHold: Self = Self(102);
   pub const UnknownLot: Self = Self(103);
+  /// A destination zone with no centre point and no explicit lane.
+  pub const UnknownZone: Self = Self(104);
   pub const InvalidQuantity: Self = Self(110);
   pub const InvalidName: Self = Self(111);
   pub const InvalidTtl: Self = Self(112);
   pub const InvalidDate: Self = Self(113);
+  /// Options that contradict each other or name something unusable (e.g. a closed pickup store).
+  pub const InvalidOption: Self = Self(114);
   pub const DuplicateLine: Self = Self(120);
   pub const DuplicateLot: Self = Self(121);
   pub const EmptyRequest: Self = Self(122);
@@ -651,10 +657,12 @@ impl ErrorCode {
     Self::UnknownNode,
     Self::UnknownHold,
     Self::UnknownLot,
+    Self::UnknownZone,
     Self::InvalidQuantity,
     Self::InvalidName,
     Self::InvalidTtl,
     Self::InvalidDate,
+    Self::InvalidOption,
     Self::DuplicateLine,
     Self::DuplicateLot,
     Self::EmptyRequest,
@@ -690,10 +698,12 @@ impl ErrorCode {
       Self::UnknownNode => Some("UnknownNode"),
       Self::UnknownHold => Some("UnknownHold"),
       Self::UnknownLot => Some("UnknownLot"),
+      Self::UnknownZone => Some("UnknownZone"),
       Self::InvalidQuantity => Some("InvalidQuantity"),
       Self::InvalidName => Some("InvalidName"),
       Self::InvalidTtl => Some("InvalidTtl"),
       Self::InvalidDate => Some("InvalidDate"),
+      Self::InvalidOption => Some("InvalidOption"),
       Self::DuplicateLine => Some("DuplicateLine"),
       Self::DuplicateLot => Some("DuplicateLot"),
       Self::EmptyRequest => Some("EmptyRequest"),

@@ -1,0 +1,455 @@
+//! Delivery promises: "when can this cart arrive, and from where?" For each service level asked,
+//! the earliest delivery date of the whole cart, the plan that achieves it at the least cost
+//! (which node ships which line, in how many packages), its cost, and what decided the date.
+//!
+//! - [`lanes`]: transit days and costs, explicit or by distance.
+//! - `ship`: a node's next ship day (cut-off in its time zone, calendar, processing days, the
+//!   day its stock is there, capacity left).
+//! - `search`: the exact plan (branch and bound; `search.rs` explains it).
+//!
+//! A promise reads the ledger and changes nothing. Stock counts as the position's ATP with
+//! look-ahead: a line can be promised from supply still arriving, on the day it is promisable.
+//! Lines are shipped whole from one node each (a line is not split across nodes).
+
+pub mod lanes;
+mod search;
+mod ship;
+
+use std::collections::HashSet;
+
+use crate::atp;
+use crate::error::EngineError;
+use crate::ids::{Day, NodeId, Quantity, SkuId, Timestamp, ZoneId};
+use crate::ledger::Engine;
+use crate::limits::PROMISE_LINES_MAX;
+use crate::network::{Capabilities, Lane, Network, NodeKind, NodeStatus, ServiceLevel};
+
+pub use ship::{Binding, CapacityUse, NoCapacityUsed, ShipDay, is_working, ship_day, weekday};
+
+/// One line of a cart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CartLine {
+    pub sku: SkuId,
+    pub quantity: Quantity,
+}
+
+/// Where the cart goes: a zone (for explicit lanes), and the point distances are measured to
+/// (`None`: the zone's centre).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Destination {
+    pub zone: ZoneId,
+    pub point: Option<(f32, f32)>,
+}
+
+/// Rules for a promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromiseOptions {
+    /// At most this many packages (distinct shipping nodes), at least 1.
+    pub max_packages: u8,
+    /// The node kinds that may ship (empty: all).
+    pub kinds: Vec<NodeKind>,
+    /// Stores may ship parcels.
+    pub ship_from_store: bool,
+    /// Collection at this store (BOPIS): the `Pickup` level, from this node only.
+    pub pickup_store: Option<NodeId>,
+    /// Promise the lines that can be served and report the others, instead of nothing.
+    pub allow_partial: bool,
+}
+
+impl Default for PromiseOptions {
+    fn default() -> Self {
+        Self {
+            max_packages: 3,
+            kinds: Vec::new(),
+            ship_from_store: true,
+            pickup_store: None,
+            allow_partial: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromiseRequest {
+    pub lines: Vec<CartLine>,
+    pub destination: Destination,
+    pub levels: Vec<ServiceLevel>,
+    pub options: PromiseOptions,
+}
+
+/// One package of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub node: NodeId,
+    /// Indexes into the request's lines; each ships whole from this node.
+    pub lines: Vec<usize>,
+    pub ship_day: Day,
+    pub delivery: Day,
+    pub cost_cents: u64,
+    pub binding: Binding,
+}
+
+/// The earliest plan for one level, and its cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub delivery: Day,
+    pub cost_cents: u64,
+    pub packages: Vec<Package>,
+    /// What decided the delivery date (the latest package's reason).
+    pub binding: Binding,
+}
+
+/// Why a line cannot be promised at a level.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Shortfall {
+    /// No eligible node has (or will have, within the look-ahead) the units.
+    Stock = 0,
+    /// No node that stocks it has the capabilities it needs (or is allowed by the options).
+    Capability = 1,
+    /// No node that has it has a lane to the destination at this level.
+    Lane = 2,
+    /// No node that has it can ship it within the look-ahead (calendar, capacity).
+    Capacity = 3,
+    /// Every line can be served, but not together within the package limit.
+    Packages = 4,
+}
+
+impl Shortfall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stock => "stock",
+            Self::Capability => "capability",
+            Self::Lane => "lane",
+            Self::Capacity => "capacity",
+            Self::Packages => "packages",
+        }
+    }
+}
+
+/// The answer for one service level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelPromise {
+    pub level: ServiceLevel,
+    /// `None` when nothing can be promised (see `unserved`).
+    pub plan: Option<Plan>,
+    /// Lines left out, and why.
+    pub unserved: Vec<(usize, Shortfall)>,
+}
+
+/// A line's stocking nodes and their availability timelines, read under one shard lock.
+struct Supply {
+    required: Capabilities,
+    /// (node, [(day, cumulative ATP with look-ahead)], non-decreasing in ATP)
+    nodes: Vec<(NodeId, Vec<atp::TimelinePoint>)>,
+}
+
+impl Engine {
+    /// Promises `request` at time `now`, one answer per service level asked, in order. Reads only.
+    pub fn promise(
+        &self,
+        now: Timestamp,
+        request: &PromiseRequest,
+    ) -> Result<Vec<LevelPromise>, EngineError> {
+        self.promise_with(now, request, &NoCapacityUsed)
+    }
+
+    /// [`Engine::promise`] with the capacity already used per node and day.
+    pub fn promise_with(
+        &self,
+        now: Timestamp,
+        request: &PromiseRequest,
+        capacity: &dyn CapacityUse,
+    ) -> Result<Vec<LevelPromise>, EngineError> {
+        let network = self.network.load_full();
+        let point = validate(&network, request)?;
+        let today = now.day();
+        let supplies: Vec<Supply> = request
+            .lines
+            .iter()
+            .map(|l| self.supply(l.sku, today))
+            .collect::<Result<_, _>>()?;
+        Ok(request
+            .levels
+            .iter()
+            .map(|&level| promise_level(&network, request, point, &supplies, level, now, capacity))
+            .collect())
+    }
+
+    /// The capabilities a node needs to ship `sku`.
+    pub fn sku_required(&self, sku: SkuId) -> Result<Capabilities, EngineError> {
+        let shard = self.shards[self.map.shard_of(sku)].read();
+        shard
+            .skus
+            .get(self.map.slot_of(sku))
+            .map(|e| e.required)
+            .ok_or(EngineError::UnknownSkuId(sku))
+    }
+
+    fn supply(&self, sku: SkuId, today: Day) -> Result<Supply, EngineError> {
+        let shard = self.shards[self.map.shard_of(sku)].read();
+        let entry = shard
+            .skus
+            .get(self.map.slot_of(sku))
+            .ok_or(EngineError::UnknownSkuId(sku))?;
+        Ok(Supply {
+            required: entry.required,
+            nodes: entry
+                .nodes
+                .iter()
+                .zip(&entry.positions)
+                .map(|(&node, p)| (node, atp::timeline(p.base(), shard.dated_of(p), today)))
+                .collect(),
+        })
+    }
+}
+
+/// Checks the request; returns the destination point, if there is one.
+fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, f32)>, EngineError> {
+    if request.lines.is_empty() {
+        return Err(EngineError::EmptyRequest);
+    }
+    if request.lines.len() > PROMISE_LINES_MAX {
+        return Err(EngineError::TooManyLines {
+            n_lines: request.lines.len(),
+            max: PROMISE_LINES_MAX,
+        });
+    }
+    let mut seen = HashSet::new();
+    for (i, l) in request.lines.iter().enumerate() {
+        if !seen.insert(l.sku) {
+            return Err(EngineError::DuplicateLine {
+                line_idx: i,
+                sku: l.sku,
+                node: None,
+            });
+        }
+    }
+    let invalid = |what: &str| Err(EngineError::InvalidOption { what: what.into() });
+    if request.levels.is_empty() {
+        return invalid("no service level asked");
+    }
+    if request.levels.iter().collect::<HashSet<_>>().len() != request.levels.len() {
+        return invalid("a service level is asked twice");
+    }
+    let o = &request.options;
+    if o.max_packages == 0 {
+        return invalid("max_packages must be at least 1");
+    }
+    let pickup = request.levels.contains(&ServiceLevel::Pickup);
+    match o.pickup_store {
+        None if pickup => return invalid("the pickup level needs a pickup store"),
+        None => {}
+        Some(_) if !pickup => return invalid("a pickup store is given but the pickup level is not asked"),
+        Some(store) => {
+            let node = network.node(store).ok_or(EngineError::UnknownNodeId(store))?;
+            if node.kind != NodeKind::Store || !node.capabilities.contains(Capabilities::BOPIS) {
+                return invalid(&format!(
+                    "{} is not a store that offers pickup (BOPIS)",
+                    node.name
+                ));
+            }
+            if node.status != NodeStatus::Open {
+                return invalid(&format!("pickup store {} is {}", node.name, node.status.name()));
+            }
+            if !o.kinds.is_empty() && !o.kinds.contains(&NodeKind::Store) {
+                return invalid("a pickup store is given but stores are not an allowed node kind");
+            }
+        }
+    }
+    let point = match request.destination.point {
+        Some((lat, lon)) => {
+            crate::network::check_point(lat, lon)?;
+            Some((lat, lon))
+        }
+        None => network.zone(request.destination.zone).map(|z| (z.lat, z.lon)),
+    };
+    let ships = request.levels.iter().any(|&l| l != ServiceLevel::Pickup);
+    if ships && point.is_none() && !network.lanes().any(|l| l.zone == request.destination.zone) {
+        return Err(EngineError::UnknownZone(request.destination.zone));
+    }
+    Ok(point)
+}
+
+/// The lane from `node` to the destination at `level`, if there is one.
+fn lane(
+    network: &Network,
+    node: NodeId,
+    dest: &Destination,
+    point: Option<(f32, f32)>,
+    level: ServiceLevel,
+) -> Option<Lane> {
+    if let Some(l) = network.lane(node, dest.zone, level) {
+        return Some(*l);
+    }
+    let spec = network.node(node)?;
+    if level == ServiceLevel::Pickup {
+        return Some(lanes::default_lane(node, spec, dest.zone, 0.0, 0.0, level));
+    }
+    let (lat, lon) = point?;
+    Some(lanes::default_lane(node, spec, dest.zone, lat, lon, level))
+}
+
+fn scaled(cents: u32, factor_milli: u32) -> u64 {
+    u64::from(cents) * u64::from(factor_milli) / 1000
+}
+
+fn promise_level(
+    network: &Network,
+    request: &PromiseRequest,
+    point: Option<(f32, f32)>,
+    supplies: &[Supply],
+    level: ServiceLevel,
+    now: Timestamp,
+    capacity: &dyn CapacityUse,
+) -> LevelPromise {
+    let o = &request.options;
+    let ship = |node: NodeId, ready: Day, units: u32| {
+        ship_day(node, network.node(node)?, now, ready, units, capacity)
+    };
+    let eligible = |node: NodeId| -> bool {
+        let Some(n) = network.node(node) else {
+            return false;
+        };
+        if n.status != NodeStatus::Open {
+            return false;
+        }
+        if level == ServiceLevel::Pickup {
+            return Some(node) == o.pickup_store;
+        }
+        (o.kinds.is_empty() || o.kinds.contains(&n.kind)) && (o.ship_from_store || n.kind != NodeKind::Store)
+    };
+    let mut choices = Vec::with_capacity(request.lines.len());
+    let mut served = Vec::with_capacity(request.lines.len());
+    let mut unserved = Vec::new();
+    for (i, (line, supply)) in request.lines.iter().zip(supplies).enumerate() {
+        let units = line.quantity.get();
+        let (mut capable, mut laned, mut stocked) = (false, false, false);
+        let mut candidates = Vec::new();
+        for (node, timeline) in &supply.nodes {
+            let Some(spec) = network.node(*node) else { continue };
+            if !eligible(*node) || !spec.capabilities.contains(supply.required) {
+                continue;
+            }
+            capable = true;
+            let Some(lane) = lane(network, *node, &request.destination, point, level) else {
+                continue;
+            };
+            laned = true;
+            // The timeline's ATP only rises with the day: the first point with enough units.
+            let Some(ready) = timeline.iter().find(|p| p.atp >= i64::from(units)).map(|p| p.day) else {
+                continue;
+            };
+            stocked = true;
+            let Some(solo) = ship(*node, ready, units) else {
+                continue;
+            };
+            let transit = u32::from(lane.transit_days);
+            candidates.push(search::Candidate {
+                node: *node,
+                ready,
+                unit_cost: scaled(lane.cost_per_unit_cents, spec.cost_factor_milli) * u64::from(units),
+                package_cost: scaled(lane.cost_per_package_cents, spec.cost_factor_milli),
+                transit,
+                solo: solo.day.0 + transit,
+            });
+        }
+        if candidates.is_empty() {
+            let why = match (capable, laned, stocked) {
+                (false, _, _) => Shortfall::Capability,
+                (true, false, _) => Shortfall::Lane,
+                (true, true, false) => Shortfall::Stock,
+                (true, true, true) => Shortfall::Capacity,
+            };
+            unserved.push((i, why));
+            continue;
+        }
+        // Earliest alone first, then cheapest: good plans come first and cut the rest.
+        candidates.sort_by_key(|c| (c.solo, c.unit_cost + c.package_cost, c.node));
+        choices.push(search::LineChoices { units, candidates });
+        served.push(i);
+    }
+    if !unserved.is_empty() && !o.allow_partial {
+        return LevelPromise {
+            level,
+            plan: None,
+            unserved,
+        };
+    }
+    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship) else {
+        unserved.extend(served.iter().map(|&i| (i, Shortfall::Packages)));
+        unserved.sort_unstable_by_key(|u| u.0);
+        return LevelPromise {
+            level,
+            plan: None,
+            unserved,
+        };
+    };
+    LevelPromise {
+        level,
+        plan: Some(plan_of(network, &choices, &served, &best, &ship)),
+        unserved,
+    }
+}
+
+/// Turns the search's choice into packages.
+fn plan_of(
+    network: &Network,
+    choices: &[search::LineChoices],
+    served: &[usize],
+    best: &search::Solution,
+    ship: &search::ShipFn<'_>,
+) -> Plan {
+    let mut packages: Vec<Package> = Vec::new();
+    let mut parts: Vec<(NodeId, Day, u32, u64, u32, u64)> = Vec::new();
+    for ((line, &c), &idx) in choices.iter().zip(&best.choice).zip(served) {
+        let cand = &line.candidates[c];
+        match parts.iter().position(|p| p.0 == cand.node) {
+            Some(p) => {
+                let part = &mut parts[p];
+                part.1 = part.1.max(cand.ready);
+                part.2 += line.units;
+                part.5 += cand.unit_cost;
+                packages[p].lines.push(idx);
+            }
+            None => {
+                parts.push((
+                    cand.node,
+                    cand.ready,
+                    line.units,
+                    cand.package_cost,
+                    cand.transit,
+                    cand.unit_cost,
+                ));
+                packages.push(Package {
+                    node: cand.node,
+                    lines: vec![idx],
+                    ship_day: Day(0),
+                    delivery: Day(0),
+                    cost_cents: 0,
+                    binding: Binding::Transit,
+                });
+            }
+        }
+    }
+    for (pkg, (node, ready, units, package_cost, transit, unit_cost)) in packages.iter_mut().zip(parts) {
+        let s = ship(node, ready, units).expect("the search checked that every package ships");
+        pkg.ship_day = s.day;
+        pkg.delivery = s.day.plus(transit);
+        pkg.cost_cents = package_cost + unit_cost;
+        pkg.binding = s.binding;
+        debug_assert!(network.node(node).is_some());
+    }
+    let last = packages
+        .iter()
+        .max_by_key(|p| (p.delivery, p.binding as u8))
+        .expect("a plan has a package");
+    Plan {
+        delivery: last.delivery,
+        cost_cents: best.key.1,
+        binding: last.binding,
+        packages,
+    }
+}
+
+#[cfg(test)]
+mod tests;

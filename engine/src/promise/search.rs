@@ -1,0 +1,221 @@
+//! The exact search: which node ships each line of a cart, so that the cart arrives as early as
+//! possible and, among the plans that arrive then, costs least.
+//!
+//! A plan's packages are its distinct nodes; a node ships its lines together, on the first day it
+//! can ship all of them (the latest stock among them, the capacity for their units), and the
+//! package arrives that day plus the lane's transit. The cart arrives with its last package.
+//! Cost = per package (the lane's package cost) + per unit (the lane's unit cost), both times the
+//! node's cost factor.
+//!
+//! Branch and bound over the lines, fewest candidates first, each line's candidates earliest and
+//! cheapest first. The first complete plan comes from the best single node (the common case: one
+//! package), so most branches are cut at once. A branch is cut when its lower bound is not better
+//! than the best plan: the date bound is the latest of the packages so far and of each remaining
+//! line's earliest delivery alone (a package only gets later as lines join it: more units, later
+//! stock); the cost bound adds each remaining line's cheapest units and no package cost.
+
+use crate::ids::{Day, NodeId};
+
+use super::ship::ShipDay;
+
+/// One node that could ship one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub node: NodeId,
+    /// The first day the node has the line's units promisable (inbound supply included).
+    pub ready: Day,
+    pub unit_cost: u64,
+    pub package_cost: u64,
+    pub transit: u32,
+    /// The line's delivery day if it were shipped alone from this node.
+    pub solo: u32,
+}
+
+/// A line to place, and where it could go.
+#[derive(Clone, Debug)]
+pub(crate) struct LineChoices {
+    pub units: u32,
+    pub candidates: Vec<Candidate>,
+}
+
+/// (delivery day, cost): smaller is better, date first.
+pub(crate) type Key = (u32, u64);
+
+/// The best plan: one candidate index per line, and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Solution {
+    pub key: Key,
+    pub choice: Vec<usize>,
+}
+
+/// When a node ships a package: `(node, ready, units) -> ship day`.
+pub(crate) type ShipFn<'a> = dyn Fn(NodeId, Day, u32) -> Option<ShipDay> + 'a;
+
+/// A package being built: one node's lines so far.
+#[derive(Clone, Copy, Debug)]
+struct Package {
+    node: NodeId,
+    ready: Day,
+    units: u32,
+    delivery: u32,
+}
+
+/// The key of a complete assignment (`choice[i]` indexes line i's candidates), or `None` if some
+/// package cannot ship. Also the reference the search is tested against.
+pub(crate) fn evaluate(lines: &[LineChoices], choice: &[usize], ship: &ShipFn<'_>) -> Option<Key> {
+    let mut packages: Vec<(NodeId, Day, u32, u64, u32)> = Vec::new();
+    let mut cost = 0u64;
+    for (line, &c) in lines.iter().zip(choice) {
+        let cand = &line.candidates[c];
+        cost += cand.unit_cost;
+        match packages.iter_mut().find(|p| p.0 == cand.node) {
+            Some(p) => {
+                p.1 = p.1.max(cand.ready);
+                p.2 += line.units;
+            }
+            None => packages.push((cand.node, cand.ready, line.units, cand.package_cost, cand.transit)),
+        }
+    }
+    let mut date = 0;
+    for (node, ready, units, package_cost, transit) in packages {
+        let s = ship(node, ready, units)?;
+        date = date.max(s.day.0 + transit);
+        cost += package_cost;
+    }
+    Some((date, cost))
+}
+
+struct Search<'a, 'f> {
+    lines: &'a [LineChoices],
+    /// Lines in search order.
+    order: Vec<usize>,
+    max_packages: usize,
+    ship: &'a ShipFn<'f>,
+    /// Bounds for the lines from depth k on.
+    date_bound: Vec<u32>,
+    cost_bound: Vec<u64>,
+    best: Option<Solution>,
+    choice: Vec<usize>,
+    packages: Vec<Package>,
+}
+
+impl Search<'_, '_> {
+    fn better(&self, key: Key) -> bool {
+        self.best.as_ref().is_none_or(|b| key < b.key)
+    }
+
+    fn go(&mut self, depth: usize, cost: u64) {
+        if depth == self.order.len() {
+            let date = self.packages.iter().map(|p| p.delivery).max().unwrap_or(0);
+            if self.better((date, cost)) {
+                self.best = Some(Solution {
+                    key: (date, cost),
+                    choice: self.choice.clone(),
+                });
+            }
+            return;
+        }
+        let li = self.order[depth];
+        let line = &self.lines[li];
+        for (ci, cand) in line.candidates.iter().enumerate() {
+            let at = self.packages.iter().position(|p| p.node == cand.node);
+            if at.is_none() && self.packages.len() == self.max_packages {
+                continue;
+            }
+            let (ready, units) = match at {
+                Some(i) => (
+                    self.packages[i].ready.max(cand.ready),
+                    self.packages[i].units + line.units,
+                ),
+                None => (cand.ready, line.units),
+            };
+            let Some(s) = (self.ship)(cand.node, ready, units) else {
+                continue;
+            };
+            let delivery = s.day.0 + cand.transit;
+            let others = self
+                .packages
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| Some(i) != at)
+                .map(|(_, p)| p.delivery)
+                .max()
+                .unwrap_or(0);
+            let new_cost = cost + cand.unit_cost + if at.is_none() { cand.package_cost } else { 0 };
+            let bound = (
+                others.max(delivery).max(self.date_bound[depth + 1]),
+                new_cost + self.cost_bound[depth + 1],
+            );
+            if !self.better(bound) {
+                continue;
+            }
+            let saved = at.map(|i| self.packages[i]);
+            match at {
+                Some(i) => {
+                    let p = &mut self.packages[i];
+                    (p.ready, p.units, p.delivery) = (ready, units, delivery);
+                }
+                None => self.packages.push(Package {
+                    node: cand.node,
+                    ready,
+                    units,
+                    delivery,
+                }),
+            }
+            self.choice[li] = ci;
+            self.go(depth + 1, new_cost);
+            match (at, saved) {
+                (Some(i), Some(p)) => self.packages[i] = p,
+                _ => {
+                    self.packages.pop();
+                }
+            }
+        }
+    }
+}
+
+/// The earliest, then cheapest, plan with at most `max_packages` packages; `None` if there is
+/// none (a line without candidates, or no combination that can ship).
+pub(crate) fn search(lines: &[LineChoices], max_packages: usize, ship: &ShipFn<'_>) -> Option<Solution> {
+    if lines.is_empty() || lines.iter().any(|l| l.candidates.is_empty()) || max_packages == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..lines.len()).collect();
+    order.sort_by_key(|&i| (lines[i].candidates.len(), i));
+    let n = order.len();
+    let (mut date_bound, mut cost_bound) = (vec![0u32; n + 1], vec![0u64; n + 1]);
+    for d in (0..n).rev() {
+        let line = &lines[order[d]];
+        let solo = line.candidates.iter().map(|c| c.solo).min().unwrap_or(0);
+        let cheapest = line.candidates.iter().map(|c| c.unit_cost).min().unwrap_or(0);
+        date_bound[d] = date_bound[d + 1].max(solo);
+        cost_bound[d] = cost_bound[d + 1] + cheapest;
+    }
+    let mut s = Search {
+        lines,
+        order,
+        max_packages,
+        ship,
+        date_bound,
+        cost_bound,
+        best: None,
+        choice: vec![0; n],
+        packages: Vec::with_capacity(max_packages.min(n)),
+    };
+    // The fast path first: the best single node that has every line.
+    let first = &lines[0];
+    for cand in &first.candidates {
+        let choice: Option<Vec<usize>> = lines
+            .iter()
+            .map(|l| l.candidates.iter().position(|c| c.node == cand.node))
+            .collect();
+        if let Some(choice) = choice
+            && let Some(key) = evaluate(lines, &choice, ship)
+            && s.better(key)
+        {
+            s.best = Some(Solution { key, choice });
+        }
+    }
+    s.go(0, 0);
+    s.best
+}
