@@ -44,6 +44,11 @@ pub fn default_lane(
     level: ServiceLevel,
 ) -> Lane {
     let km = haversine_km(node.location.lat, node.location.lon, lat, lon);
+    lane_at_distance(id, zone, km, level)
+}
+
+/// The default lane for a destination `km` away.
+pub fn lane_at_distance(id: NodeId, zone: ZoneId, km: f64, level: ServiceLevel) -> Lane {
     let ground_days = (1.0 + km / 800.0).floor().clamp(1.0, 6.0) as u8;
     let ground_cents = 450.0 + km * 0.25;
     let (transit_days, factor, unit) = match level {

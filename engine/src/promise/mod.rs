@@ -136,11 +136,18 @@ pub struct LevelPromise {
     pub unserved: Vec<(usize, Shortfall)>,
 }
 
-/// A line's stocking nodes and their availability timelines, read under one shard lock.
+/// One stocking node of a line, worked out once for every level: whether it may ship the SKU
+/// (open, capable), the first day it has the units, and the day it could ship them alone.
+struct Offer {
+    node: NodeId,
+    capable: bool,
+    ready: Option<Day>,
+    solo: Option<ShipDay>,
+}
+
+/// A line's offers, read under one shard lock.
 struct Supply {
-    required: Capabilities,
-    /// (node, [(day, cumulative ATP with look-ahead)], non-decreasing in ATP)
-    nodes: Vec<(NodeId, Vec<atp::TimelinePoint>)>,
+    offers: Vec<Offer>,
 }
 
 impl Engine {
@@ -162,16 +169,24 @@ impl Engine {
     ) -> Result<Vec<LevelPromise>, EngineError> {
         let network = self.network.load_full();
         let point = validate(&network, request)?;
-        let today = now.day();
         let supplies: Vec<Supply> = request
             .lines
             .iter()
-            .map(|l| self.supply(l.sku, today))
+            .map(|l| self.supply(&network, l, now, capacity))
             .collect::<Result<_, _>>()?;
+        let mut distances = Distances::default();
+        let ask = Ask {
+            network: &network,
+            request,
+            point,
+            supplies: &supplies,
+            now,
+            capacity,
+        };
         Ok(request
             .levels
             .iter()
-            .map(|&level| promise_level(&network, request, point, &supplies, level, now, capacity))
+            .map(|&level| promise_level(&ask, level, &mut distances))
             .collect())
     }
 
@@ -185,23 +200,55 @@ impl Engine {
             .ok_or(EngineError::UnknownSkuId(sku))
     }
 
-    fn supply(&self, sku: SkuId, today: Day) -> Result<Supply, EngineError> {
-        let shard = self.shards[self.map.shard_of(sku)].read();
+    fn supply(
+        &self,
+        network: &Network,
+        line: &CartLine,
+        now: Timestamp,
+        capacity: &dyn CapacityUse,
+    ) -> Result<Supply, EngineError> {
+        let today = now.day();
+        let units = line.quantity.get();
+        let shard = self.shards[self.map.shard_of(line.sku)].read();
         let entry = shard
             .skus
-            .get(self.map.slot_of(sku))
-            .ok_or(EngineError::UnknownSkuId(sku))?;
-        Ok(Supply {
-            required: entry.required,
-            nodes: entry
-                .nodes
-                .iter()
-                .zip(&entry.positions)
-                .map(|(&node, p)| (node, atp::timeline(p.base(), shard.dated_of(p), today)))
-                .collect(),
-        })
+            .get(self.map.slot_of(line.sku))
+            .ok_or(EngineError::UnknownSkuId(line.sku))?;
+        let offers = entry
+            .nodes
+            .iter()
+            .zip(&entry.positions)
+            .map(|(&node, p)| {
+                let spec = network.node(node);
+                let capable = spec.is_some_and(|n| n.capabilities.contains(entry.required));
+                let ready = match shard.dated_of(p) {
+                    // Most positions have no dated supply: ATP is the same every day.
+                    None => (p.base() >= i64::from(units)).then_some(today),
+                    // ATP only rises with the day: the first point with enough units.
+                    Some(dated) => atp::timeline(p.base(), Some(dated), today)
+                        .iter()
+                        .find(|t| t.atp >= i64::from(units))
+                        .map(|t| t.day),
+                };
+                let solo = match (spec, ready) {
+                    (Some(spec), Some(ready)) if capable => ship_day(node, spec, now, ready, units, capacity),
+                    _ => None,
+                };
+                Offer {
+                    node,
+                    capable,
+                    ready,
+                    solo,
+                }
+            })
+            .collect();
+        Ok(Supply { offers })
     }
 }
+
+/// Great-circle distances from nodes to the destination, worked out once per request.
+#[derive(Default)]
+struct Distances(std::collections::HashMap<NodeId, f64>);
 
 /// Checks the request; returns the destination point, if there is one.
 fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, f32)>, EngineError> {
@@ -277,31 +324,46 @@ fn lane(
     dest: &Destination,
     point: Option<(f32, f32)>,
     level: ServiceLevel,
+    distances: &mut Distances,
 ) -> Option<Lane> {
     if let Some(l) = network.lane(node, dest.zone, level) {
         return Some(*l);
     }
     let spec = network.node(node)?;
     if level == ServiceLevel::Pickup {
-        return Some(lanes::default_lane(node, spec, dest.zone, 0.0, 0.0, level));
+        return Some(lanes::lane_at_distance(node, dest.zone, 0.0, level));
     }
     let (lat, lon) = point?;
-    Some(lanes::default_lane(node, spec, dest.zone, lat, lon, level))
+    let km = *distances
+        .0
+        .entry(node)
+        .or_insert_with(|| lanes::haversine_km(spec.location.lat, spec.location.lon, lat, lon));
+    Some(lanes::lane_at_distance(node, dest.zone, km, level))
 }
 
 fn scaled(cents: u32, factor_milli: u32) -> u64 {
     u64::from(cents) * u64::from(factor_milli) / 1000
 }
 
-fn promise_level(
-    network: &Network,
-    request: &PromiseRequest,
+/// What every level of one promise shares.
+struct Ask<'a> {
+    network: &'a Network,
+    request: &'a PromiseRequest,
     point: Option<(f32, f32)>,
-    supplies: &[Supply],
-    level: ServiceLevel,
+    supplies: &'a [Supply],
     now: Timestamp,
-    capacity: &dyn CapacityUse,
-) -> LevelPromise {
+    capacity: &'a dyn CapacityUse,
+}
+
+fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) -> LevelPromise {
+    let Ask {
+        network,
+        request,
+        point,
+        supplies,
+        now,
+        capacity,
+    } = *ask;
     let o = &request.options;
     let ship = |node: NodeId, ready: Day, units: u32| {
         ship_day(node, network.node(node)?, now, ready, units, capacity)
@@ -325,30 +387,25 @@ fn promise_level(
         let units = line.quantity.get();
         let (mut capable, mut laned, mut stocked) = (false, false, false);
         let mut candidates = Vec::new();
-        for (node, timeline) in &supply.nodes {
-            let Some(spec) = network.node(*node) else { continue };
-            if !eligible(*node) || !spec.capabilities.contains(supply.required) {
+        for offer in &supply.offers {
+            if !offer.capable || !eligible(offer.node) {
                 continue;
             }
             capable = true;
-            let Some(lane) = lane(network, *node, &request.destination, point, level) else {
+            let Some(lane) = lane(network, offer.node, &request.destination, point, level, distances) else {
                 continue;
             };
             laned = true;
-            // The timeline's ATP only rises with the day: the first point with enough units.
-            let Some(ready) = timeline.iter().find(|p| p.atp >= i64::from(units)).map(|p| p.day) else {
-                continue;
-            };
+            let Some(ready) = offer.ready else { continue };
             stocked = true;
-            let Some(solo) = ship(*node, ready, units) else {
-                continue;
-            };
+            let Some(solo) = offer.solo else { continue };
+            let factor = network.node(offer.node).map_or(1000, |n| n.cost_factor_milli);
             let transit = u32::from(lane.transit_days);
             candidates.push(search::Candidate {
-                node: *node,
+                node: offer.node,
                 ready,
-                unit_cost: scaled(lane.cost_per_unit_cents, spec.cost_factor_milli) * u64::from(units),
-                package_cost: scaled(lane.cost_per_package_cents, spec.cost_factor_milli),
+                unit_cost: scaled(lane.cost_per_unit_cents, factor) * u64::from(units),
+                package_cost: scaled(lane.cost_per_package_cents, factor),
                 transit,
                 solo: solo.day.0 + transit,
             });

@@ -97,9 +97,19 @@ struct Search<'a, 'f> {
     best: Option<Solution>,
     choice: Vec<usize>,
     packages: Vec<Package>,
+    /// Ship days already worked out: the same package shape recurs across branches.
+    memo: std::collections::HashMap<(NodeId, Day, u32), Option<ShipDay>, ahash::RandomState>,
 }
 
 impl Search<'_, '_> {
+    fn ship(&mut self, node: NodeId, ready: Day, units: u32) -> Option<ShipDay> {
+        let ship = self.ship;
+        *self
+            .memo
+            .entry((node, ready, units))
+            .or_insert_with(|| ship(node, ready, units))
+    }
+
     fn better(&self, key: Key) -> bool {
         self.best.as_ref().is_none_or(|b| key < b.key)
     }
@@ -116,7 +126,8 @@ impl Search<'_, '_> {
             return;
         }
         let li = self.order[depth];
-        let line = &self.lines[li];
+        let lines = self.lines;
+        let line = &lines[li];
         for (ci, cand) in line.candidates.iter().enumerate() {
             let at = self.packages.iter().position(|p| p.node == cand.node);
             if at.is_none() && self.packages.len() == self.max_packages {
@@ -129,7 +140,7 @@ impl Search<'_, '_> {
                 ),
                 None => (cand.ready, line.units),
             };
-            let Some(s) = (self.ship)(cand.node, ready, units) else {
+            let Some(s) = self.ship(cand.node, ready, units) else {
                 continue;
             };
             let delivery = s.day.0 + cand.transit;
@@ -201,6 +212,8 @@ pub(crate) fn search(lines: &[LineChoices], max_packages: usize, ship: &ShipFn<'
         best: None,
         choice: vec![0; n],
         packages: Vec::with_capacity(max_packages.min(n)),
+        // Fixed seeds: the memo never reaches the answer, and seeding per search costs time.
+        memo: std::collections::HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
     };
     // The fast path first: the best single node that has every line.
     let first = &lines[0];

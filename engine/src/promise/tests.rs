@@ -606,7 +606,7 @@ fn brute_force(
                 let r = d.into_iter().max().unwrap();
                 ship_day(node, spec, w.now, r, units, &NoCapacityUsed)
             });
-            let l = lane(&network, node, &dest, point, level);
+            let l = lane(&network, node, &dest, point, level, &mut Distances::default());
             match (shipped, l, key.as_mut()) {
                 (Some(s), Some(l), Some(k)) => {
                     k.0 = k.0.max(s.day.0 + u32::from(l.transit_days));
