@@ -3,7 +3,7 @@
 
 use promised_schemas::wire;
 
-pub use wire::{HoldState, RefusalReason};
+pub use wire::{Binding, HoldState, RefusalReason, ServiceLevel, Shortfall};
 
 use crate::error::ServerError;
 use crate::ops::RequestId;
@@ -116,6 +116,38 @@ pub struct LowStock {
     pub at_ms: u64,
 }
 
+/// One package of a promised plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromisedPackage {
+    pub node: String,
+    /// Indexes of the cart's lines it ships.
+    pub lines: Vec<u16>,
+    pub ship_day: u32,
+    pub delivery_day: u32,
+    pub cost_cents: u64,
+    pub binding: Binding,
+}
+
+/// The plan for one level: the cart's delivery day (days since 1970-01-01), its cost, and what
+/// decided the date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromisedPlan {
+    pub delivery_day: u32,
+    pub cost_cents: u64,
+    pub binding: Binding,
+    pub packages: Vec<PromisedPackage>,
+}
+
+/// The answer for one level asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelAnswer {
+    pub level: ServiceLevel,
+    /// `None`: nothing can be promised at this level.
+    pub plan: Option<PromisedPlan>,
+    /// Lines left out, and why.
+    pub unserved: Vec<(u16, Shortfall)>,
+}
+
 /// Every successful reply body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -142,6 +174,7 @@ pub enum Answer {
         digest: u128,
     },
     Ack,
+    Promise(Vec<LevelAnswer>),
 }
 
 fn string(s: Option<&str>) -> String {
@@ -305,6 +338,42 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
             }
         }
         B::Ack => Answer::Ack,
+        B::PromiseValue => {
+            let p = reply.result_as_promise_value().ok_or_else(unknown)?;
+            Answer::Promise(
+                p.levels()
+                    .iter()
+                    .flatten()
+                    .map(|l| LevelAnswer {
+                        level: l.level(),
+                        plan: l.planned().then(|| PromisedPlan {
+                            delivery_day: l.delivery_day(),
+                            cost_cents: l.cost_cents(),
+                            binding: l.binding(),
+                            packages: l
+                                .packages()
+                                .iter()
+                                .flatten()
+                                .map(|pkg| PromisedPackage {
+                                    node: string(pkg.node()),
+                                    lines: pkg.lines().iter().flatten().collect(),
+                                    ship_day: pkg.ship_day(),
+                                    delivery_day: pkg.delivery_day(),
+                                    cost_cents: pkg.cost_cents(),
+                                    binding: pkg.binding(),
+                                })
+                                .collect(),
+                        }),
+                        unserved: l
+                            .unserved()
+                            .iter()
+                            .flatten()
+                            .map(|u| (u.line(), u.reason()))
+                            .collect(),
+                    })
+                    .collect(),
+            )
+        }
         _ => return Err(unknown()),
     })
 }

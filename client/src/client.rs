@@ -8,10 +8,10 @@ use std::time::Duration;
 use promised_schemas::wire;
 use tokio::sync::mpsc;
 
-use crate::answer::{Answer, HoldChange, HoldOutcome, HoldView, LowStock, Position};
+use crate::answer::{Answer, HoldChange, HoldOutcome, HoldView, LevelAnswer, LowStock, Position};
 use crate::connection::{Connection, Decoded, Dial, Session};
 use crate::error::{ClientError, ServerError};
-use crate::ops::{Hold, LineQuantity, NodeSpec, Op, RequestId};
+use crate::ops::{Hold, LineQuantity, NodeSpec, Op, PromiseCart, RequestId};
 use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`]. `ClientConfig::new(addr)` gives sensible defaults.
@@ -386,6 +386,14 @@ impl Client {
         }
     }
 
+    /// When can this cart arrive, and from where: one answer per level asked.
+    pub async fn promise(&self, cart: PromiseCart) -> Result<Vec<LevelAnswer>, ClientError> {
+        match self.call(&Op::Promise(cart)).await? {
+            Answer::Promise(levels) => Ok(levels),
+            other => Self::unexpected("Promise", other),
+        }
+    }
+
     // ---- feeds and network ----------------------------------------------------------------
 
     /// Sends a feed-type write (set on-hand, adjust, safety stock, inbound, return); `true` if
@@ -418,6 +426,14 @@ impl Client {
         match self.call(&Op::UpsertNode(node)).await? {
             Answer::NodeUpserted(_) => Ok(()),
             other => Self::unexpected("UpsertNode", other),
+        }
+    }
+
+    /// A destination zone's centre point (default lanes are measured to it).
+    pub async fn upsert_zone(&self, zone: u32, lat: f32, lon: f32) -> Result<(), ClientError> {
+        match self.call(&Op::UpsertZone { zone, lat, lon }).await? {
+            Answer::Ack => Ok(()),
+            other => Self::unexpected("UpsertZone", other),
         }
     }
 

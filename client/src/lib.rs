@@ -33,12 +33,15 @@ mod ops;
 mod tls;
 
 pub use answer::{
-    Answer, GrantedLine, HoldChange, HoldGranted, HoldLineView, HoldOutcome, HoldState, HoldView, InboundLot,
-    LineRefusal, LowStock, Position, RefusalReason,
+    Answer, Binding, GrantedLine, HoldChange, HoldGranted, HoldLineView, HoldOutcome, HoldState, HoldView,
+    InboundLot, LevelAnswer, LineRefusal, LowStock, Position, PromisedPackage, PromisedPlan, RefusalReason,
+    ServiceLevel, Shortfall,
 };
 pub use client::{BatchResult, Client, ClientConfig, Subscription};
 pub use connection::Session;
 pub use error::{ClientError, ErrorCode, ServerError};
-pub use ops::{AdjustReason, Hold, HoldLine, LineQuantity, NodeKind, NodeSpec, NodeStatus, Op, RequestId};
+pub use ops::{
+    AdjustReason, Hold, HoldLine, LineQuantity, NodeKind, NodeSpec, NodeStatus, Op, PromiseCart, RequestId,
+};
 pub use promised_schemas::wire::Role;
 pub use tls::TlsConfig;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use promised_schemas::wire;
 
-pub use wire::{AdjustReason, NodeKind, NodeStatus};
+pub use wire::{AdjustReason, NodeKind, NodeStatus, ServiceLevel};
 
 /// A 128-bit idempotency key. Writes carry one; a hold's is also its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,6 +140,40 @@ impl NodeSpec {
     }
 }
 
+/// A cart to promise: where it goes, the levels asked, and the rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromiseCart {
+    /// (SKU, quantity)
+    pub lines: Vec<(String, u32)>,
+    pub zone: u32,
+    /// A destination point instead of the zone's centre.
+    pub point: Option<(f32, f32)>,
+    pub levels: Vec<ServiceLevel>,
+    pub max_packages: u8,
+    /// Node kinds that may ship; empty: all.
+    pub kinds: Vec<NodeKind>,
+    pub ship_from_store: bool,
+    pub pickup_store: Option<String>,
+    pub allow_partial: bool,
+}
+
+impl PromiseCart {
+    /// Ground, two-day and next-day, at most 3 packages, from any node.
+    pub fn new(lines: &[(&str, u32)], zone: u32) -> Self {
+        Self {
+            lines: lines.iter().map(|(s, q)| ((*s).to_string(), *q)).collect(),
+            zone,
+            point: None,
+            levels: vec![ServiceLevel::Ground, ServiceLevel::TwoDay, ServiceLevel::NextDay],
+            max_packages: 3,
+            kinds: Vec::new(),
+            ship_from_store: true,
+            pickup_store: None,
+            allow_partial: false,
+        }
+    }
+}
+
 /// Every operation of the protocol, as a value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -245,6 +279,20 @@ pub enum Op {
     TakeSnapshot,
     StateDigest,
     Shutdown,
+    UpsertZone {
+        zone: u32,
+        lat: f32,
+        lon: f32,
+    },
+    UpsertLane {
+        node: String,
+        zone: u32,
+        level: ServiceLevel,
+        transit_days: u8,
+        cost_per_package_cents: u32,
+        cost_per_unit_cents: u32,
+    },
+    Promise(PromiseCart),
 }
 
 impl Op {
@@ -290,6 +338,9 @@ impl Op {
             Self::TakeSnapshot => O::TakeSnapshot,
             Self::StateDigest => O::StateDigest,
             Self::Shutdown => O::Shutdown,
+            Self::UpsertZone { .. } => O::UpsertZone,
+            Self::UpsertLane { .. } => O::UpsertLane,
+            Self::Promise(_) => O::Promise,
         }
     }
 
@@ -654,6 +705,75 @@ impl Op {
             Self::TakeSnapshot => wire::TakeSnapshot::create(b, &wire::TakeSnapshotArgs {}).as_union_value(),
             Self::StateDigest => wire::StateDigest::create(b, &wire::StateDigestArgs {}).as_union_value(),
             Self::Shutdown => wire::Shutdown::create(b, &wire::ShutdownArgs {}).as_union_value(),
+            Self::UpsertZone { zone, lat, lon } => wire::UpsertZone::create(
+                b,
+                &wire::UpsertZoneArgs {
+                    zone: *zone,
+                    lat: *lat,
+                    lon: *lon,
+                },
+            )
+            .as_union_value(),
+            Self::UpsertLane {
+                node,
+                zone,
+                level,
+                transit_days,
+                cost_per_package_cents,
+                cost_per_unit_cents,
+            } => {
+                let node = b.create_string(node);
+                wire::UpsertLane::create(
+                    b,
+                    &wire::UpsertLaneArgs {
+                        node: Some(node),
+                        zone: *zone,
+                        level: *level,
+                        transit_days: *transit_days,
+                        cost_per_package_cents: *cost_per_package_cents,
+                        cost_per_unit_cents: *cost_per_unit_cents,
+                    },
+                )
+                .as_union_value()
+            }
+            Self::Promise(cart) => {
+                let lines: Vec<_> = cart
+                    .lines
+                    .iter()
+                    .map(|(sku, quantity)| {
+                        let sku = b.create_string(sku);
+                        wire::CartLine::create(
+                            b,
+                            &wire::CartLineArgs {
+                                sku: Some(sku),
+                                quantity: *quantity,
+                            },
+                        )
+                    })
+                    .collect();
+                let lines = b.create_vector(&lines);
+                let levels = b.create_vector(&cart.levels);
+                let kinds = b.create_vector(&cart.kinds);
+                let pickup_store = cart.pickup_store.as_deref().map(|s| b.create_string(s));
+                let (lat, lon) = cart.point.unwrap_or((0.0, 0.0));
+                wire::Promise::create(
+                    b,
+                    &wire::PromiseArgs {
+                        lines: Some(lines),
+                        zone: cart.zone,
+                        has_point: cart.point.is_some(),
+                        lat,
+                        lon,
+                        levels: Some(levels),
+                        max_packages: cart.max_packages,
+                        kinds: Some(kinds),
+                        ship_from_store: cart.ship_from_store,
+                        pickup_store,
+                        allow_partial: cart.allow_partial,
+                    },
+                )
+                .as_union_value()
+            }
         }
     }
 }

@@ -182,6 +182,71 @@ pub fn outcome<'a>(
     reply(b, body)
 }
 
+/// A promise's answer, one `LevelPromise` per level asked.
+fn promise_value<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    levels: &[promised_engine::promise::LevelPromise],
+) -> Body {
+    let levels: Vec<_> = levels
+        .iter()
+        .map(|lp| {
+            let packages: Vec<_> = lp
+                .plan
+                .iter()
+                .flat_map(|p| &p.packages)
+                .map(|pkg| {
+                    let node = node_name(b, engine, pkg.node);
+                    let idx: Vec<u16> = pkg.lines.iter().map(|&i| i as u16).collect();
+                    let lines = b.create_vector(&idx);
+                    wire::PackageValue::create(
+                        b,
+                        &wire::PackageValueArgs {
+                            node: Some(node),
+                            lines: Some(lines),
+                            ship_day: pkg.ship_day.0,
+                            delivery_day: pkg.delivery.0,
+                            cost_cents: pkg.cost_cents,
+                            binding: wire::Binding(pkg.binding as u8),
+                        },
+                    )
+                })
+                .collect();
+            let packages = b.create_vector(&packages);
+            let unserved: Vec<_> = lp
+                .unserved
+                .iter()
+                .map(|&(line, why)| {
+                    wire::UnservedLine::create(
+                        b,
+                        &wire::UnservedLineArgs {
+                            line: line as u16,
+                            reason: wire::Shortfall(why as u8),
+                        },
+                    )
+                })
+                .collect();
+            let unserved = b.create_vector(&unserved);
+            let plan = lp.plan.as_ref();
+            wire::LevelPromise::create(
+                b,
+                &wire::LevelPromiseArgs {
+                    level: wire::ServiceLevel(lp.level as u8),
+                    planned: plan.is_some(),
+                    delivery_day: plan.map_or(0, |p| p.delivery.0),
+                    cost_cents: plan.map_or(0, |p| p.cost_cents),
+                    binding: wire::Binding(plan.map_or(0, |p| p.binding as u8)),
+                    packages: Some(packages),
+                    unserved: Some(unserved),
+                },
+            )
+        })
+        .collect();
+    let levels = b.create_vector(&levels);
+    let v = wire::PromiseValue::create(b, &wire::PromiseValueArgs { levels: Some(levels) });
+    (wire::ReplyBody::PromiseValue, v.as_union_value())
+}
+
 /// The reply to a query, answered at `now`.
 pub fn query<'a>(
     b: &mut FlatBufferBuilder<'a>,
@@ -261,6 +326,9 @@ pub fn query<'a>(
             );
             (wire::ReplyBody::PositionValue, v.as_union_value())
         }),
+        Query::Promise(request) => engine
+            .promise(now, request)
+            .map(|levels| promise_value(b, engine, &levels)),
         Query::Hold(hold_id) => Ok(match engine.hold(*hold_id) {
             None => {
                 let n = wire::NotFound::create(b, &wire::NotFoundArgs {});

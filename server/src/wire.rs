@@ -7,8 +7,10 @@
 use promised_engine::command::{AdjustReason, Command, HoldLineRequest, LineQuantity, NodeChoice};
 use promised_engine::ids::{Day, Quantity, RequestId, SkuId, ZoneId};
 use promised_engine::network::{
-    Calendar, Capabilities, DailyCapacity, Location, NodeKind, NodeSpec, NodeStatus,
+    Calendar, Capabilities, DailyCapacity, Lane, Location, NodeKind, NodeSpec, NodeStatus, ServiceLevel,
+    ZoneSpec,
 };
+use promised_engine::promise::{CartLine, Destination, PromiseOptions, PromiseRequest};
 use promised_engine::{Engine, EngineError, NodeId};
 use promised_schemas::wire;
 
@@ -22,7 +24,7 @@ pub enum Operation {
     Control(wire::Operation),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Query {
     Atp {
         sku: SkuId,
@@ -42,6 +44,8 @@ pub enum Query {
         node: NodeId,
     },
     Hold(RequestId),
+    /// Boxed: a promise request is much larger than the other queries.
+    Promise(Box<PromiseRequest>),
 }
 
 /// A request the engine would never see: the code and message for the `Error` reply.
@@ -259,6 +263,72 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
                 required: Capabilities(s.required_capabilities()),
             }
         }
+        Op::UpsertZone => {
+            let z = request
+                .op_as_upsert_zone()
+                .ok_or_else(|| malformed("zone body"))?;
+            Command::UpsertZone(ZoneSpec {
+                zone: ZoneId(z.zone()),
+                lat: z.lat(),
+                lon: z.lon(),
+            })
+        }
+        Op::UpsertLane => {
+            let l = request
+                .op_as_upsert_lane()
+                .ok_or_else(|| malformed("lane body"))?;
+            Command::UpsertLane(Lane {
+                node: node(l.node())?,
+                zone: ZoneId(l.zone()),
+                level: service_level(l.level())?,
+                transit_days: l.transit_days(),
+                cost_per_package_cents: l.cost_per_package_cents(),
+                cost_per_unit_cents: l.cost_per_unit_cents(),
+            })
+        }
+        Op::Promise => {
+            let p = request.op_as_promise().ok_or_else(|| malformed("promise body"))?;
+            let lines = p
+                .lines()
+                .iter()
+                .map(|l| {
+                    Ok(CartLine {
+                        sku: sku(l.sku())?,
+                        quantity: quantity(l.quantity())?,
+                    })
+                })
+                .collect::<Result<Vec<_>, WireError>>()?;
+            let levels = p
+                .levels()
+                .iter()
+                .map(service_level)
+                .collect::<Result<Vec<_>, _>>()?;
+            let kinds = p
+                .kinds()
+                .iter()
+                .flatten()
+                .map(node_kind)
+                .collect::<Result<Vec<_>, _>>()?;
+            let pickup_store = match p.pickup_store() {
+                None | Some("") => None,
+                Some(n) => Some(node(n)?),
+            };
+            return Ok(Operation::Query(Query::Promise(Box::new(PromiseRequest {
+                lines,
+                destination: Destination {
+                    zone: ZoneId(p.zone()),
+                    point: p.has_point().then_some((p.lat(), p.lon())),
+                },
+                levels,
+                options: PromiseOptions {
+                    max_packages: p.max_packages(),
+                    kinds,
+                    ship_from_store: p.ship_from_store(),
+                    pickup_store,
+                    allow_partial: p.allow_partial(),
+                },
+            }))));
+        }
         Op::Atp => {
             let q = request.op_as_atp().ok_or_else(|| malformed("atp body"))?;
             return Ok(Operation::Query(Query::Atp {
@@ -316,14 +386,22 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
     Ok(Operation::Command(command))
 }
 
-fn node_spec(n: &wire::UpsertNode<'_>) -> Result<NodeSpec, WireError> {
-    let kind = match n.kind() {
+fn node_kind(kind: wire::NodeKind) -> Result<NodeKind, WireError> {
+    Ok(match kind {
         wire::NodeKind::Dc => NodeKind::Dc,
         wire::NodeKind::Store => NodeKind::Store,
         wire::NodeKind::ThirdParty => NodeKind::ThirdParty,
         wire::NodeKind::DropShip => NodeKind::DropShip,
         other => return Err(malformed(format!("unknown node kind {}", other.0))),
-    };
+    })
+}
+
+fn service_level(level: wire::ServiceLevel) -> Result<ServiceLevel, WireError> {
+    ServiceLevel::from_u8(level.0).ok_or_else(|| malformed(format!("unknown service level {}", level.0)))
+}
+
+fn node_spec(n: &wire::UpsertNode<'_>) -> Result<NodeSpec, WireError> {
+    let kind = node_kind(n.kind())?;
     let status = match n.status() {
         wire::NodeStatus::Open => NodeStatus::Open,
         wire::NodeStatus::Paused => NodeStatus::Paused,

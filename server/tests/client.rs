@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use promised_client::{
     AdjustReason, Answer, Client, ClientConfig, ClientError, ErrorCode, Hold, HoldChange, HoldLine,
-    HoldOutcome, HoldState, LineQuantity, NodeSpec, Op, RefusalReason, RequestId, Role, TlsConfig,
+    HoldOutcome, HoldState, LineQuantity, NodeSpec, Op, PromiseCart, RefusalReason, RequestId, Role,
+    ServiceLevel, Shortfall, TlsConfig,
 };
 
 mod common;
@@ -225,6 +226,81 @@ fn every_operation_through_the_client() {
             digest,
             "reads change nothing"
         );
+    });
+}
+
+#[test]
+fn promises_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    runtime().block_on(async {
+        let client = Client::connect(ClientConfig::new(&server.addr)).await.unwrap();
+        // Two DCs working every day with no cut-off (minute 1440 never comes): near (0, 0) and
+        // far (8, 0); zone 1's centre is (0, 0.5), 56 km from the near one.
+        for (name, lat) in [("NEAR", 0.0), ("FAR", 8.0)] {
+            let mut n = NodeSpec::new(name);
+            (n.lat, n.weekdays, n.cutoff_minute) = (lat, 0b111_1111, 1440);
+            client.upsert_node(n).await.unwrap();
+        }
+        client.upsert_sku("SKU-1", 0).await.unwrap();
+        client.upsert_zone(1, 0.0, 0.5).await.unwrap();
+        for node in ["NEAR", "FAR"] {
+            client.set_on_hand(node, 1, &[("SKU-1", 10)]).await.unwrap();
+        }
+        let levels = client
+            .promise(PromiseCart::new(&[("SKU-1", 2)], 1))
+            .await
+            .unwrap();
+        assert_eq!(levels.len(), 3);
+        let plan = |i: usize| {
+            levels[i]
+                .plan
+                .clone()
+                .unwrap_or_else(|| panic!("{:?}", levels[i]))
+        };
+        let (ground, next_day) = (plan(0), plan(2));
+        assert_eq!(
+            (levels[0].level, levels[2].level),
+            (ServiceLevel::Ground, ServiceLevel::NextDay)
+        );
+        assert_eq!(ground.packages[0].node, "NEAR");
+        assert_eq!(ground.delivery_day, today() + 1, "ships today, one day of ground");
+        assert_eq!(ground.cost_cents, 463 + 2 * 20);
+        assert!(next_day.cost_cents > ground.cost_cents);
+        // An explicit lane makes the far DC the cheaper one at the same date.
+        let lane = Op::UpsertLane {
+            node: "FAR".into(),
+            zone: 1,
+            level: ServiceLevel::Ground,
+            transit_days: 1,
+            cost_per_package_cents: 100,
+            cost_per_unit_cents: 1,
+        };
+        assert_eq!(client.call(&lane).await.unwrap(), Answer::Ack);
+        let mut cart = PromiseCart::new(&[("SKU-1", 2)], 1);
+        cart.levels = vec![ServiceLevel::Ground];
+        let levels = client.promise(cart.clone()).await.unwrap();
+        let ground = levels[0].plan.clone().unwrap();
+        assert_eq!(
+            (ground.packages[0].node.as_str(), ground.cost_cents),
+            ("FAR", 102)
+        );
+        // More than anyone has: unserved, with the reason.
+        cart.lines = vec![("SKU-1".into(), 11)];
+        let levels = client.promise(cart.clone()).await.unwrap();
+        assert_eq!(
+            (levels[0].plan.as_ref(), &levels[0].unserved[..]),
+            (None, &[(0, Shortfall::Stock)][..])
+        );
+        // Bad input: an unknown zone, a pickup without a store.
+        cart.zone = 77;
+        cart.lines = vec![("SKU-1".into(), 1)];
+        let e = client.promise(cart.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownZone), "{e}");
+        cart.zone = 1;
+        cart.levels = vec![ServiceLevel::Pickup];
+        let e = client.promise(cart).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidOption), "{e}");
     });
 }
 

@@ -36,6 +36,14 @@ class NodeStatus(object):
     Closed = 2
 
 
+# How fast a parcel travels; `Pickup` is collection at a store (BOPIS).
+class ServiceLevel(object):
+    Ground = 0
+    TwoDay = 1
+    NextDay = 2
+    Pickup = 3
+
+
 class Operation(object):
     NONE = 0
     Hold = 1
@@ -62,6 +70,9 @@ class Operation(object):
     TakeSnapshot = 22
     StateDigest = 23
     Shutdown = 24
+    UpsertZone = 25
+    UpsertLane = 26
+    Promise = 27
 
 
 # Stable codes: never renumbered, only appended. The engine's codes (100-299) are the same
@@ -127,6 +138,24 @@ class HoldState(object):
     Cancelled = 5
 
 
+# What decided a date.
+class Binding(object):
+    Transit = 0
+    Cutoff = 1
+    Calendar = 2
+    Capacity = 3
+    Stock = 4
+
+
+# Why a line cannot be promised at a level.
+class Shortfall(object):
+    Stock = 0
+    Capability = 1
+    Lane = 2
+    Capacity = 3
+    Packages = 4
+
+
 class ReplyBody(object):
     NONE = 0
     Error = 1
@@ -146,6 +175,7 @@ class ReplyBody(object):
     SnapshotTaken = 15
     Digest = 16
     Ack = 17
+    PromiseValue = 18
 
 
 class Event(object):
@@ -1747,6 +1777,158 @@ def UpsertSkuEnd(builder):
 
 
 
+# A destination zone's centre point: default lanes are measured to it.
+class UpsertZone(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = UpsertZone()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsUpsertZone(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def UpsertZoneBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # UpsertZone
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # UpsertZone
+    def Zone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # UpsertZone
+    def Lat(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # UpsertZone
+    def Lon(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+def UpsertZoneStart(builder):
+    builder.StartObject(3)
+
+def UpsertZoneAddZone(builder, zone):
+    builder.PrependUint32Slot(0, zone, 0)
+
+def UpsertZoneAddLat(builder, lat):
+    builder.PrependFloat32Slot(1, lat, 0.0)
+
+def UpsertZoneAddLon(builder, lon):
+    builder.PrependFloat32Slot(2, lon, 0.0)
+
+def UpsertZoneEnd(builder):
+    return builder.EndObject()
+
+
+
+# An explicit lane: it overrides the distance default for (node, zone, level).
+class UpsertLane(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = UpsertLane()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsUpsertLane(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def UpsertLaneBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # UpsertLane
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # UpsertLane
+    def Node(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # UpsertLane
+    def Zone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # UpsertLane
+    def Level(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # UpsertLane
+    def TransitDays(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # UpsertLane
+    def CostPerPackageCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # UpsertLane
+    def CostPerUnitCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def UpsertLaneStart(builder):
+    builder.StartObject(6)
+
+def UpsertLaneAddNode(builder, node):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(node), 0)
+
+def UpsertLaneAddZone(builder, zone):
+    builder.PrependUint32Slot(1, zone, 0)
+
+def UpsertLaneAddLevel(builder, level):
+    builder.PrependUint8Slot(2, level, 0)
+
+def UpsertLaneAddTransitDays(builder, transitDays):
+    builder.PrependUint8Slot(3, transitDays, 0)
+
+def UpsertLaneAddCostPerPackageCents(builder, costPerPackageCents):
+    builder.PrependUint32Slot(4, costPerPackageCents, 0)
+
+def UpsertLaneAddCostPerUnitCents(builder, costPerUnitCents):
+    builder.PrependUint32Slot(5, costPerUnitCents, 0)
+
+def UpsertLaneEnd(builder):
+    return builder.EndObject()
+
+
+
 class Atp(object):
     __slots__ = ['_tab']
 
@@ -1999,6 +2181,269 @@ def GetHoldAddHold(builder, hold):
     builder.PrependStructSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(hold), 0)
 
 def GetHoldEnd(builder):
+    return builder.EndObject()
+
+
+
+class CartLine(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = CartLine()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsCartLine(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def CartLineBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # CartLine
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # CartLine
+    def Sku(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # CartLine
+    def Quantity(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def CartLineStart(builder):
+    builder.StartObject(2)
+
+def CartLineAddSku(builder, sku):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(sku), 0)
+
+def CartLineAddQuantity(builder, quantity):
+    builder.PrependUint32Slot(1, quantity, 0)
+
+def CartLineEnd(builder):
+    return builder.EndObject()
+
+
+
+# When can this cart arrive, and from where? One answer per level asked, in order.
+class Promise(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = Promise()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsPromise(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def PromiseBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # Promise
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Promise
+    def Lines(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = CartLine()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Promise
+    def LinesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Promise
+    def LinesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # The destination zone (its explicit lanes, and its centre unless a point is given).
+    # Promise
+    def Zone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # A destination point instead of the zone's centre, when `has_point`.
+    # Promise
+    def HasPoint(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Promise
+    def Lat(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # Promise
+    def Lon(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # Promise
+    def Levels(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Promise
+    def LevelsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Promise
+    def LevelsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Promise
+    def LevelsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # At most this many packages (distinct shipping nodes).
+    # Promise
+    def MaxPackages(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 3
+
+    # The node kinds that may ship; empty: all.
+    # Promise
+    def Kinds(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Promise
+    def KindsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Promise
+    def KindsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Promise
+    def KindsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        return o == 0
+
+    # Promise
+    def ShipFromStore(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return True
+
+    # Collection at this store (the Pickup level).
+    # Promise
+    def PickupStore(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Promise the lines that can be served and report the others.
+    # Promise
+    def AllowPartial(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def PromiseStart(builder):
+    builder.StartObject(11)
+
+def PromiseAddLines(builder, lines):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(lines), 0)
+
+def PromiseStartLinesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def PromiseAddZone(builder, zone):
+    builder.PrependUint32Slot(1, zone, 0)
+
+def PromiseAddHasPoint(builder, hasPoint):
+    builder.PrependBoolSlot(2, hasPoint, 0)
+
+def PromiseAddLat(builder, lat):
+    builder.PrependFloat32Slot(3, lat, 0.0)
+
+def PromiseAddLon(builder, lon):
+    builder.PrependFloat32Slot(4, lon, 0.0)
+
+def PromiseAddLevels(builder, levels):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(levels), 0)
+
+def PromiseStartLevelsVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def PromiseAddMaxPackages(builder, maxPackages):
+    builder.PrependUint8Slot(6, maxPackages, 3)
+
+def PromiseAddKinds(builder, kinds):
+    builder.PrependUOffsetTRelativeSlot(7, flatbuffers.number_types.UOffsetTFlags.py_type(kinds), 0)
+
+def PromiseStartKindsVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def PromiseAddShipFromStore(builder, shipFromStore):
+    builder.PrependBoolSlot(8, shipFromStore, 1)
+
+def PromiseAddPickupStore(builder, pickupStore):
+    builder.PrependUOffsetTRelativeSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(pickupStore), 0)
+
+def PromiseAddAllowPartial(builder, allowPartial):
+    builder.PrependBoolSlot(10, allowPartial, 0)
+
+def PromiseEnd(builder):
     return builder.EndObject()
 
 
@@ -3747,6 +4192,371 @@ def AckStart(builder):
     builder.StartObject(0)
 
 def AckEnd(builder):
+    return builder.EndObject()
+
+
+
+class PackageValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = PackageValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsPackageValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def PackageValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # PackageValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # PackageValue
+    def Node(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Indexes of the request's lines this package ships (each whole).
+    # PackageValue
+    def Lines(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 2))
+        return 0
+
+    # PackageValue
+    def LinesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint16Flags, o)
+        return 0
+
+    # PackageValue
+    def LinesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # PackageValue
+    def LinesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        return o == 0
+
+    # PackageValue
+    def ShipDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # PackageValue
+    def DeliveryDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # PackageValue
+    def CostCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # PackageValue
+    def Binding(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+def PackageValueStart(builder):
+    builder.StartObject(6)
+
+def PackageValueAddNode(builder, node):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(node), 0)
+
+def PackageValueAddLines(builder, lines):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(lines), 0)
+
+def PackageValueStartLinesVector(builder, numElems):
+    return builder.StartVector(2, numElems, 2)
+
+def PackageValueAddShipDay(builder, shipDay):
+    builder.PrependUint32Slot(2, shipDay, 0)
+
+def PackageValueAddDeliveryDay(builder, deliveryDay):
+    builder.PrependUint32Slot(3, deliveryDay, 0)
+
+def PackageValueAddCostCents(builder, costCents):
+    builder.PrependUint64Slot(4, costCents, 0)
+
+def PackageValueAddBinding(builder, binding):
+    builder.PrependUint8Slot(5, binding, 0)
+
+def PackageValueEnd(builder):
+    return builder.EndObject()
+
+
+
+class UnservedLine(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = UnservedLine()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsUnservedLine(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def UnservedLineBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # UnservedLine
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # UnservedLine
+    def Line(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, o + self._tab.Pos)
+        return 0
+
+    # UnservedLine
+    def Reason(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+def UnservedLineStart(builder):
+    builder.StartObject(2)
+
+def UnservedLineAddLine(builder, line):
+    builder.PrependUint16Slot(0, line, 0)
+
+def UnservedLineAddReason(builder, reason):
+    builder.PrependUint8Slot(1, reason, 0)
+
+def UnservedLineEnd(builder):
+    return builder.EndObject()
+
+
+
+class LevelPromise(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = LevelPromise()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsLevelPromise(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def LevelPromiseBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # LevelPromise
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # LevelPromise
+    def Level(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # False: nothing can be promised at this level (see `unserved`).
+    # LevelPromise
+    def Planned(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # LevelPromise
+    def DeliveryDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # LevelPromise
+    def CostCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # LevelPromise
+    def Binding(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # LevelPromise
+    def Packages(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = PackageValue()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # LevelPromise
+    def PackagesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # LevelPromise
+    def PackagesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # LevelPromise
+    def Unserved(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = UnservedLine()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # LevelPromise
+    def UnservedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # LevelPromise
+    def UnservedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        return o == 0
+
+def LevelPromiseStart(builder):
+    builder.StartObject(7)
+
+def LevelPromiseAddLevel(builder, level):
+    builder.PrependUint8Slot(0, level, 0)
+
+def LevelPromiseAddPlanned(builder, planned):
+    builder.PrependBoolSlot(1, planned, 0)
+
+def LevelPromiseAddDeliveryDay(builder, deliveryDay):
+    builder.PrependUint32Slot(2, deliveryDay, 0)
+
+def LevelPromiseAddCostCents(builder, costCents):
+    builder.PrependUint64Slot(3, costCents, 0)
+
+def LevelPromiseAddBinding(builder, binding):
+    builder.PrependUint8Slot(4, binding, 0)
+
+def LevelPromiseAddPackages(builder, packages):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(packages), 0)
+
+def LevelPromiseStartPackagesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def LevelPromiseAddUnserved(builder, unserved):
+    builder.PrependUOffsetTRelativeSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(unserved), 0)
+
+def LevelPromiseStartUnservedVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def LevelPromiseEnd(builder):
+    return builder.EndObject()
+
+
+
+class PromiseValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = PromiseValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsPromiseValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def PromiseValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # PromiseValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # PromiseValue
+    def Levels(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = LevelPromise()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # PromiseValue
+    def LevelsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # PromiseValue
+    def LevelsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+def PromiseValueStart(builder):
+    builder.StartObject(1)
+
+def PromiseValueAddLevels(builder, levels):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(levels), 0)
+
+def PromiseValueStartLevelsVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def PromiseValueEnd(builder):
     return builder.EndObject()
 
 

@@ -378,12 +378,105 @@ impl<'a> ::flatbuffers::Verifiable for NodeStatus {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for NodeStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_OPERATION: u8 = 0;
+pub const ENUM_MIN_SERVICE_LEVEL: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 24;
+pub const ENUM_MAX_SERVICE_LEVEL: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 25] = [
+pub const ENUM_VALUES_SERVICE_LEVEL: [ServiceLevel; 4] = [
+  ServiceLevel::Ground,
+  ServiceLevel::TwoDay,
+  ServiceLevel::NextDay,
+  ServiceLevel::Pickup,
+];
+
+/// How fast a parcel travels; `Pickup` is collection at a store (BOPIS).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ServiceLevel(pub u8);
+#[allow(non_upper_case_globals)]
+impl ServiceLevel {
+  pub const Ground: Self = Self(0);
+  pub const TwoDay: Self = Self(1);
+  pub const NextDay: Self = Self(2);
+  pub const Pickup: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Ground,
+    Self::TwoDay,
+    Self::NextDay,
+    Self::Pickup,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Ground => Some("Ground"),
+      Self::TwoDay => Some("TwoDay"),
+      Self::NextDay => Some("NextDay"),
+      Self::Pickup => Some("Pickup"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ServiceLevel {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ServiceLevel {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ServiceLevel {
+    type Output = ServiceLevel;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ServiceLevel {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ServiceLevel {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ServiceLevel {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_OPERATION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_OPERATION: u8 = 27;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_OPERATION: [Operation; 28] = [
   Operation::NONE,
   Operation::Hold,
   Operation::Commit,
@@ -409,6 +502,9 @@ pub const ENUM_VALUES_OPERATION: [Operation; 25] = [
   Operation::TakeSnapshot,
   Operation::StateDigest,
   Operation::Shutdown,
+  Operation::UpsertZone,
+  Operation::UpsertLane,
+  Operation::Promise,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -441,9 +537,12 @@ impl Operation {
   pub const TakeSnapshot: Self = Self(22);
   pub const StateDigest: Self = Self(23);
   pub const Shutdown: Self = Self(24);
+  pub const UpsertZone: Self = Self(25);
+  pub const UpsertLane: Self = Self(26);
+  pub const Promise: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 24;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hold,
@@ -470,6 +569,9 @@ impl Operation {
     Self::TakeSnapshot,
     Self::StateDigest,
     Self::Shutdown,
+    Self::UpsertZone,
+    Self::UpsertLane,
+    Self::Promise,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -499,6 +601,9 @@ impl Operation {
       Self::TakeSnapshot => Some("TakeSnapshot"),
       Self::StateDigest => Some("StateDigest"),
       Self::Shutdown => Some("Shutdown"),
+      Self::UpsertZone => Some("UpsertZone"),
+      Self::UpsertLane => Some("UpsertLane"),
+      Self::Promise => Some("Promise"),
       _ => None,
     }
   }
@@ -982,12 +1087,206 @@ impl<'a> ::flatbuffers::Verifiable for HoldState {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for HoldState {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REPLY_BODY: u8 = 0;
+pub const ENUM_MIN_BINDING: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 17;
+pub const ENUM_MAX_BINDING: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 18] = [
+pub const ENUM_VALUES_BINDING: [Binding; 5] = [
+  Binding::Transit,
+  Binding::Cutoff,
+  Binding::Calendar,
+  Binding::Capacity,
+  Binding::Stock,
+];
+
+/// What decided a date.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Binding(pub u8);
+#[allow(non_upper_case_globals)]
+impl Binding {
+  pub const Transit: Self = Self(0);
+  pub const Cutoff: Self = Self(1);
+  pub const Calendar: Self = Self(2);
+  pub const Capacity: Self = Self(3);
+  pub const Stock: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Transit,
+    Self::Cutoff,
+    Self::Calendar,
+    Self::Capacity,
+    Self::Stock,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Transit => Some("Transit"),
+      Self::Cutoff => Some("Cutoff"),
+      Self::Calendar => Some("Calendar"),
+      Self::Capacity => Some("Capacity"),
+      Self::Stock => Some("Stock"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Binding {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Binding {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Binding {
+    type Output = Binding;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Binding {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Binding {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Binding {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SHORTFALL: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SHORTFALL: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SHORTFALL: [Shortfall; 5] = [
+  Shortfall::Stock,
+  Shortfall::Capability,
+  Shortfall::Lane,
+  Shortfall::Capacity,
+  Shortfall::Packages,
+];
+
+/// Why a line cannot be promised at a level.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Shortfall(pub u8);
+#[allow(non_upper_case_globals)]
+impl Shortfall {
+  pub const Stock: Self = Self(0);
+  pub const Capability: Self = Self(1);
+  pub const Lane: Self = Self(2);
+  pub const Capacity: Self = Self(3);
+  pub const Packages: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Stock,
+    Self::Capability,
+    Self::Lane,
+    Self::Capacity,
+    Self::Packages,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Stock => Some("Stock"),
+      Self::Capability => Some("Capability"),
+      Self::Lane => Some("Lane"),
+      Self::Capacity => Some("Capacity"),
+      Self::Packages => Some("Packages"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Shortfall {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Shortfall {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Shortfall {
+    type Output = Shortfall;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Shortfall {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Shortfall {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Shortfall {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REPLY_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REPLY_BODY: u8 = 18;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 19] = [
   ReplyBody::NONE,
   ReplyBody::Error,
   ReplyBody::HoldGranted,
@@ -1006,6 +1305,7 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 18] = [
   ReplyBody::SnapshotTaken,
   ReplyBody::Digest,
   ReplyBody::Ack,
+  ReplyBody::PromiseValue,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1031,9 +1331,10 @@ impl ReplyBody {
   pub const SnapshotTaken: Self = Self(15);
   pub const Digest: Self = Self(16);
   pub const Ack: Self = Self(17);
+  pub const PromiseValue: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Error,
@@ -1053,6 +1354,7 @@ impl ReplyBody {
     Self::SnapshotTaken,
     Self::Digest,
     Self::Ack,
+    Self::PromiseValue,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1075,6 +1377,7 @@ impl ReplyBody {
       Self::SnapshotTaken => Some("SnapshotTaken"),
       Self::Digest => Some("Digest"),
       Self::Ack => Some("Ack"),
+      Self::PromiseValue => Some("PromiseValue"),
       _ => None,
     }
   }
@@ -4408,6 +4711,320 @@ impl ::core::fmt::Debug for UpsertSku<'_> {
       ds.finish()
   }
 }
+pub enum UpsertZoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A destination zone's centre point: default lanes are measured to it.
+pub struct UpsertZone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UpsertZone<'a> {
+  type Inner = UpsertZone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UpsertZone<'a> {
+  pub const VT_ZONE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LON: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UpsertZone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UpsertZoneArgs
+  ) -> ::flatbuffers::WIPOffset<UpsertZone<'bldr>> {
+    let mut builder = UpsertZoneBuilder::new(_fbb);
+    builder.add_lon(args.lon);
+    builder.add_lat(args.lat);
+    builder.add_zone(args.zone);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn zone(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UpsertZone::VT_ZONE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn lat(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(UpsertZone::VT_LAT, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn lon(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(UpsertZone::VT_LON, Some(0.0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UpsertZone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("zone", Self::VT_ZONE, false)?
+     .visit_field::<f32>("lat", Self::VT_LAT, false)?
+     .visit_field::<f32>("lon", Self::VT_LON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpsertZoneArgs {
+    pub zone: u32,
+    pub lat: f32,
+    pub lon: f32,
+}
+impl<'a> Default for UpsertZoneArgs {
+  #[inline]
+  fn default() -> Self {
+    UpsertZoneArgs {
+      zone: 0,
+      lat: 0.0,
+      lon: 0.0,
+    }
+  }
+}
+
+pub struct UpsertZoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UpsertZoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_zone(&mut self, zone: u32) {
+    self.fbb_.push_slot::<u32>(UpsertZone::VT_ZONE, zone, 0);
+  }
+  #[inline]
+  pub fn add_lat(&mut self, lat: f32) {
+    self.fbb_.push_slot::<f32>(UpsertZone::VT_LAT, lat, 0.0);
+  }
+  #[inline]
+  pub fn add_lon(&mut self, lon: f32) {
+    self.fbb_.push_slot::<f32>(UpsertZone::VT_LON, lon, 0.0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UpsertZoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UpsertZoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UpsertZone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UpsertZone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UpsertZone");
+      ds.field("zone", &self.zone());
+      ds.field("lat", &self.lat());
+      ds.field("lon", &self.lon());
+      ds.finish()
+  }
+}
+pub enum UpsertLaneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// An explicit lane: it overrides the distance default for (node, zone, level).
+pub struct UpsertLane<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UpsertLane<'a> {
+  type Inner = UpsertLane<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UpsertLane<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ZONE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LEVEL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TRANSIT_DAYS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_COST_PER_PACKAGE_CENTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COST_PER_UNIT_CENTS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UpsertLane { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UpsertLaneArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UpsertLane<'bldr>> {
+    let mut builder = UpsertLaneBuilder::new(_fbb);
+    builder.add_cost_per_unit_cents(args.cost_per_unit_cents);
+    builder.add_cost_per_package_cents(args.cost_per_package_cents);
+    builder.add_zone(args.zone);
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.add_transit_days(args.transit_days);
+    builder.add_level(args.level);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UpsertLane::VT_NODE, None).unwrap()}
+  }
+  #[inline]
+  pub fn zone(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UpsertLane::VT_ZONE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn level(&self) -> ServiceLevel {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ServiceLevel>(UpsertLane::VT_LEVEL, Some(ServiceLevel::Ground)).unwrap()}
+  }
+  #[inline]
+  pub fn transit_days(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(UpsertLane::VT_TRANSIT_DAYS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_per_package_cents(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UpsertLane::VT_COST_PER_PACKAGE_CENTS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_per_unit_cents(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UpsertLane::VT_COST_PER_UNIT_CENTS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UpsertLane<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, true)?
+     .visit_field::<u32>("zone", Self::VT_ZONE, false)?
+     .visit_field::<ServiceLevel>("level", Self::VT_LEVEL, false)?
+     .visit_field::<u8>("transit_days", Self::VT_TRANSIT_DAYS, false)?
+     .visit_field::<u32>("cost_per_package_cents", Self::VT_COST_PER_PACKAGE_CENTS, false)?
+     .visit_field::<u32>("cost_per_unit_cents", Self::VT_COST_PER_UNIT_CENTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpsertLaneArgs<'a> {
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub zone: u32,
+    pub level: ServiceLevel,
+    pub transit_days: u8,
+    pub cost_per_package_cents: u32,
+    pub cost_per_unit_cents: u32,
+}
+impl<'a> Default for UpsertLaneArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UpsertLaneArgs {
+      node: None, // required field
+      zone: 0,
+      level: ServiceLevel::Ground,
+      transit_days: 0,
+      cost_per_package_cents: 0,
+      cost_per_unit_cents: 0,
+    }
+  }
+}
+
+pub struct UpsertLaneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UpsertLaneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UpsertLane::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_zone(&mut self, zone: u32) {
+    self.fbb_.push_slot::<u32>(UpsertLane::VT_ZONE, zone, 0);
+  }
+  #[inline]
+  pub fn add_level(&mut self, level: ServiceLevel) {
+    self.fbb_.push_slot::<ServiceLevel>(UpsertLane::VT_LEVEL, level, ServiceLevel::Ground);
+  }
+  #[inline]
+  pub fn add_transit_days(&mut self, transit_days: u8) {
+    self.fbb_.push_slot::<u8>(UpsertLane::VT_TRANSIT_DAYS, transit_days, 0);
+  }
+  #[inline]
+  pub fn add_cost_per_package_cents(&mut self, cost_per_package_cents: u32) {
+    self.fbb_.push_slot::<u32>(UpsertLane::VT_COST_PER_PACKAGE_CENTS, cost_per_package_cents, 0);
+  }
+  #[inline]
+  pub fn add_cost_per_unit_cents(&mut self, cost_per_unit_cents: u32) {
+    self.fbb_.push_slot::<u32>(UpsertLane::VT_COST_PER_UNIT_CENTS, cost_per_unit_cents, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UpsertLaneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UpsertLaneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UpsertLane<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UpsertLane::VT_NODE,"node");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UpsertLane<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UpsertLane");
+      ds.field("node", &self.node());
+      ds.field("zone", &self.zone());
+      ds.field("level", &self.level());
+      ds.field("transit_days", &self.transit_days());
+      ds.field("cost_per_package_cents", &self.cost_per_package_cents());
+      ds.field("cost_per_unit_cents", &self.cost_per_unit_cents());
+      ds.finish()
+  }
+}
 pub enum AtpOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4981,6 +5598,395 @@ impl ::core::fmt::Debug for GetHold<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("GetHold");
       ds.field("hold", &self.hold());
+      ds.finish()
+  }
+}
+pub enum CartLineOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CartLine<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CartLine<'a> {
+  type Inner = CartLine<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CartLine<'a> {
+  pub const VT_SKU: ::flatbuffers::VOffsetT = 4;
+  pub const VT_QUANTITY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CartLine { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CartLineArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CartLine<'bldr>> {
+    let mut builder = CartLineBuilder::new(_fbb);
+    builder.add_quantity(args.quantity);
+    if let Some(x) = args.sku { builder.add_sku(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn sku(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CartLine::VT_SKU, None).unwrap()}
+  }
+  #[inline]
+  pub fn quantity(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CartLine::VT_QUANTITY, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CartLine<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sku", Self::VT_SKU, true)?
+     .visit_field::<u32>("quantity", Self::VT_QUANTITY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CartLineArgs<'a> {
+    pub sku: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub quantity: u32,
+}
+impl<'a> Default for CartLineArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CartLineArgs {
+      sku: None, // required field
+      quantity: 0,
+    }
+  }
+}
+
+pub struct CartLineBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CartLineBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sku(&mut self, sku: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CartLine::VT_SKU, sku);
+  }
+  #[inline]
+  pub fn add_quantity(&mut self, quantity: u32) {
+    self.fbb_.push_slot::<u32>(CartLine::VT_QUANTITY, quantity, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CartLineBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CartLineBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CartLine<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CartLine::VT_SKU,"sku");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CartLine<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CartLine");
+      ds.field("sku", &self.sku());
+      ds.field("quantity", &self.quantity());
+      ds.finish()
+  }
+}
+pub enum PromiseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// When can this cart arrive, and from where? One answer per level asked, in order.
+pub struct Promise<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Promise<'a> {
+  type Inner = Promise<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Promise<'a> {
+  pub const VT_LINES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ZONE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HAS_POINT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LON: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEVELS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_PACKAGES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_KINDS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_SHIP_FROM_STORE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_PICKUP_STORE: ::flatbuffers::VOffsetT = 22;
+  pub const VT_ALLOW_PARTIAL: ::flatbuffers::VOffsetT = 24;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Promise { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PromiseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Promise<'bldr>> {
+    let mut builder = PromiseBuilder::new(_fbb);
+    if let Some(x) = args.pickup_store { builder.add_pickup_store(x); }
+    if let Some(x) = args.kinds { builder.add_kinds(x); }
+    if let Some(x) = args.levels { builder.add_levels(x); }
+    builder.add_lon(args.lon);
+    builder.add_lat(args.lat);
+    builder.add_zone(args.zone);
+    if let Some(x) = args.lines { builder.add_lines(x); }
+    builder.add_allow_partial(args.allow_partial);
+    builder.add_ship_from_store(args.ship_from_store);
+    builder.add_max_packages(args.max_packages);
+    builder.add_has_point(args.has_point);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lines(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CartLine<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CartLine>>>>(Promise::VT_LINES, None).unwrap()}
+  }
+  /// The destination zone (its explicit lanes, and its centre unless a point is given).
+  #[inline]
+  pub fn zone(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Promise::VT_ZONE, Some(0)).unwrap()}
+  }
+  /// A destination point instead of the zone's centre, when `has_point`.
+  #[inline]
+  pub fn has_point(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Promise::VT_HAS_POINT, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn lat(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(Promise::VT_LAT, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn lon(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(Promise::VT_LON, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn levels(&self) -> ::flatbuffers::Vector<'a, ServiceLevel> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ServiceLevel>>>(Promise::VT_LEVELS, None).unwrap()}
+  }
+  /// At most this many packages (distinct shipping nodes).
+  #[inline]
+  pub fn max_packages(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Promise::VT_MAX_PACKAGES, Some(3)).unwrap()}
+  }
+  /// The node kinds that may ship; empty: all.
+  #[inline]
+  pub fn kinds(&self) -> Option<::flatbuffers::Vector<'a, NodeKind>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, NodeKind>>>(Promise::VT_KINDS, None)}
+  }
+  #[inline]
+  pub fn ship_from_store(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Promise::VT_SHIP_FROM_STORE, Some(true)).unwrap()}
+  }
+  /// Collection at this store (the Pickup level).
+  #[inline]
+  pub fn pickup_store(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Promise::VT_PICKUP_STORE, None)}
+  }
+  /// Promise the lines that can be served and report the others.
+  #[inline]
+  pub fn allow_partial(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Promise::VT_ALLOW_PARTIAL, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Promise<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CartLine>>>>("lines", Self::VT_LINES, true)?
+     .visit_field::<u32>("zone", Self::VT_ZONE, false)?
+     .visit_field::<bool>("has_point", Self::VT_HAS_POINT, false)?
+     .visit_field::<f32>("lat", Self::VT_LAT, false)?
+     .visit_field::<f32>("lon", Self::VT_LON, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ServiceLevel>>>("levels", Self::VT_LEVELS, true)?
+     .visit_field::<u8>("max_packages", Self::VT_MAX_PACKAGES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, NodeKind>>>("kinds", Self::VT_KINDS, false)?
+     .visit_field::<bool>("ship_from_store", Self::VT_SHIP_FROM_STORE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pickup_store", Self::VT_PICKUP_STORE, false)?
+     .visit_field::<bool>("allow_partial", Self::VT_ALLOW_PARTIAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PromiseArgs<'a> {
+    pub lines: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CartLine<'a>>>>>,
+    pub zone: u32,
+    pub has_point: bool,
+    pub lat: f32,
+    pub lon: f32,
+    pub levels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ServiceLevel>>>,
+    pub max_packages: u8,
+    pub kinds: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, NodeKind>>>,
+    pub ship_from_store: bool,
+    pub pickup_store: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub allow_partial: bool,
+}
+impl<'a> Default for PromiseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PromiseArgs {
+      lines: None, // required field
+      zone: 0,
+      has_point: false,
+      lat: 0.0,
+      lon: 0.0,
+      levels: None, // required field
+      max_packages: 3,
+      kinds: None,
+      ship_from_store: true,
+      pickup_store: None,
+      allow_partial: false,
+    }
+  }
+}
+
+pub struct PromiseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromiseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lines(&mut self, lines: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CartLine<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Promise::VT_LINES, lines);
+  }
+  #[inline]
+  pub fn add_zone(&mut self, zone: u32) {
+    self.fbb_.push_slot::<u32>(Promise::VT_ZONE, zone, 0);
+  }
+  #[inline]
+  pub fn add_has_point(&mut self, has_point: bool) {
+    self.fbb_.push_slot::<bool>(Promise::VT_HAS_POINT, has_point, false);
+  }
+  #[inline]
+  pub fn add_lat(&mut self, lat: f32) {
+    self.fbb_.push_slot::<f32>(Promise::VT_LAT, lat, 0.0);
+  }
+  #[inline]
+  pub fn add_lon(&mut self, lon: f32) {
+    self.fbb_.push_slot::<f32>(Promise::VT_LON, lon, 0.0);
+  }
+  #[inline]
+  pub fn add_levels(&mut self, levels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ServiceLevel>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Promise::VT_LEVELS, levels);
+  }
+  #[inline]
+  pub fn add_max_packages(&mut self, max_packages: u8) {
+    self.fbb_.push_slot::<u8>(Promise::VT_MAX_PACKAGES, max_packages, 3);
+  }
+  #[inline]
+  pub fn add_kinds(&mut self, kinds: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , NodeKind>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Promise::VT_KINDS, kinds);
+  }
+  #[inline]
+  pub fn add_ship_from_store(&mut self, ship_from_store: bool) {
+    self.fbb_.push_slot::<bool>(Promise::VT_SHIP_FROM_STORE, ship_from_store, true);
+  }
+  #[inline]
+  pub fn add_pickup_store(&mut self, pickup_store: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Promise::VT_PICKUP_STORE, pickup_store);
+  }
+  #[inline]
+  pub fn add_allow_partial(&mut self, allow_partial: bool) {
+    self.fbb_.push_slot::<bool>(Promise::VT_ALLOW_PARTIAL, allow_partial, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PromiseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PromiseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Promise<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Promise::VT_LINES,"lines");
+    self.fbb_.required(o, Promise::VT_LEVELS,"levels");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Promise<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Promise");
+      ds.field("lines", &self.lines());
+      ds.field("zone", &self.zone());
+      ds.field("has_point", &self.has_point());
+      ds.field("lat", &self.lat());
+      ds.field("lon", &self.lon());
+      ds.field("levels", &self.levels());
+      ds.field("max_packages", &self.max_packages());
+      ds.field("kinds", &self.kinds());
+      ds.field("ship_from_store", &self.ship_from_store());
+      ds.field("pickup_store", &self.pickup_store());
+      ds.field("allow_partial", &self.allow_partial());
       ds.finish()
   }
 }
@@ -5813,6 +6819,48 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_upsert_zone(&self) -> Option<UpsertZone<'a>> {
+    if self.op_type() == Operation::UpsertZone {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UpsertZone::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_upsert_lane(&self) -> Option<UpsertLane<'a>> {
+    if self.op_type() == Operation::UpsertLane {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UpsertLane::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_promise(&self) -> Option<Promise<'a>> {
+    if self.op_type() == Operation::Promise {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Promise::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -5847,6 +6895,9 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Operation::TakeSnapshot => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TakeSnapshot>>("Operation::TakeSnapshot", pos),
           Operation::StateDigest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StateDigest>>("Operation::StateDigest", pos),
           Operation::Shutdown => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Shutdown>>("Operation::Shutdown", pos),
+          Operation::UpsertZone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpsertZone>>("Operation::UpsertZone", pos),
+          Operation::UpsertLane => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpsertLane>>("Operation::UpsertLane", pos),
+          Operation::Promise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Promise>>("Operation::Promise", pos),
           _ => Ok(()),
         }
      })?
@@ -6065,6 +7116,27 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Operation::Shutdown => {
           if let Some(x) = self.op_as_shutdown() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpsertZone => {
+          if let Some(x) = self.op_as_upsert_zone() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpsertLane => {
+          if let Some(x) = self.op_as_upsert_lane() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::Promise => {
+          if let Some(x) = self.op_as_promise() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9001,6 +10073,596 @@ impl ::core::fmt::Debug for Ack<'_> {
       ds.finish()
   }
 }
+pub enum PackageValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PackageValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PackageValue<'a> {
+  type Inner = PackageValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PackageValue<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LINES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHIP_DAY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DELIVERY_DAY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_COST_CENTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BINDING: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PackageValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PackageValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PackageValue<'bldr>> {
+    let mut builder = PackageValueBuilder::new(_fbb);
+    builder.add_cost_cents(args.cost_cents);
+    builder.add_delivery_day(args.delivery_day);
+    builder.add_ship_day(args.ship_day);
+    if let Some(x) = args.lines { builder.add_lines(x); }
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.add_binding(args.binding);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PackageValue::VT_NODE, None)}
+  }
+  /// Indexes of the request's lines this package ships (each whole).
+  #[inline]
+  pub fn lines(&self) -> Option<::flatbuffers::Vector<'a, u16>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u16>>>(PackageValue::VT_LINES, None)}
+  }
+  #[inline]
+  pub fn ship_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PackageValue::VT_SHIP_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn delivery_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PackageValue::VT_DELIVERY_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PackageValue::VT_COST_CENTS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn binding(&self) -> Binding {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Binding>(PackageValue::VT_BINDING, Some(Binding::Transit)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PackageValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u16>>>("lines", Self::VT_LINES, false)?
+     .visit_field::<u32>("ship_day", Self::VT_SHIP_DAY, false)?
+     .visit_field::<u32>("delivery_day", Self::VT_DELIVERY_DAY, false)?
+     .visit_field::<u64>("cost_cents", Self::VT_COST_CENTS, false)?
+     .visit_field::<Binding>("binding", Self::VT_BINDING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PackageValueArgs<'a> {
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub lines: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u16>>>,
+    pub ship_day: u32,
+    pub delivery_day: u32,
+    pub cost_cents: u64,
+    pub binding: Binding,
+}
+impl<'a> Default for PackageValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PackageValueArgs {
+      node: None,
+      lines: None,
+      ship_day: 0,
+      delivery_day: 0,
+      cost_cents: 0,
+      binding: Binding::Transit,
+    }
+  }
+}
+
+pub struct PackageValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PackageValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PackageValue::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_lines(&mut self, lines: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u16>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PackageValue::VT_LINES, lines);
+  }
+  #[inline]
+  pub fn add_ship_day(&mut self, ship_day: u32) {
+    self.fbb_.push_slot::<u32>(PackageValue::VT_SHIP_DAY, ship_day, 0);
+  }
+  #[inline]
+  pub fn add_delivery_day(&mut self, delivery_day: u32) {
+    self.fbb_.push_slot::<u32>(PackageValue::VT_DELIVERY_DAY, delivery_day, 0);
+  }
+  #[inline]
+  pub fn add_cost_cents(&mut self, cost_cents: u64) {
+    self.fbb_.push_slot::<u64>(PackageValue::VT_COST_CENTS, cost_cents, 0);
+  }
+  #[inline]
+  pub fn add_binding(&mut self, binding: Binding) {
+    self.fbb_.push_slot::<Binding>(PackageValue::VT_BINDING, binding, Binding::Transit);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PackageValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PackageValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PackageValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PackageValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PackageValue");
+      ds.field("node", &self.node());
+      ds.field("lines", &self.lines());
+      ds.field("ship_day", &self.ship_day());
+      ds.field("delivery_day", &self.delivery_day());
+      ds.field("cost_cents", &self.cost_cents());
+      ds.field("binding", &self.binding());
+      ds.finish()
+  }
+}
+pub enum UnservedLineOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnservedLine<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnservedLine<'a> {
+  type Inner = UnservedLine<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnservedLine<'a> {
+  pub const VT_LINE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnservedLine { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnservedLineArgs
+  ) -> ::flatbuffers::WIPOffset<UnservedLine<'bldr>> {
+    let mut builder = UnservedLineBuilder::new(_fbb);
+    builder.add_line(args.line);
+    builder.add_reason(args.reason);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn line(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(UnservedLine::VT_LINE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Shortfall {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Shortfall>(UnservedLine::VT_REASON, Some(Shortfall::Stock)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnservedLine<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("line", Self::VT_LINE, false)?
+     .visit_field::<Shortfall>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnservedLineArgs {
+    pub line: u16,
+    pub reason: Shortfall,
+}
+impl<'a> Default for UnservedLineArgs {
+  #[inline]
+  fn default() -> Self {
+    UnservedLineArgs {
+      line: 0,
+      reason: Shortfall::Stock,
+    }
+  }
+}
+
+pub struct UnservedLineBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnservedLineBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_line(&mut self, line: u16) {
+    self.fbb_.push_slot::<u16>(UnservedLine::VT_LINE, line, 0);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: Shortfall) {
+    self.fbb_.push_slot::<Shortfall>(UnservedLine::VT_REASON, reason, Shortfall::Stock);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnservedLineBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnservedLineBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnservedLine<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnservedLine<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnservedLine");
+      ds.field("line", &self.line());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum LevelPromiseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LevelPromise<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LevelPromise<'a> {
+  type Inner = LevelPromise<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LevelPromise<'a> {
+  pub const VT_LEVEL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PLANNED: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DELIVERY_DAY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COST_CENTS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_BINDING: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PACKAGES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_UNSERVED: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LevelPromise { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LevelPromiseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LevelPromise<'bldr>> {
+    let mut builder = LevelPromiseBuilder::new(_fbb);
+    builder.add_cost_cents(args.cost_cents);
+    if let Some(x) = args.unserved { builder.add_unserved(x); }
+    if let Some(x) = args.packages { builder.add_packages(x); }
+    builder.add_delivery_day(args.delivery_day);
+    builder.add_binding(args.binding);
+    builder.add_planned(args.planned);
+    builder.add_level(args.level);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn level(&self) -> ServiceLevel {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ServiceLevel>(LevelPromise::VT_LEVEL, Some(ServiceLevel::Ground)).unwrap()}
+  }
+  /// False: nothing can be promised at this level (see `unserved`).
+  #[inline]
+  pub fn planned(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LevelPromise::VT_PLANNED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn delivery_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(LevelPromise::VT_DELIVERY_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LevelPromise::VT_COST_CENTS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn binding(&self) -> Binding {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Binding>(LevelPromise::VT_BINDING, Some(Binding::Transit)).unwrap()}
+  }
+  #[inline]
+  pub fn packages(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PackageValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PackageValue>>>>(LevelPromise::VT_PACKAGES, None)}
+  }
+  #[inline]
+  pub fn unserved(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UnservedLine<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UnservedLine>>>>(LevelPromise::VT_UNSERVED, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LevelPromise<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ServiceLevel>("level", Self::VT_LEVEL, false)?
+     .visit_field::<bool>("planned", Self::VT_PLANNED, false)?
+     .visit_field::<u32>("delivery_day", Self::VT_DELIVERY_DAY, false)?
+     .visit_field::<u64>("cost_cents", Self::VT_COST_CENTS, false)?
+     .visit_field::<Binding>("binding", Self::VT_BINDING, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PackageValue>>>>("packages", Self::VT_PACKAGES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<UnservedLine>>>>("unserved", Self::VT_UNSERVED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LevelPromiseArgs<'a> {
+    pub level: ServiceLevel,
+    pub planned: bool,
+    pub delivery_day: u32,
+    pub cost_cents: u64,
+    pub binding: Binding,
+    pub packages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PackageValue<'a>>>>>,
+    pub unserved: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UnservedLine<'a>>>>>,
+}
+impl<'a> Default for LevelPromiseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LevelPromiseArgs {
+      level: ServiceLevel::Ground,
+      planned: false,
+      delivery_day: 0,
+      cost_cents: 0,
+      binding: Binding::Transit,
+      packages: None,
+      unserved: None,
+    }
+  }
+}
+
+pub struct LevelPromiseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LevelPromiseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_level(&mut self, level: ServiceLevel) {
+    self.fbb_.push_slot::<ServiceLevel>(LevelPromise::VT_LEVEL, level, ServiceLevel::Ground);
+  }
+  #[inline]
+  pub fn add_planned(&mut self, planned: bool) {
+    self.fbb_.push_slot::<bool>(LevelPromise::VT_PLANNED, planned, false);
+  }
+  #[inline]
+  pub fn add_delivery_day(&mut self, delivery_day: u32) {
+    self.fbb_.push_slot::<u32>(LevelPromise::VT_DELIVERY_DAY, delivery_day, 0);
+  }
+  #[inline]
+  pub fn add_cost_cents(&mut self, cost_cents: u64) {
+    self.fbb_.push_slot::<u64>(LevelPromise::VT_COST_CENTS, cost_cents, 0);
+  }
+  #[inline]
+  pub fn add_binding(&mut self, binding: Binding) {
+    self.fbb_.push_slot::<Binding>(LevelPromise::VT_BINDING, binding, Binding::Transit);
+  }
+  #[inline]
+  pub fn add_packages(&mut self, packages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PackageValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LevelPromise::VT_PACKAGES, packages);
+  }
+  #[inline]
+  pub fn add_unserved(&mut self, unserved: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<UnservedLine<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LevelPromise::VT_UNSERVED, unserved);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LevelPromiseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LevelPromiseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LevelPromise<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LevelPromise<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LevelPromise");
+      ds.field("level", &self.level());
+      ds.field("planned", &self.planned());
+      ds.field("delivery_day", &self.delivery_day());
+      ds.field("cost_cents", &self.cost_cents());
+      ds.field("binding", &self.binding());
+      ds.field("packages", &self.packages());
+      ds.field("unserved", &self.unserved());
+      ds.finish()
+  }
+}
+pub enum PromiseValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PromiseValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PromiseValue<'a> {
+  type Inner = PromiseValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PromiseValue<'a> {
+  pub const VT_LEVELS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PromiseValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PromiseValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PromiseValue<'bldr>> {
+    let mut builder = PromiseValueBuilder::new(_fbb);
+    if let Some(x) = args.levels { builder.add_levels(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn levels(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LevelPromise<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LevelPromise>>>>(PromiseValue::VT_LEVELS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PromiseValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<LevelPromise>>>>("levels", Self::VT_LEVELS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PromiseValueArgs<'a> {
+    pub levels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LevelPromise<'a>>>>>,
+}
+impl<'a> Default for PromiseValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PromiseValueArgs {
+      levels: None,
+    }
+  }
+}
+
+pub struct PromiseValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromiseValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_levels(&mut self, levels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<LevelPromise<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PromiseValue::VT_LEVELS, levels);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PromiseValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PromiseValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PromiseValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PromiseValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PromiseValue");
+      ds.field("levels", &self.levels());
+      ds.finish()
+  }
+}
 pub enum ReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9288,6 +10950,20 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_promise_value(&self) -> Option<PromiseValue<'a>> {
+    if self.result_type() == ReplyBody::PromiseValue {
+      let u = self.result();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PromiseValue::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -9315,6 +10991,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::SnapshotTaken => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotTaken>>("ReplyBody::SnapshotTaken", pos),
           ReplyBody::Digest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Digest>>("ReplyBody::Digest", pos),
           ReplyBody::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("ReplyBody::Ack", pos),
+          ReplyBody::PromiseValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseValue>>("ReplyBody::PromiseValue", pos),
           _ => Ok(()),
         }
      })?
@@ -9484,6 +11161,13 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::Ack => {
           if let Some(x) = self.result_as_ack() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::PromiseValue => {
+          if let Some(x) = self.result_as_promise_value() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -232,7 +232,9 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::CancelInbound
         | O::Return
         | O::UpsertNode
-        | O::UpsertSku => wire::Role::Write,
+        | O::UpsertSku
+        | O::UpsertZone
+        | O::UpsertLane => wire::Role::Write,
         // Unknown to this build: any role may hear that it is unknown.
         _ => wire::Role::Read,
     }
