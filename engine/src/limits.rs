@@ -45,6 +45,9 @@ pub const LANES_MAX: usize = 1 << 20;
 /// Most lines in a cart that is promised (the search is exact up to this size).
 pub const PROMISE_LINES_MAX: usize = 10;
 
+/// Most (SKU, destination) pairs in one listing-page promise.
+pub const LISTING_PAIRS_MAX: usize = 1000;
+
 /// SKUs in one engine (one partition): 16x the `peak` data set.
 pub const SKUS_MAX: usize = 1 << 24;
 

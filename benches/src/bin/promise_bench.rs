@@ -11,7 +11,7 @@ use clap::Parser;
 use promised_benches::BenchWorld;
 use promised_engine::dataset::DataSetSpec;
 use promised_engine::promise::lanes::SHIPPING;
-use promised_engine::promise::{CartLine, Destination, PromiseOptions, PromiseRequest};
+use promised_engine::promise::{CartLine, Destination, ListingPair, PromiseOptions, PromiseRequest};
 use promised_engine::{Quantity, ZoneId};
 use rand::Rng;
 
@@ -80,5 +80,36 @@ fn main() -> anyhow::Result<()> {
             100.0 * complete as f64 / carts.len() as f64
         );
     }
+    // Listing pages: 1,000 (SKU, zone) pairs a request, SKUs by popularity, one zone a request.
+    let mut rng = BenchWorld::rng(99);
+    let pages: Vec<Vec<ListingPair>> = (0..args.carts / 100)
+        .map(|_| {
+            let zone = ZoneId(rng.random_range(0..zones));
+            (0..1000)
+                .map(|_| ListingPair {
+                    sku: world.sku_ids[popularity.sample(&mut rng) as usize],
+                    destination: Destination { zone, point: None },
+                })
+                .collect()
+        })
+        .collect();
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    let run = Instant::now();
+    let mut found = 0usize;
+    for page in &pages {
+        let t = Instant::now();
+        let answers = world.engine.earliest_deliveries(world.now, page, SHIPPING[0])?;
+        hist.record(t.elapsed().as_micros() as u64)?;
+        found += answers.iter().filter(|a| a.is_some()).count();
+    }
+    let secs = run.elapsed().as_secs_f64();
+    println!(
+        "listing pages of 1,000 pairs (ground): {:.0} pairs/s on {} threads; a page p50 {} us, p99 {} us; {:.1}% of pairs deliverable",
+        (pages.len() * 1000) as f64 / secs,
+        rayon::current_num_threads(),
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        100.0 * found as f64 / (pages.len() * 1000) as f64
+    );
     Ok(())
 }

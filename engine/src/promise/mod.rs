@@ -12,6 +12,7 @@
 //! Lines are shipped whole from one node each (a line is not split across nodes).
 
 pub mod lanes;
+mod listing;
 mod search;
 mod ship;
 
@@ -24,6 +25,7 @@ use crate::ledger::Engine;
 use crate::limits::PROMISE_LINES_MAX;
 use crate::network::{Capabilities, Lane, Network, NodeKind, NodeStatus, ServiceLevel};
 
+pub use listing::{Earliest, ListingPair};
 pub use ship::{Binding, CapacityUse, NoCapacityUsed, ShipDay, is_working, ship_day, weekday};
 
 /// One line of a cart.

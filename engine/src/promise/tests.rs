@@ -645,6 +645,16 @@ proptest! {
             let expected = brute_force(&w, &nodes, &lines, level, usize::from(case.max_packages));
             let got = answer.plan.as_ref().map(|p| (p.delivery.0, p.cost_cents));
             prop_assert_eq!(got, expected, "level {:?}: {:?}", level, answer);
+            // A listing promise of each SKU is the one-unit, one-line promise's date.
+            let pairs: Vec<ListingPair> = lines
+                .iter()
+                .map(|&(sku, _)| ListingPair { sku, destination: Destination { zone: ZoneId(1), point: None } })
+                .collect();
+            let listed = w.engine.earliest_deliveries(w.now, &pairs, level).unwrap();
+            for (pair, got) in pairs.iter().zip(listed) {
+                let one = w.promise(&[(pair.sku, 1)], &[level], PromiseOptions::default());
+                prop_assert_eq!(got.map(|e| e.delivery), one[0].plan.as_ref().map(|p| p.delivery));
+            }
             if let Some(plan) = &answer.plan {
                 prop_assert!(plan.packages.len() <= usize::from(case.max_packages));
                 let mut covered: Vec<usize> = plan.packages.iter().flat_map(|p| p.lines.clone()).collect();
