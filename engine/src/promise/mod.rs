@@ -11,6 +11,7 @@
 //! look-ahead: a line can be promised from supply still arriving, on the day it is promisable.
 //! Lines are shipped whole from one node each (a line is not split across nodes).
 
+mod hold;
 pub mod lanes;
 mod listing;
 mod search;
@@ -25,6 +26,7 @@ use crate::ledger::Engine;
 use crate::limits::PROMISE_LINES_MAX;
 use crate::network::{Capabilities, Lane, Network, NodeKind, NodeStatus, ServiceLevel};
 
+pub use hold::HoldPlan;
 pub use listing::{Earliest, ListingPair};
 pub use ship::{Binding, CapacityUse, NoCapacityUsed, ShipDay, is_working, ship_day, weekday};
 

@@ -402,6 +402,93 @@ fn bad_requests_are_typed_errors() {
 }
 
 #[test]
+fn promise_and_hold_holds_the_plan_and_fails_cleanly_when_stock_moved() {
+    use crate::command::{HoldOutcome, RefusalReason};
+    let mut w = World::new(at(MONDAY, 9));
+    let near = w.node(dc("NEAR"));
+    let mut far = dc("FAR");
+    far.location.lat = 9.0;
+    let far = w.node(far);
+    let x = w.sku("X", Capabilities::default());
+    w.stock(x, near, 5);
+    w.stock(x, far, 50);
+    let ground = |q| request(&[(x, q)], &[ServiceLevel::Ground], PromiseOptions::default());
+    let plan = w
+        .engine
+        .plan_hold(w.now, &ground(3), RequestId(900), 60_000)
+        .unwrap();
+    assert_eq!(plan.promise.plan.as_ref().unwrap().packages[0].node, near);
+    let held = w.apply(plan.command.unwrap());
+    let Outcome::Hold(HoldOutcome::Granted {
+        lines,
+        repeated: false,
+        ..
+    }) = held
+    else {
+        panic!("{held:?}")
+    };
+    assert_eq!((lines[0].node, lines[0].granted), (Some(near), 3));
+    assert_eq!(w.engine.atp(x, near, w.now, None).unwrap(), 2);
+    // A retry answers the first hold, even though the plan would now be another.
+    let again = w
+        .engine
+        .plan_hold(w.now, &ground(3), RequestId(900), 60_000)
+        .unwrap();
+    let repeat = w.apply(again.command.unwrap());
+    assert!(
+        matches!(repeat, Outcome::Hold(HoldOutcome::Granted { repeated: true, .. })),
+        "{repeat:?}"
+    );
+    assert_eq!(w.engine.atp(x, near, w.now, None).unwrap(), 2);
+    // Stock moves between the promise and the hold: refused, nothing changed.
+    let plan = w
+        .engine
+        .plan_hold(w.now, &ground(2), RequestId(901), 60_000)
+        .unwrap();
+    let adjust = w.request();
+    w.apply(Command::AdjustOnHand {
+        request: adjust,
+        sku: x,
+        node: near,
+        delta: -1,
+        reason: crate::command::AdjustReason::Damage,
+    });
+    let refused = w.apply(plan.command.unwrap());
+    let Outcome::Hold(HoldOutcome::Refused { lines }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        (lines[0].reason, lines[0].available),
+        (RefusalReason::InsufficientAtp, 1)
+    );
+    assert_eq!(w.engine.atp(x, near, w.now, None).unwrap(), 1);
+    assert!(w.engine.hold(RequestId(901)).is_none());
+    // Stock still arriving: the hold claims the day it ships, not today's stock.
+    let y = w.sku("Y", Capabilities::default());
+    w.stock(y, near, 0);
+    w.inbound(y, near, 10, MONDAY.plus(2));
+    let r = request(&[(y, 4)], &[ServiceLevel::Ground], PromiseOptions::default());
+    let plan = w.engine.plan_hold(w.now, &r, RequestId(902), 60_000).unwrap();
+    assert_eq!(plan.promise.plan.as_ref().unwrap().binding, Binding::Stock);
+    assert!(matches!(
+        w.apply(plan.command.unwrap()),
+        Outcome::Hold(HoldOutcome::Granted { .. })
+    ));
+    assert_eq!(w.engine.atp(y, near, w.now, Some(MONDAY.plus(2))).unwrap(), 6);
+    // One level only.
+    let two = request(
+        &[(x, 1)],
+        &[ServiceLevel::Ground, ServiceLevel::NextDay],
+        PromiseOptions::default(),
+    );
+    let e = w
+        .engine
+        .plan_hold(w.now, &two, RequestId(903), 60_000)
+        .unwrap_err();
+    assert_eq!(e.code(), crate::error::ErrorCode::InvalidOption);
+}
+
+#[test]
 fn zones_and_lanes_survive_a_snapshot() {
     use crate::snapshot::{SnapshotFile, snapshot_name, write_snapshot};
     use crate::storage::{SimStorage, Storage};
