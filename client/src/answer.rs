@@ -175,6 +175,11 @@ pub enum Answer {
     },
     Ack,
     Promise(Vec<LevelAnswer>),
+    /// A promise-and-hold: the level's promise and the hold's answer (`None`: nothing to hold).
+    PromiseHeld {
+        promise: LevelAnswer,
+        held: Option<HoldOutcome>,
+    },
 }
 
 fn string(s: Option<&str>) -> String {
@@ -207,44 +212,8 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
                 message: string(e.message()),
             });
         }
-        B::HoldGranted => {
-            let g = reply.result_as_hold_granted().ok_or_else(unknown)?;
-            let lines = g
-                .lines()
-                .iter()
-                .flatten()
-                .map(|l| GrantedLine {
-                    sku: string(l.sku()),
-                    node: optional(l.node()),
-                    requested: l.requested(),
-                    granted: l.granted(),
-                    need_day: l.need_day(),
-                })
-                .collect();
-            Answer::Hold(HoldOutcome::Granted(HoldGranted {
-                hold: id(g.hold()),
-                expires_at_ms: g.expires_at_ms(),
-                lines,
-                repeated: g.repeated(),
-            }))
-        }
-        B::HoldRefused => {
-            let r = reply.result_as_hold_refused().ok_or_else(unknown)?;
-            let lines = r
-                .lines()
-                .iter()
-                .flatten()
-                .map(|l| LineRefusal {
-                    line: l.line(),
-                    sku: string(l.sku()),
-                    node: optional(l.node()),
-                    requested: l.requested(),
-                    available: l.available(),
-                    reason: l.reason(),
-                })
-                .collect();
-            Answer::Hold(HoldOutcome::Refused(lines))
-        }
+        B::HoldGranted => Answer::Hold(hold_granted(&reply.result_as_hold_granted().ok_or_else(unknown)?)),
+        B::HoldRefused => Answer::Hold(hold_refused(&reply.result_as_hold_refused().ok_or_else(unknown)?)),
         B::HoldChanged => {
             let c = reply.result_as_hold_changed().ok_or_else(unknown)?;
             Answer::HoldChange(HoldChange::Changed {
@@ -338,44 +307,90 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
             }
         }
         B::Ack => Answer::Ack,
+        B::PromiseHeld => {
+            let p = reply.result_as_promise_held().ok_or_else(unknown)?;
+            let promise = p.promise().map(|l| level_answer(&l)).ok_or_else(unknown)?;
+            let held = match (p.granted(), p.refused()) {
+                (Some(g), _) => Some(hold_granted(&g)),
+                (None, Some(r)) => Some(hold_refused(&r)),
+                (None, None) => None,
+            };
+            Answer::PromiseHeld { promise, held }
+        }
         B::PromiseValue => {
             let p = reply.result_as_promise_value().ok_or_else(unknown)?;
-            Answer::Promise(
-                p.levels()
-                    .iter()
-                    .flatten()
-                    .map(|l| LevelAnswer {
-                        level: l.level(),
-                        plan: l.planned().then(|| PromisedPlan {
-                            delivery_day: l.delivery_day(),
-                            cost_cents: l.cost_cents(),
-                            binding: l.binding(),
-                            packages: l
-                                .packages()
-                                .iter()
-                                .flatten()
-                                .map(|pkg| PromisedPackage {
-                                    node: string(pkg.node()),
-                                    lines: pkg.lines().iter().flatten().collect(),
-                                    ship_day: pkg.ship_day(),
-                                    delivery_day: pkg.delivery_day(),
-                                    cost_cents: pkg.cost_cents(),
-                                    binding: pkg.binding(),
-                                })
-                                .collect(),
-                        }),
-                        unserved: l
-                            .unserved()
-                            .iter()
-                            .flatten()
-                            .map(|u| (u.line(), u.reason()))
-                            .collect(),
-                    })
-                    .collect(),
-            )
+            Answer::Promise(p.levels().iter().flatten().map(|l| level_answer(&l)).collect())
         }
         _ => return Err(unknown()),
     })
+}
+
+fn level_answer(l: &wire::LevelPromise<'_>) -> LevelAnswer {
+    LevelAnswer {
+        level: l.level(),
+        plan: l.planned().then(|| PromisedPlan {
+            delivery_day: l.delivery_day(),
+            cost_cents: l.cost_cents(),
+            binding: l.binding(),
+            packages: l
+                .packages()
+                .iter()
+                .flatten()
+                .map(|pkg| PromisedPackage {
+                    node: string(pkg.node()),
+                    lines: pkg.lines().iter().flatten().collect(),
+                    ship_day: pkg.ship_day(),
+                    delivery_day: pkg.delivery_day(),
+                    cost_cents: pkg.cost_cents(),
+                    binding: pkg.binding(),
+                })
+                .collect(),
+        }),
+        unserved: l
+            .unserved()
+            .iter()
+            .flatten()
+            .map(|u| (u.line(), u.reason()))
+            .collect(),
+    }
+}
+
+fn hold_granted(g: &wire::HoldGranted<'_>) -> HoldOutcome {
+    let lines = g
+        .lines()
+        .iter()
+        .flatten()
+        .map(|l| GrantedLine {
+            sku: string(l.sku()),
+            node: optional(l.node()),
+            requested: l.requested(),
+            granted: l.granted(),
+            need_day: l.need_day(),
+        })
+        .collect();
+    HoldOutcome::Granted(HoldGranted {
+        hold: id(g.hold()),
+        expires_at_ms: g.expires_at_ms(),
+        lines,
+        repeated: g.repeated(),
+    })
+}
+
+fn hold_refused(r: &wire::HoldRefused<'_>) -> HoldOutcome {
+    let lines = r
+        .lines()
+        .iter()
+        .flatten()
+        .map(|l| LineRefusal {
+            line: l.line(),
+            sku: string(l.sku()),
+            node: optional(l.node()),
+            requested: l.requested(),
+            available: l.available(),
+            reason: l.reason(),
+        })
+        .collect();
+    HoldOutcome::Refused(lines)
 }
 
 /// A low-stock event from an `EventMessage`, if it is one this client knows.

@@ -394,6 +394,21 @@ impl Client {
         }
     }
 
+    /// Promises one level of `cart` and holds its plan under `hold` (keep it to commit). Retried
+    /// with the same id, so at most one hold is placed. `None` for the hold when the level cannot
+    /// be promised; a refused hold means stock moved since the plan: promise again.
+    pub async fn promise_and_hold(
+        &self,
+        cart: PromiseCart,
+        hold: RequestId,
+        ttl: Duration,
+    ) -> Result<(LevelAnswer, Option<HoldOutcome>), ClientError> {
+        match self.call(&Op::PromiseAndHold { cart, hold, ttl }).await? {
+            Answer::PromiseHeld { promise, held } => Ok((promise, held)),
+            other => Self::unexpected("PromiseAndHold", other),
+        }
+    }
+
     // ---- feeds and network ----------------------------------------------------------------
 
     /// Sends a feed-type write (set on-hand, adjust, safety stock, inbound, return); `true` if

@@ -293,6 +293,12 @@ pub enum Op {
         cost_per_unit_cents: u32,
     },
     Promise(PromiseCart),
+    /// Promise one level and hold its plan under `hold` (also the hold's id).
+    PromiseAndHold {
+        cart: PromiseCart,
+        hold: RequestId,
+        ttl: Duration,
+    },
 }
 
 impl Op {
@@ -341,6 +347,7 @@ impl Op {
             Self::UpsertZone { .. } => O::UpsertZone,
             Self::UpsertLane { .. } => O::UpsertLane,
             Self::Promise(_) => O::Promise,
+            Self::PromiseAndHold { .. } => O::PromiseAndHold,
         }
     }
 
@@ -736,46 +743,60 @@ impl Op {
                 )
                 .as_union_value()
             }
-            Self::Promise(cart) => {
-                let lines: Vec<_> = cart
-                    .lines
-                    .iter()
-                    .map(|(sku, quantity)| {
-                        let sku = b.create_string(sku);
-                        wire::CartLine::create(
-                            b,
-                            &wire::CartLineArgs {
-                                sku: Some(sku),
-                                quantity: *quantity,
-                            },
-                        )
-                    })
-                    .collect();
-                let lines = b.create_vector(&lines);
-                let levels = b.create_vector(&cart.levels);
-                let kinds = b.create_vector(&cart.kinds);
-                let pickup_store = cart.pickup_store.as_deref().map(|s| b.create_string(s));
-                let (lat, lon) = cart.point.unwrap_or((0.0, 0.0));
-                wire::Promise::create(
+            Self::Promise(cart) => promise_table(b, cart).as_union_value(),
+            Self::PromiseAndHold { cart, hold, ttl } => {
+                let promise = promise_table(b, cart);
+                let id = hold.wire();
+                wire::PromiseAndHold::create(
                     b,
-                    &wire::PromiseArgs {
-                        lines: Some(lines),
-                        zone: cart.zone,
-                        has_point: cart.point.is_some(),
-                        lat,
-                        lon,
-                        levels: Some(levels),
-                        max_packages: cart.max_packages,
-                        kinds: Some(kinds),
-                        ship_from_store: cart.ship_from_store,
-                        pickup_store,
-                        allow_partial: cart.allow_partial,
+                    &wire::PromiseAndHoldArgs {
+                        promise: Some(promise),
+                        hold: Some(&id),
+                        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
                     },
                 )
                 .as_union_value()
             }
         }
     }
+}
+
+fn promise_table<'a>(b: &mut FlatBufferBuilder<'a>, cart: &PromiseCart) -> WIPOffset<wire::Promise<'a>> {
+    let lines: Vec<_> = cart
+        .lines
+        .iter()
+        .map(|(sku, quantity)| {
+            let sku = b.create_string(sku);
+            wire::CartLine::create(
+                b,
+                &wire::CartLineArgs {
+                    sku: Some(sku),
+                    quantity: *quantity,
+                },
+            )
+        })
+        .collect();
+    let lines = b.create_vector(&lines);
+    let levels = b.create_vector(&cart.levels);
+    let kinds = b.create_vector(&cart.kinds);
+    let pickup_store = cart.pickup_store.as_deref().map(|s| b.create_string(s));
+    let (lat, lon) = cart.point.unwrap_or((0.0, 0.0));
+    wire::Promise::create(
+        b,
+        &wire::PromiseArgs {
+            lines: Some(lines),
+            zone: cart.zone,
+            has_point: cart.point.is_some(),
+            lat,
+            lon,
+            levels: Some(levels),
+            max_packages: cart.max_packages,
+            kinds: Some(kinds),
+            ship_from_store: cart.ship_from_store,
+            pickup_store,
+            allow_partial: cart.allow_partial,
+        },
+    )
 }
 
 fn line_quantities<'a>(

@@ -62,18 +62,15 @@ fn reply<'a>(b: &mut FlatBufferBuilder<'a>, (result_type, result): Body) -> WIPO
 }
 
 /// The reply to a command.
-pub fn outcome<'a>(
-    b: &mut FlatBufferBuilder<'a>,
-    engine: &Engine,
-    outcome: &Outcome,
-) -> WIPOffset<wire::Reply<'a>> {
-    let body: Body = match outcome {
-        Outcome::Hold(HoldOutcome::Granted {
+/// A hold's answer: granted (lines, expiry) or refused (reasons per line).
+fn hold_outcome<'a>(b: &mut FlatBufferBuilder<'a>, engine: &Engine, h: &HoldOutcome) -> Body {
+    match h {
+        HoldOutcome::Granted {
             hold,
             expires_at,
             lines,
             repeated,
-        }) => {
+        } => {
             let lines: Vec<_> = lines
                 .iter()
                 .map(|l| {
@@ -104,7 +101,7 @@ pub fn outcome<'a>(
             );
             (wire::ReplyBody::HoldGranted, g.as_union_value())
         }
-        Outcome::Hold(HoldOutcome::Refused { lines }) => {
+        HoldOutcome::Refused { lines } => {
             let lines: Vec<_> = lines
                 .iter()
                 .map(|l| {
@@ -127,6 +124,16 @@ pub fn outcome<'a>(
             let r = wire::HoldRefused::create(b, &wire::HoldRefusedArgs { lines: Some(lines) });
             (wire::ReplyBody::HoldRefused, r.as_union_value())
         }
+    }
+}
+
+pub fn outcome<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    outcome: &Outcome,
+) -> WIPOffset<wire::Reply<'a>> {
+    let body: Body = match outcome {
+        Outcome::Hold(h) => hold_outcome(b, engine, h),
         Outcome::HoldChanged {
             hold,
             state: s,
@@ -182,66 +189,99 @@ pub fn outcome<'a>(
     reply(b, body)
 }
 
+/// One level's answer to a promise.
+fn level_promise<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    lp: &promised_engine::promise::LevelPromise,
+) -> WIPOffset<wire::LevelPromise<'a>> {
+    let packages: Vec<_> = lp
+        .plan
+        .iter()
+        .flat_map(|p| &p.packages)
+        .map(|pkg| {
+            let node = node_name(b, engine, pkg.node);
+            let idx: Vec<u16> = pkg.lines.iter().map(|&i| i as u16).collect();
+            let lines = b.create_vector(&idx);
+            wire::PackageValue::create(
+                b,
+                &wire::PackageValueArgs {
+                    node: Some(node),
+                    lines: Some(lines),
+                    ship_day: pkg.ship_day.0,
+                    delivery_day: pkg.delivery.0,
+                    cost_cents: pkg.cost_cents,
+                    binding: wire::Binding(pkg.binding as u8),
+                },
+            )
+        })
+        .collect();
+    let packages = b.create_vector(&packages);
+    let unserved: Vec<_> = lp
+        .unserved
+        .iter()
+        .map(|&(line, why)| {
+            wire::UnservedLine::create(
+                b,
+                &wire::UnservedLineArgs {
+                    line: line as u16,
+                    reason: wire::Shortfall(why as u8),
+                },
+            )
+        })
+        .collect();
+    let unserved = b.create_vector(&unserved);
+    let plan = lp.plan.as_ref();
+    wire::LevelPromise::create(
+        b,
+        &wire::LevelPromiseArgs {
+            level: wire::ServiceLevel(lp.level as u8),
+            planned: plan.is_some(),
+            delivery_day: plan.map_or(0, |p| p.delivery.0),
+            cost_cents: plan.map_or(0, |p| p.cost_cents),
+            binding: wire::Binding(plan.map_or(0, |p| p.binding as u8)),
+            packages: Some(packages),
+            unserved: Some(unserved),
+        },
+    )
+}
+
+/// The answer to a promise-and-hold: the level's promise and, when there was a plan to hold,
+/// the hold's answer (granted or refused).
+pub fn promise_held<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    promise: &promised_engine::promise::LevelPromise,
+    held: Option<&HoldOutcome>,
+) -> WIPOffset<wire::Reply<'a>> {
+    let lp = level_promise(b, engine, promise);
+    let (mut granted, mut refused) = (None, None);
+    if let Some(h) = held {
+        let (kind, offset) = hold_outcome(b, engine, h);
+        if kind == wire::ReplyBody::HoldGranted {
+            granted = Some(WIPOffset::new(offset.value()));
+        } else {
+            refused = Some(WIPOffset::new(offset.value()));
+        }
+    }
+    let v = wire::PromiseHeld::create(
+        b,
+        &wire::PromiseHeldArgs {
+            promise: Some(lp),
+            granted,
+            refused,
+        },
+    );
+    reply(b, (wire::ReplyBody::PromiseHeld, v.as_union_value()))
+}
+
 /// A promise's answer, one `LevelPromise` per level asked.
 fn promise_value<'a>(
     b: &mut FlatBufferBuilder<'a>,
     engine: &Engine,
     levels: &[promised_engine::promise::LevelPromise],
 ) -> Body {
-    let levels: Vec<_> = levels
-        .iter()
-        .map(|lp| {
-            let packages: Vec<_> = lp
-                .plan
-                .iter()
-                .flat_map(|p| &p.packages)
-                .map(|pkg| {
-                    let node = node_name(b, engine, pkg.node);
-                    let idx: Vec<u16> = pkg.lines.iter().map(|&i| i as u16).collect();
-                    let lines = b.create_vector(&idx);
-                    wire::PackageValue::create(
-                        b,
-                        &wire::PackageValueArgs {
-                            node: Some(node),
-                            lines: Some(lines),
-                            ship_day: pkg.ship_day.0,
-                            delivery_day: pkg.delivery.0,
-                            cost_cents: pkg.cost_cents,
-                            binding: wire::Binding(pkg.binding as u8),
-                        },
-                    )
-                })
-                .collect();
-            let packages = b.create_vector(&packages);
-            let unserved: Vec<_> = lp
-                .unserved
-                .iter()
-                .map(|&(line, why)| {
-                    wire::UnservedLine::create(
-                        b,
-                        &wire::UnservedLineArgs {
-                            line: line as u16,
-                            reason: wire::Shortfall(why as u8),
-                        },
-                    )
-                })
-                .collect();
-            let unserved = b.create_vector(&unserved);
-            let plan = lp.plan.as_ref();
-            wire::LevelPromise::create(
-                b,
-                &wire::LevelPromiseArgs {
-                    level: wire::ServiceLevel(lp.level as u8),
-                    planned: plan.is_some(),
-                    delivery_day: plan.map_or(0, |p| p.delivery.0),
-                    cost_cents: plan.map_or(0, |p| p.cost_cents),
-                    binding: wire::Binding(plan.map_or(0, |p| p.binding as u8)),
-                    packages: Some(packages),
-                    unserved: Some(unserved),
-                },
-            )
-        })
-        .collect();
+    let levels: Vec<_> = levels.iter().map(|lp| level_promise(b, engine, lp)).collect();
     let levels = b.create_vector(&levels);
     let v = wire::PromiseValue::create(b, &wire::PromiseValueArgs { levels: Some(levels) });
     (wire::ReplyBody::PromiseValue, v.as_union_value())

@@ -22,6 +22,16 @@ pub enum Operation {
     Query(Query),
     /// Subscriptions and admin operations: handled by the server itself.
     Control(wire::Operation),
+    /// A promise, then the hold of its plan (a write).
+    PromiseAndHold(Box<PromiseAndHold>),
+}
+
+/// A decoded `PromiseAndHold`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromiseAndHold {
+    pub request: PromiseRequest,
+    pub hold: RequestId,
+    pub ttl_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -288,46 +298,19 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
         }
         Op::Promise => {
             let p = request.op_as_promise().ok_or_else(|| malformed("promise body"))?;
-            let lines = p
-                .lines()
-                .iter()
-                .map(|l| {
-                    Ok(CartLine {
-                        sku: sku(l.sku())?,
-                        quantity: quantity(l.quantity())?,
-                    })
-                })
-                .collect::<Result<Vec<_>, WireError>>()?;
-            let levels = p
-                .levels()
-                .iter()
-                .map(service_level)
-                .collect::<Result<Vec<_>, _>>()?;
-            let kinds = p
-                .kinds()
-                .iter()
-                .flatten()
-                .map(node_kind)
-                .collect::<Result<Vec<_>, _>>()?;
-            let pickup_store = match p.pickup_store() {
-                None | Some("") => None,
-                Some(n) => Some(node(n)?),
-            };
-            return Ok(Operation::Query(Query::Promise(Box::new(PromiseRequest {
-                lines,
-                destination: Destination {
-                    zone: ZoneId(p.zone()),
-                    point: p.has_point().then_some((p.lat(), p.lon())),
-                },
-                levels,
-                options: PromiseOptions {
-                    max_packages: p.max_packages(),
-                    kinds,
-                    ship_from_store: p.ship_from_store(),
-                    pickup_store,
-                    allow_partial: p.allow_partial(),
-                },
-            }))));
+            return Ok(Operation::Query(Query::Promise(Box::new(promise_request(
+                engine, &p,
+            )?))));
+        }
+        Op::PromiseAndHold => {
+            let p = request
+                .op_as_promise_and_hold()
+                .ok_or_else(|| malformed("promise-and-hold body"))?;
+            return Ok(Operation::PromiseAndHold(Box::new(PromiseAndHold {
+                request: promise_request(engine, &p.promise())?,
+                hold: request_id(p.hold()),
+                ttl_ms: p.ttl_ms(),
+            })));
         }
         Op::Atp => {
             let q = request.op_as_atp().ok_or_else(|| malformed("atp body"))?;
@@ -384,6 +367,50 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
         }
     };
     Ok(Operation::Command(command))
+}
+
+/// A `Promise` table as an engine request, ids resolved.
+fn promise_request(engine: &Engine, p: &wire::Promise<'_>) -> Result<PromiseRequest, WireError> {
+    let lines = p
+        .lines()
+        .iter()
+        .map(|l| {
+            Ok(CartLine {
+                sku: engine.sku_id(l.sku())?,
+                quantity: quantity(l.quantity())?,
+            })
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
+    let levels = p
+        .levels()
+        .iter()
+        .map(service_level)
+        .collect::<Result<Vec<_>, _>>()?;
+    let kinds = p
+        .kinds()
+        .iter()
+        .flatten()
+        .map(node_kind)
+        .collect::<Result<Vec<_>, _>>()?;
+    let pickup_store = match p.pickup_store() {
+        None | Some("") => None,
+        Some(n) => Some(engine.node_id(n)?),
+    };
+    Ok(PromiseRequest {
+        lines,
+        destination: Destination {
+            zone: ZoneId(p.zone()),
+            point: p.has_point().then_some((p.lat(), p.lon())),
+        },
+        levels,
+        options: PromiseOptions {
+            max_packages: p.max_packages(),
+            kinds,
+            ship_from_store: p.ship_from_store(),
+            pickup_store,
+            allow_partial: p.allow_partial(),
+        },
+    })
 }
 
 fn node_kind(kind: wire::NodeKind) -> Result<NodeKind, WireError> {

@@ -292,6 +292,45 @@ fn promises_over_the_wire() {
             (levels[0].plan.as_ref(), &levels[0].unserved[..]),
             (None, &[(0, Shortfall::Stock)][..])
         );
+        // Promise-and-hold: the plan is held at its node; a retry is the same hold.
+        let mut one = PromiseCart::new(&[("SKU-1", 3)], 1);
+        one.levels = vec![ServiceLevel::Ground];
+        let id = RequestId::random();
+        let (promise, held) = client
+            .promise_and_hold(one.clone(), id, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(promise.plan.as_ref().unwrap().packages[0].node, "FAR");
+        let g = match held {
+            Some(HoldOutcome::Granted(g)) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (g.hold, g.lines[0].node.as_deref(), g.repeated),
+            (id, Some("FAR"), false)
+        );
+        assert_eq!(client.atp("SKU-1", "FAR", None).await.unwrap(), 7);
+        let (_, again) = client
+            .promise_and_hold(one.clone(), id, Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(matches!(again, Some(HoldOutcome::Granted(g)) if g.repeated));
+        assert_eq!(client.atp("SKU-1", "FAR", None).await.unwrap(), 7);
+        assert_eq!(
+            client.commit(id).await.unwrap(),
+            HoldChange::Changed {
+                state: HoldState::Committed,
+                repeated: false
+            }
+        );
+        // Nothing to hold when nothing can be promised.
+        one.lines = vec![("SKU-1".into(), 500)];
+        let (promise, held) = client
+            .promise_and_hold(one.clone(), RequestId::random(), Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!((promise.plan, held), (None, None));
+
         // Bad input: an unknown zone, a pickup without a store.
         cart.zone = 77;
         cart.lines = vec![("SKU-1".into(), 1)];

@@ -73,6 +73,7 @@ class Operation(object):
     UpsertZone = 25
     UpsertLane = 26
     Promise = 27
+    PromiseAndHold = 28
 
 
 # Stable codes: never renumbered, only appended. The engine's codes (100-299) are the same
@@ -176,6 +177,7 @@ class ReplyBody(object):
     Digest = 16
     Ack = 17
     PromiseValue = 18
+    PromiseHeld = 19
 
 
 class Event(object):
@@ -2448,6 +2450,76 @@ def PromiseEnd(builder):
 
 
 
+# Promise one service level and hold its plan at once (all or nothing, idempotent by `hold`).
+# If stock moved since the plan was made, the hold is refused line by line and nothing changes.
+class PromiseAndHold(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = PromiseAndHold()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsPromiseAndHold(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def PromiseAndHoldBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # PromiseAndHold
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Exactly one level in `promise.levels`.
+    # PromiseAndHold
+    def Promise(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = Promise()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Also the hold's id.
+    # PromiseAndHold
+    def Hold(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            x = o + self._tab.Pos
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # PromiseAndHold
+    def TtlMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+def PromiseAndHoldStart(builder):
+    builder.StartObject(3)
+
+def PromiseAndHoldAddPromise(builder, promise):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(promise), 0)
+
+def PromiseAndHoldAddHold(builder, hold):
+    builder.PrependStructSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(hold), 0)
+
+def PromiseAndHoldAddTtlMs(builder, ttlMs):
+    builder.PrependUint64Slot(2, ttlMs, 0)
+
+def PromiseAndHoldEnd(builder):
+    return builder.EndObject()
+
+
+
 # Ask for `LowStock` events when the ATP of a watched position falls to `threshold` or below.
 # Empty `skus` or `nodes` means all.
 class Subscribe(object):
@@ -4557,6 +4629,77 @@ def PromiseValueStartLevelsVector(builder, numElems):
     return builder.StartVector(4, numElems, 4)
 
 def PromiseValueEnd(builder):
+    return builder.EndObject()
+
+
+
+# The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
+# stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
+class PromiseHeld(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = PromiseHeld()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsPromiseHeld(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def PromiseHeldBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # PromiseHeld
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # PromiseHeld
+    def Promise(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = LevelPromise()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # PromiseHeld
+    def Granted(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = HoldGranted()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # PromiseHeld
+    def Refused(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = HoldRefused()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def PromiseHeldStart(builder):
+    builder.StartObject(3)
+
+def PromiseHeldAddPromise(builder, promise):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(promise), 0)
+
+def PromiseHeldAddGranted(builder, granted):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(granted), 0)
+
+def PromiseHeldAddRefused(builder, refused):
+    builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(refused), 0)
+
+def PromiseHeldEnd(builder):
     return builder.EndObject()
 
 

@@ -473,10 +473,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ServiceLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 27;
+pub const ENUM_MAX_OPERATION: u8 = 28;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 28] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 29] = [
   Operation::NONE,
   Operation::Hold,
   Operation::Commit,
@@ -505,6 +505,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 28] = [
   Operation::UpsertZone,
   Operation::UpsertLane,
   Operation::Promise,
+  Operation::PromiseAndHold,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -540,9 +541,10 @@ impl Operation {
   pub const UpsertZone: Self = Self(25);
   pub const UpsertLane: Self = Self(26);
   pub const Promise: Self = Self(27);
+  pub const PromiseAndHold: Self = Self(28);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 27;
+  pub const ENUM_MAX: u8 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hold,
@@ -572,6 +574,7 @@ impl Operation {
     Self::UpsertZone,
     Self::UpsertLane,
     Self::Promise,
+    Self::PromiseAndHold,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -604,6 +607,7 @@ impl Operation {
       Self::UpsertZone => Some("UpsertZone"),
       Self::UpsertLane => Some("UpsertLane"),
       Self::Promise => Some("Promise"),
+      Self::PromiseAndHold => Some("PromiseAndHold"),
       _ => None,
     }
   }
@@ -1283,10 +1287,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Shortfall {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 18;
+pub const ENUM_MAX_REPLY_BODY: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 19] = [
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 20] = [
   ReplyBody::NONE,
   ReplyBody::Error,
   ReplyBody::HoldGranted,
@@ -1306,6 +1310,7 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 19] = [
   ReplyBody::Digest,
   ReplyBody::Ack,
   ReplyBody::PromiseValue,
+  ReplyBody::PromiseHeld,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1332,9 +1337,10 @@ impl ReplyBody {
   pub const Digest: Self = Self(16);
   pub const Ack: Self = Self(17);
   pub const PromiseValue: Self = Self(18);
+  pub const PromiseHeld: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Error,
@@ -1355,6 +1361,7 @@ impl ReplyBody {
     Self::Digest,
     Self::Ack,
     Self::PromiseValue,
+    Self::PromiseHeld,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1378,6 +1385,7 @@ impl ReplyBody {
       Self::Digest => Some("Digest"),
       Self::Ack => Some("Ack"),
       Self::PromiseValue => Some("PromiseValue"),
+      Self::PromiseHeld => Some("PromiseHeld"),
       _ => None,
     }
   }
@@ -5990,6 +5998,142 @@ impl ::core::fmt::Debug for Promise<'_> {
       ds.finish()
   }
 }
+pub enum PromiseAndHoldOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Promise one service level and hold its plan at once (all or nothing, idempotent by `hold`).
+/// If stock moved since the plan was made, the hold is refused line by line and nothing changes.
+pub struct PromiseAndHold<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PromiseAndHold<'a> {
+  type Inner = PromiseAndHold<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PromiseAndHold<'a> {
+  pub const VT_PROMISE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HOLD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PromiseAndHold { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PromiseAndHoldArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PromiseAndHold<'bldr>> {
+    let mut builder = PromiseAndHoldBuilder::new(_fbb);
+    builder.add_ttl_ms(args.ttl_ms);
+    if let Some(x) = args.hold { builder.add_hold(x); }
+    if let Some(x) = args.promise { builder.add_promise(x); }
+    builder.finish()
+  }
+
+
+  /// Exactly one level in `promise.levels`.
+  #[inline]
+  pub fn promise(&self) -> Promise<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Promise>>(PromiseAndHold::VT_PROMISE, None).unwrap()}
+  }
+  /// Also the hold's id.
+  #[inline]
+  pub fn hold(&self) -> &'a RequestId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestId>(PromiseAndHold::VT_HOLD, None).unwrap()}
+  }
+  #[inline]
+  pub fn ttl_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PromiseAndHold::VT_TTL_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PromiseAndHold<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Promise>>("promise", Self::VT_PROMISE, true)?
+     .visit_field::<RequestId>("hold", Self::VT_HOLD, true)?
+     .visit_field::<u64>("ttl_ms", Self::VT_TTL_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PromiseAndHoldArgs<'a> {
+    pub promise: Option<::flatbuffers::WIPOffset<Promise<'a>>>,
+    pub hold: Option<&'a RequestId>,
+    pub ttl_ms: u64,
+}
+impl<'a> Default for PromiseAndHoldArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PromiseAndHoldArgs {
+      promise: None, // required field
+      hold: None, // required field
+      ttl_ms: 0,
+    }
+  }
+}
+
+pub struct PromiseAndHoldBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromiseAndHoldBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_promise(&mut self, promise: ::flatbuffers::WIPOffset<Promise<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Promise>>(PromiseAndHold::VT_PROMISE, promise);
+  }
+  #[inline]
+  pub fn add_hold(&mut self, hold: &RequestId) {
+    self.fbb_.push_slot_always::<&RequestId>(PromiseAndHold::VT_HOLD, hold);
+  }
+  #[inline]
+  pub fn add_ttl_ms(&mut self, ttl_ms: u64) {
+    self.fbb_.push_slot::<u64>(PromiseAndHold::VT_TTL_MS, ttl_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PromiseAndHoldBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PromiseAndHoldBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PromiseAndHold<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PromiseAndHold::VT_PROMISE,"promise");
+    self.fbb_.required(o, PromiseAndHold::VT_HOLD,"hold");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PromiseAndHold<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PromiseAndHold");
+      ds.field("promise", &self.promise());
+      ds.field("hold", &self.hold());
+      ds.field("ttl_ms", &self.ttl_ms());
+      ds.finish()
+  }
+}
 pub enum SubscribeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6861,6 +7005,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_promise_and_hold(&self) -> Option<PromiseAndHold<'a>> {
+    if self.op_type() == Operation::PromiseAndHold {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PromiseAndHold::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -6898,6 +7056,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Operation::UpsertZone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpsertZone>>("Operation::UpsertZone", pos),
           Operation::UpsertLane => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpsertLane>>("Operation::UpsertLane", pos),
           Operation::Promise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Promise>>("Operation::Promise", pos),
+          Operation::PromiseAndHold => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseAndHold>>("Operation::PromiseAndHold", pos),
           _ => Ok(()),
         }
      })?
@@ -7137,6 +7296,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Operation::Promise => {
           if let Some(x) = self.op_as_promise() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::PromiseAndHold => {
+          if let Some(x) = self.op_as_promise_and_hold() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10663,6 +10829,138 @@ impl ::core::fmt::Debug for PromiseValue<'_> {
       ds.finish()
   }
 }
+pub enum PromiseHeldOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
+/// stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
+pub struct PromiseHeld<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PromiseHeld<'a> {
+  type Inner = PromiseHeld<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PromiseHeld<'a> {
+  pub const VT_PROMISE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GRANTED: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REFUSED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PromiseHeld { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PromiseHeldArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PromiseHeld<'bldr>> {
+    let mut builder = PromiseHeldBuilder::new(_fbb);
+    if let Some(x) = args.refused { builder.add_refused(x); }
+    if let Some(x) = args.granted { builder.add_granted(x); }
+    if let Some(x) = args.promise { builder.add_promise(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn promise(&self) -> Option<LevelPromise<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LevelPromise>>(PromiseHeld::VT_PROMISE, None)}
+  }
+  #[inline]
+  pub fn granted(&self) -> Option<HoldGranted<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<HoldGranted>>(PromiseHeld::VT_GRANTED, None)}
+  }
+  #[inline]
+  pub fn refused(&self) -> Option<HoldRefused<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<HoldRefused>>(PromiseHeld::VT_REFUSED, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PromiseHeld<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LevelPromise>>("promise", Self::VT_PROMISE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<HoldGranted>>("granted", Self::VT_GRANTED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<HoldRefused>>("refused", Self::VT_REFUSED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PromiseHeldArgs<'a> {
+    pub promise: Option<::flatbuffers::WIPOffset<LevelPromise<'a>>>,
+    pub granted: Option<::flatbuffers::WIPOffset<HoldGranted<'a>>>,
+    pub refused: Option<::flatbuffers::WIPOffset<HoldRefused<'a>>>,
+}
+impl<'a> Default for PromiseHeldArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PromiseHeldArgs {
+      promise: None,
+      granted: None,
+      refused: None,
+    }
+  }
+}
+
+pub struct PromiseHeldBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromiseHeldBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_promise(&mut self, promise: ::flatbuffers::WIPOffset<LevelPromise<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LevelPromise>>(PromiseHeld::VT_PROMISE, promise);
+  }
+  #[inline]
+  pub fn add_granted(&mut self, granted: ::flatbuffers::WIPOffset<HoldGranted<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<HoldGranted>>(PromiseHeld::VT_GRANTED, granted);
+  }
+  #[inline]
+  pub fn add_refused(&mut self, refused: ::flatbuffers::WIPOffset<HoldRefused<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<HoldRefused>>(PromiseHeld::VT_REFUSED, refused);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PromiseHeldBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PromiseHeldBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PromiseHeld<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PromiseHeld<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PromiseHeld");
+      ds.field("promise", &self.promise());
+      ds.field("granted", &self.granted());
+      ds.field("refused", &self.refused());
+      ds.finish()
+  }
+}
 pub enum ReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10964,6 +11262,20 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_promise_held(&self) -> Option<PromiseHeld<'a>> {
+    if self.result_type() == ReplyBody::PromiseHeld {
+      let u = self.result();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PromiseHeld::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -10992,6 +11304,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::Digest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Digest>>("ReplyBody::Digest", pos),
           ReplyBody::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("ReplyBody::Ack", pos),
           ReplyBody::PromiseValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseValue>>("ReplyBody::PromiseValue", pos),
+          ReplyBody::PromiseHeld => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseHeld>>("ReplyBody::PromiseHeld", pos),
           _ => Ok(()),
         }
      })?
@@ -11168,6 +11481,13 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::PromiseValue => {
           if let Some(x) = self.result_as_promise_value() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::PromiseHeld => {
+          if let Some(x) = self.result_as_promise_held() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

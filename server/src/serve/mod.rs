@@ -234,7 +234,8 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::UpsertNode
         | O::UpsertSku
         | O::UpsertZone
-        | O::UpsertLane => wire::Role::Write,
+        | O::UpsertLane
+        | O::PromiseAndHold => wire::Role::Write,
         // Unknown to this build: any role may hear that it is unknown.
         _ => wire::Role::Read,
     }
@@ -874,6 +875,32 @@ fn answer<'a>(
         Ok(Operation::Control(wire::Operation::Subscribe | wire::Operation::Unsubscribe)) => {
             (subscription(shared, sess, tx, b, request), None)
         }
+        Ok(Operation::PromiseAndHold(p)) => match engine.plan_hold(now, &p.request, p.hold, p.ttl_ms) {
+            Err(e) => (error(b, &e.into()), None),
+            Ok(plan) => match &plan.command {
+                None => (reply::promise_held(b, engine, &plan.promise, None), None),
+                Some(command) => match db.submit(now, command) {
+                    Err(failed) => {
+                        let e = WireError {
+                            code: wire::ErrorCode::StorageFailed,
+                            message: failed.to_string(),
+                        };
+                        (error(b, &e), None)
+                    }
+                    Ok(submitted) => {
+                        let reply = match &submitted.result {
+                            Ok(outcome @ promised_engine::Outcome::Hold(held)) => {
+                                shared.events.publish(engine, command, outcome, now);
+                                reply::promise_held(b, engine, &plan.promise, Some(held))
+                            }
+                            Ok(_) => reply::promise_held(b, engine, &plan.promise, None),
+                            Err(e) => error(b, &e.clone().into()),
+                        };
+                        (reply, Some(submitted.ticket))
+                    }
+                },
+            },
+        },
         Ok(Operation::Command(command)) => match db.submit(now, &command) {
             Err(failed) => (
                 error(
