@@ -11,6 +11,8 @@ use rand_pcg::Pcg64Mcg;
 
 pub use promised::alloc::{bulk_load, tune_allocator};
 
+pub mod wire_client;
+
 /// On-hand count given to every position: large enough for billions of 1-unit holds.
 pub const BENCH_ON_HAND: u32 = 1 << 30;
 

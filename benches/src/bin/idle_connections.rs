@@ -11,9 +11,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flatbuffers::FlatBufferBuilder;
-use promised_schemas::frame::{parse_message, write_frame};
-use promised_schemas::wire;
+use promised_benches::wire_client;
+use promised_schemas::frame::parse_message;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -40,53 +39,17 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
-fn hello(token: Option<&str>) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::new();
-    let name = b.create_string("idle_connections");
-    let token = token.map(|t| b.create_string(t));
-    let h = wire::Hello::create(
-        &mut b,
-        &wire::HelloArgs {
-            magic: promised_schemas::HELLO_MAGIC,
-            min_version: 1,
-            max_version: 1,
-            client_name: Some(name),
-            auth_token: token,
-        },
-    );
-    let m = wire::Message::create(
-        &mut b,
-        &wire::MessageArgs {
-            request_id: 1,
-            body_type: wire::Body::Hello,
-            body: Some(h.as_union_value()),
-        },
-    );
-    wire::finish_message_buffer(&mut b, m);
-    let mut out = Vec::new();
-    write_frame(b.finished_data(), &mut out);
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let before = rss_kib(args.pid)?;
-    let hello = hello(args.token.as_deref());
+    let hello = wire_client::hello_frame("idle_connections", args.token.as_deref());
     let started = Instant::now();
     let mut open = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let mut s = TcpStream::connect(&args.addr)
             .map_err(|e| anyhow::anyhow!("connection {i}: {e} (is `ulimit -n` above N?)"))?;
         s.write_all(&hello)?;
-        let reply = read_frame(&mut s)?;
+        let reply = wire_client::read_frame(&mut s)?;
         let m = parse_message(&reply).map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
             m.body_as_hello_reply().is_some(),

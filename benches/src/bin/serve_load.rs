@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flatbuffers::FlatBufferBuilder;
+use promised_benches::wire_client;
 use promised_engine::dataset::{DataSet, DataSetSpec};
 use promised_schemas::frame::{parse_message, write_frame};
 use promised_schemas::wire;
@@ -162,44 +163,14 @@ fn encode<'a>(
 }
 
 fn read_frame(s: &mut impl Read) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("a reply");
-    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-    s.read_exact(&mut buf).expect("a reply");
-    buf
+    wire_client::read_frame(s).expect("a reply")
 }
 
 /// A connection past its handshake.
 fn connect(args: &Args) -> TcpStream {
-    let mut sock = TcpStream::connect(&args.addr).expect("connect");
-    sock.set_nodelay(true).unwrap();
-    let mut b = FlatBufferBuilder::new();
-    let name = b.create_string("serve_load");
-    let token = args.token.as_deref().map(|t| b.create_string(t));
-    let hello = wire::Hello::create(
-        &mut b,
-        &wire::HelloArgs {
-            magic: promised_schemas::HELLO_MAGIC,
-            min_version: 1,
-            max_version: 1,
-            client_name: Some(name),
-            auth_token: token,
-        },
-    );
-    let m = wire::Message::create(
-        &mut b,
-        &wire::MessageArgs {
-            request_id: 1,
-            body_type: wire::Body::Hello,
-            body: Some(hello.as_union_value()),
-        },
-    );
-    wire::finish_message_buffer(&mut b, m);
-    let mut out = Vec::new();
-    write_frame(b.finished_data(), &mut out);
-    sock.write_all(&out).unwrap();
-    read_frame(&mut sock);
-    sock
+    wire_client::connect(&args.addr, "serve_load", args.token.as_deref())
+        .expect("connect and handshake")
+        .0
 }
 
 /// The request id of the open loop's last frame.
