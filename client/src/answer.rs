@@ -175,9 +175,10 @@ pub enum Answer {
     },
     Ack,
     Promise(Vec<LevelAnswer>),
-    /// A promise-and-hold: the level's promise and the hold's answer (`None`: nothing to hold).
+    /// A promise-and-hold: the level's promise (`None` on a retry: the first hold's answer
+    /// stands) and the hold's answer (`None`: nothing to hold).
     PromiseHeld {
-        promise: LevelAnswer,
+        promise: Option<LevelAnswer>,
         held: Option<HoldOutcome>,
     },
 }
@@ -309,7 +310,7 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
         B::Ack => Answer::Ack,
         B::PromiseHeld => {
             let p = reply.result_as_promise_held().ok_or_else(unknown)?;
-            let promise = p.promise().map(|l| level_answer(&l)).ok_or_else(unknown)?;
+            let promise = p.promise().map(|l| level_answer(&l));
             let held = match (p.granted(), p.refused()) {
                 (Some(g), _) => Some(hold_granted(&g)),
                 (None, Some(r)) => Some(hold_refused(&r)),

@@ -396,13 +396,14 @@ impl Client {
 
     /// Promises one level of `cart` and holds its plan under `hold` (keep it to commit). Retried
     /// with the same id, so at most one hold is placed. `None` for the hold when the level cannot
-    /// be promised; a refused hold means stock moved since the plan: promise again.
+    /// be promised; a refused hold means stock moved since the plan: promise again. The promise
+    /// is `None` when the hold id was already used (a retry): the first hold's answer stands.
     pub async fn promise_and_hold(
         &self,
         cart: PromiseCart,
         hold: RequestId,
         ttl: Duration,
-    ) -> Result<(LevelAnswer, Option<HoldOutcome>), ClientError> {
+    ) -> Result<(Option<LevelAnswer>, Option<HoldOutcome>), ClientError> {
         match self.call(&Op::PromiseAndHold { cart, hold, ttl }).await? {
             Answer::PromiseHeld { promise, held } => Ok((promise, held)),
             other => Self::unexpected("PromiseAndHold", other),

@@ -251,10 +251,10 @@ fn level_promise<'a>(
 pub fn promise_held<'a>(
     b: &mut FlatBufferBuilder<'a>,
     engine: &Engine,
-    promise: &promised_engine::promise::LevelPromise,
+    promise: Option<&promised_engine::promise::LevelPromise>,
     held: Option<&HoldOutcome>,
 ) -> WIPOffset<wire::Reply<'a>> {
-    let lp = level_promise(b, engine, promise);
+    let lp = promise.map(|p| level_promise(b, engine, p));
     let (mut granted, mut refused) = (None, None);
     if let Some(h) = held {
         let (kind, offset) = hold_outcome(b, engine, h);
@@ -267,7 +267,7 @@ pub fn promise_held<'a>(
     let v = wire::PromiseHeld::create(
         b,
         &wire::PromiseHeldArgs {
-            promise: Some(lp),
+            promise: lp,
             granted,
             refused,
         },

@@ -300,7 +300,7 @@ fn promises_over_the_wire() {
             .promise_and_hold(one.clone(), id, Duration::from_secs(600))
             .await
             .unwrap();
-        assert_eq!(promise.plan.as_ref().unwrap().packages[0].node, "FAR");
+        assert_eq!(promise.unwrap().plan.unwrap().packages[0].node, "FAR");
         let g = match held {
             Some(HoldOutcome::Granted(g)) => g,
             other => panic!("{other:?}"),
@@ -310,11 +310,12 @@ fn promises_over_the_wire() {
             (id, Some("FAR"), false)
         );
         assert_eq!(client.atp("SKU-1", "FAR", None).await.unwrap(), 7);
-        let (_, again) = client
+        let (no_promise, again) = client
             .promise_and_hold(one.clone(), id, Duration::from_secs(600))
             .await
             .unwrap();
         assert!(matches!(again, Some(HoldOutcome::Granted(g)) if g.repeated));
+        assert_eq!(no_promise, None, "a retry is the first hold's answer");
         assert_eq!(client.atp("SKU-1", "FAR", None).await.unwrap(), 7);
         assert_eq!(
             client.commit(id).await.unwrap(),
@@ -329,7 +330,7 @@ fn promises_over_the_wire() {
             .promise_and_hold(one.clone(), RequestId::random(), Duration::from_secs(600))
             .await
             .unwrap();
-        assert_eq!((promise.plan, held), (None, None));
+        assert_eq!((promise.unwrap().plan, held), (None, None));
 
         // Bad input: an unknown zone, a pickup without a store.
         cart.zone = 77;
@@ -511,6 +512,31 @@ fn low_stock_events_reach_subscribers_once_per_fall() {
                 .is_err(),
             "no event after Unsubscribe"
         );
+
+        // A connection that goes away while subscribed is closed on the server too (its event
+        // task must not keep it open).
+        let gauge = || {
+            let (_, metrics) = server.http_get("/metrics");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("promised_connections "))
+                .and_then(|v| v.parse::<i64>().ok())
+                .expect("a connections gauge")
+        };
+        let before = gauge();
+        let live = reader.subscribe(&["SKU-1"], &[], 5).await.unwrap();
+        assert_eq!(gauge(), before + 1);
+        drop(live);
+        drop(events);
+        let mut now = gauge();
+        for _ in 0..100 {
+            if now == before - 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            now = gauge();
+        }
+        assert_eq!(now, before - 1, "both subscribed connections closed");
     });
 }
 

@@ -17,7 +17,9 @@ use super::{LevelPromise, PromiseRequest};
 /// A promise and the command that holds its plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HoldPlan {
-    pub promise: LevelPromise,
+    /// `None` on a retry of a hold already placed: the answer is the first hold's, and a promise
+    /// worked out now (against the stock that hold took) would contradict it.
+    pub promise: Option<LevelPromise>,
     /// The `Hold` to apply; `None` when nothing can be promised. For a hold id already used, the
     /// first hold's lines (the engine answers it with the first answer).
     pub command: Option<Command>,
@@ -41,13 +43,13 @@ impl Engine {
                 ),
             });
         }
-        let promise = self.promise(now, request)?.remove(0);
         if let Some(first) = self.hold(hold) {
             return Ok(HoldPlan {
-                promise,
+                promise: None,
                 command: Some(repeat_of(&first)),
             });
         }
+        let promise = self.promise(now, request)?.remove(0);
         let today = now.day();
         let command = promise.plan.as_ref().map(|plan| {
             let mut lines: Vec<(usize, HoldLineRequest)> = plan
@@ -78,7 +80,10 @@ impl Engine {
                 partial: false,
             }
         });
-        Ok(HoldPlan { promise, command })
+        Ok(HoldPlan {
+            promise: Some(promise),
+            command,
+        })
     }
 }
 

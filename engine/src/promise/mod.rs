@@ -468,7 +468,7 @@ fn plan_of(
             Some(p) => {
                 let part = &mut parts[p];
                 part.1 = part.1.max(cand.ready);
-                part.2 += line.units;
+                part.2 = part.2.saturating_add(line.units);
                 part.5 += cand.unit_cost;
                 packages[p].lines.push(idx);
             }

@@ -71,7 +71,7 @@ pub(crate) fn evaluate(lines: &[LineChoices], choice: &[usize], ship: &ShipFn<'_
         match packages.iter_mut().find(|p| p.0 == cand.node) {
             Some(p) => {
                 p.1 = p.1.max(cand.ready);
-                p.2 += line.units;
+                p.2 = p.2.saturating_add(line.units);
             }
             None => packages.push((cand.node, cand.ready, line.units, cand.package_cost, cand.transit)),
         }

@@ -106,7 +106,9 @@ pub fn ship_day(
     for _ in 0..node.processing_days {
         day = first_working(calendar, day.plus(1), today)?;
     }
-    if ready > day {
+    // Stock there today (UTC) is there on the node's local day too, even when that day is still
+    // yesterday in UTC (a node west of UTC after UTC midnight): only later supply holds it back.
+    if ready > today && ready > day {
         day = first_working(calendar, ready, today)?;
         binding = Binding::Stock;
     }
@@ -212,6 +214,13 @@ mod tests {
             ship(&west, at(MONDAY, 22, 0), MONDAY, 1, none).unwrap().day,
             MONDAY.plus(1)
         );
+        // West of UTC after UTC midnight: 01:30 UTC Tuesday is 17:30 Monday at UTC-8, before an
+        // 18:00 cut-off; stock there today ships on the local Monday.
+        let mut late = dc();
+        (late.utc_offset_minutes, late.cutoff_minute) = (-8 * 60, 18 * 60);
+        let tuesday = MONDAY.plus(1);
+        let s = ship(&late, at(tuesday, 1, 30), tuesday, 1, none).unwrap();
+        assert_eq!((s.day, s.binding), (MONDAY, Binding::Transit));
         // A node that never works never ships.
         let mut idle = dc();
         idle.calendar.weekdays = 0;

@@ -417,7 +417,10 @@ fn promise_and_hold_holds_the_plan_and_fails_cleanly_when_stock_moved() {
         .engine
         .plan_hold(w.now, &ground(3), RequestId(900), 60_000)
         .unwrap();
-    assert_eq!(plan.promise.plan.as_ref().unwrap().packages[0].node, near);
+    assert_eq!(
+        plan.promise.as_ref().unwrap().plan.as_ref().unwrap().packages[0].node,
+        near
+    );
     let held = w.apply(plan.command.unwrap());
     let Outcome::Hold(HoldOutcome::Granted {
         lines,
@@ -469,7 +472,7 @@ fn promise_and_hold_holds_the_plan_and_fails_cleanly_when_stock_moved() {
     w.inbound(y, near, 10, MONDAY.plus(2));
     let r = request(&[(y, 4)], &[ServiceLevel::Ground], PromiseOptions::default());
     let plan = w.engine.plan_hold(w.now, &r, RequestId(902), 60_000).unwrap();
-    assert_eq!(plan.promise.plan.as_ref().unwrap().binding, Binding::Stock);
+    assert_eq!(plan.promise.unwrap().plan.unwrap().binding, Binding::Stock);
     assert!(matches!(
         w.apply(plan.command.unwrap()),
         Outcome::Hold(HoldOutcome::Granted { .. })

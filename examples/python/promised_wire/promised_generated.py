@@ -4635,6 +4635,7 @@ def PromiseValueEnd(builder):
 
 # The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
 # stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
+# `promise` is absent on a retry: the first hold's answer stands.
 class PromiseHeld(object):
     __slots__ = ['_tab']
 

@@ -10834,6 +10834,7 @@ pub enum PromiseHeldOffset {}
 
 /// The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
 /// stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
+/// `promise` is absent on a retry: the first hold's answer stands.
 pub struct PromiseHeld<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

@@ -640,6 +640,9 @@ async fn connection<R, W>(
             }
         }
     }
+    // The event task holds a sender of the reply queue: end it first, or the writer would wait
+    // for it forever.
+    drop(session);
     drop(tx);
     if let Ok(true) = writer.await {
         // Read and drop what the client still sends for a moment: closing a socket with unread
@@ -878,7 +881,7 @@ fn answer<'a>(
         Ok(Operation::PromiseAndHold(p)) => match engine.plan_hold(now, &p.request, p.hold, p.ttl_ms) {
             Err(e) => (error(b, &e.into()), None),
             Ok(plan) => match &plan.command {
-                None => (reply::promise_held(b, engine, &plan.promise, None), None),
+                None => (reply::promise_held(b, engine, plan.promise.as_ref(), None), None),
                 Some(command) => match db.submit(now, command) {
                     Err(failed) => {
                         let e = WireError {
@@ -891,9 +894,9 @@ fn answer<'a>(
                         let reply = match &submitted.result {
                             Ok(outcome @ promised_engine::Outcome::Hold(held)) => {
                                 shared.events.publish(engine, command, outcome, now);
-                                reply::promise_held(b, engine, &plan.promise, Some(held))
+                                reply::promise_held(b, engine, plan.promise.as_ref(), Some(held))
                             }
-                            Ok(_) => reply::promise_held(b, engine, &plan.promise, None),
+                            Ok(_) => reply::promise_held(b, engine, plan.promise.as_ref(), None),
                             Err(e) => error(b, &e.clone().into()),
                         };
                         (reply, Some(submitted.ticket))

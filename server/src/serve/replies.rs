@@ -206,6 +206,11 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 ready.served.extend(q.served);
             }
         }
+        // Counted as served before the write, so a client that reads its reply and then looks
+        // at /metrics finds it counted.
+        for s in ready.served.drain(..) {
+            s.done(&shared);
+        }
         if !ready.out.is_empty() {
             // A client that stops reading fills its socket; past the timeout it is cut off
             // rather than holding the replies (and their memory) forever.
@@ -214,9 +219,6 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 _ => return false,
             }
             ready.out.clear();
-        }
-        for s in ready.served.drain(..) {
-            s.done(&shared);
         }
     }
     // Every reply is out: send FIN so the client reads them all before the end.
