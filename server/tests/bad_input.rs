@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
-use promised_schemas::frame::{parse_message, write_frame};
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+use promised_schemas::frame::parse_message;
 use promised_schemas::{HELLO_MAGIC, wire};
 use wire::ErrorCode as E;
 
 mod common;
-use common::Server;
+use common::{Server, framed, message, request, rid, unframed};
 
 const ADMIN: &str = "admin-secret";
 const WRITER: &str = "writer-secret";
@@ -41,50 +41,7 @@ const BAD_HOLDS: std::ops::Range<u64> = 9_000_000..9_000_100;
 /// How long a reply may take before the case fails as "no reply".
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
-
 // ---- building frames --------------------------------------------------------------------------
-
-/// The message's bytes, without the length prefix.
-fn unframed(request_id: u64, build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::new();
-    let (body_type, body) = build(&mut b);
-    let msg = wire::Message::create(
-        &mut b,
-        &wire::MessageArgs {
-            request_id,
-            body_type,
-            body: Some(body),
-        },
-    );
-    wire::finish_message_buffer(&mut b, msg);
-    b.finished_data().to_vec()
-}
-
-fn framed(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_frame(bytes, &mut out);
-    out
-}
-
-fn message(request_id: u64, build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>) -> Vec<u8> {
-    framed(&unframed(request_id, build))
-}
-
-fn request(
-    b: &mut FlatBufferBuilder<'_>,
-    op_type: wire::Operation,
-    op: WIPOffset<UnionWIPOffset>,
-) -> Body<'static> {
-    let r = wire::Request::create(
-        b,
-        &wire::RequestArgs {
-            op_type,
-            op: Some(op),
-        },
-    );
-    (wire::Body::Request, r.as_union_value())
-}
 
 fn hello_with(token: Option<&str>, magic: u32, min_version: u16, max_version: u16, name: &str) -> Vec<u8> {
     let (token, name) = (token.map(str::to_string), name.to_string());
@@ -107,10 +64,6 @@ fn hello_with(token: Option<&str>, magic: u32, min_version: u16, max_version: u1
 
 fn hello(token: &str) -> Vec<u8> {
     hello_with(Some(token), HELLO_MAGIC, 1, 1, "bad-input-test")
-}
-
-fn rid(n: u64) -> wire::RequestId {
-    wire::RequestId::new(0, n)
 }
 
 fn hold_unframed(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {

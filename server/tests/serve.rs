@@ -7,45 +7,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
-use promised_schemas::frame::{parse_message, write_frame};
+use flatbuffers::FlatBufferBuilder;
+use promised_schemas::frame::parse_message;
 use promised_schemas::wire;
 
 mod common;
-use common::Server;
+use common::{Body, Server, request, rid};
 
-type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
-
+/// One framed message (build first, as the cases here read best).
 fn message(build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>, request_id: u64) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::new();
-    let (body_type, body) = build(&mut b);
-    let msg = wire::Message::create(
-        &mut b,
-        &wire::MessageArgs {
-            request_id,
-            body_type,
-            body: Some(body),
-        },
-    );
-    wire::finish_message_buffer(&mut b, msg);
-    let mut out = Vec::new();
-    write_frame(b.finished_data(), &mut out);
-    out
-}
-
-fn request(
-    b: &mut FlatBufferBuilder<'_>,
-    op_type: wire::Operation,
-    op: WIPOffset<UnionWIPOffset>,
-) -> Body<'static> {
-    let r = wire::Request::create(
-        b,
-        &wire::RequestArgs {
-            op_type,
-            op: Some(op),
-        },
-    );
-    (wire::Body::Request, r.as_union_value())
+    common::message(request_id, build)
 }
 
 fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
@@ -70,10 +41,6 @@ fn greet_with(s: &mut TcpStream, token: Option<&str>) -> Option<wire::Role> {
         assert_eq!(r.version(), 1);
         r.role()
     })
-}
-
-fn rid(n: u64) -> wire::RequestId {
-    wire::RequestId::new(0, n)
 }
 
 fn hold_msg(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {

@@ -7,6 +7,68 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use promised_schemas::frame::write_frame;
+use promised_schemas::wire;
+
+/// A message body under construction: its type and offset.
+pub type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
+
+/// The message's bytes, without the length prefix.
+pub fn unframed(
+    request_id: u64,
+    build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>,
+) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    let (body_type, body) = build(&mut b);
+    let msg = wire::Message::create(
+        &mut b,
+        &wire::MessageArgs {
+            request_id,
+            body_type,
+            body: Some(body),
+        },
+    );
+    wire::finish_message_buffer(&mut b, msg);
+    b.finished_data().to_vec()
+}
+
+/// `bytes` with their length prefix.
+pub fn framed(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_frame(bytes, &mut out);
+    out
+}
+
+/// One framed message.
+pub fn message(
+    request_id: u64,
+    build: impl for<'a> FnOnce(&mut FlatBufferBuilder<'a>) -> Body<'a>,
+) -> Vec<u8> {
+    framed(&unframed(request_id, build))
+}
+
+/// A `Request` body around one operation.
+pub fn request(
+    b: &mut FlatBufferBuilder<'_>,
+    op_type: wire::Operation,
+    op: WIPOffset<UnionWIPOffset>,
+) -> Body<'static> {
+    let r = wire::Request::create(
+        b,
+        &wire::RequestArgs {
+            op_type,
+            op: Some(op),
+        },
+    );
+    (wire::Body::Request, r.as_union_value())
+}
+
+/// A wire request id from a small number.
+pub fn rid(n: u64) -> wire::RequestId {
+    wire::RequestId::new(0, n)
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: String,
