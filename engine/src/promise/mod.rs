@@ -389,19 +389,21 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
     let mut unserved = Vec::new();
     for (i, (line, supply)) in request.lines.iter().zip(supplies).enumerate() {
         let units = line.quantity.get();
-        let (mut capable, mut laned, mut stocked) = (false, false, false);
+        // Why a line fails is judged over all its nodes: a node with stock but no lane and
+        // another with a lane but no stock make a `Lane` shortfall, not a `Stock` one.
+        let (mut capable, mut stocked, mut stocked_with_lane) = (false, false, false);
         let mut candidates = Vec::new();
         for offer in &supply.offers {
             if !offer.capable || !eligible(offer.node) {
                 continue;
             }
             capable = true;
+            stocked |= offer.ready.is_some();
             let Some(lane) = lane(network, offer.node, &request.destination, point, level, distances) else {
                 continue;
             };
-            laned = true;
             let Some(ready) = offer.ready else { continue };
-            stocked = true;
+            stocked_with_lane = true;
             let Some(solo) = offer.solo else { continue };
             let factor = network.node(offer.node).map_or(1000, |n| n.cost_factor_milli);
             let transit = u32::from(lane.transit_days);
@@ -415,11 +417,14 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
             });
         }
         if candidates.is_empty() {
-            let why = match (capable, laned, stocked) {
-                (false, _, _) => Shortfall::Capability,
-                (true, false, _) => Shortfall::Lane,
-                (true, true, false) => Shortfall::Stock,
-                (true, true, true) => Shortfall::Capacity,
+            let why = if !capable {
+                Shortfall::Capability
+            } else if !stocked {
+                Shortfall::Stock
+            } else if !stocked_with_lane {
+                Shortfall::Lane
+            } else {
+                Shortfall::Capacity
             };
             unserved.push((i, why));
             continue;
@@ -437,7 +442,14 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
         };
     }
     let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship) else {
-        unserved.extend(served.iter().map(|&i| (i, Shortfall::Packages)));
+        // Every line ships alone, but not together: the package limit, or (with packages
+        // enough for a line each) the capacity of the nodes they would share.
+        let why = if usize::from(o.max_packages) < choices.len() {
+            Shortfall::Packages
+        } else {
+            Shortfall::Capacity
+        };
+        unserved.extend(served.iter().map(|&i| (i, why)));
         unserved.sort_unstable_by_key(|u| u.0);
         return LevelPromise {
             level,

@@ -243,6 +243,34 @@ fn capability_filter() {
     w.stock(t, plain, 50);
     let p = w.promise(&[(t, 1)], &[ServiceLevel::Ground], PromiseOptions::default());
     assert_eq!(p[0].unserved, vec![(0, Shortfall::Capability)]);
+    // Stock at a node with no lane, a lane at a node with no stock: the lane is missing.
+    let mut w = World::new(at(MONDAY, 9));
+    w.apply(Command::UpsertZone(ZoneSpec {
+        zone: ZoneId(1),
+        lat: 0.0,
+        lon: 0.5,
+    }));
+    let stocked = w.node(dc("STOCKED"));
+    let laned = w.node(dc("LANED"));
+    let s = w.sku("S", Capabilities::default());
+    w.stock(s, stocked, 5);
+    w.stock(s, laned, 0);
+    w.lane(laned, ServiceLevel::Ground, 1, 100, 1);
+    let mut r = request(&[(s, 1)], &[ServiceLevel::Ground], PromiseOptions::default());
+    r.destination = Destination {
+        zone: ZoneId(2),
+        point: None,
+    };
+    w.apply(Command::UpsertLane(Lane {
+        node: laned,
+        zone: ZoneId(2),
+        level: ServiceLevel::Ground,
+        transit_days: 1,
+        cost_per_package_cents: 100,
+        cost_per_unit_cents: 1,
+    }));
+    let p = w.engine.promise(w.now, &r).unwrap();
+    assert_eq!(p[0].unserved, vec![(0, Shortfall::Lane)]);
 }
 
 #[test]
