@@ -600,6 +600,16 @@ impl Engine {
         })
     }
 
+    /// Today's ATP of one position with the sequence number it reflects: read under the
+    /// position's shard lock, so every command numbered below it that touched the position is in
+    /// the value and none above it is. Orders readings of one position taken on many threads.
+    pub fn atp_stamped(&self, sku: SkuId, node: NodeId, now: Timestamp) -> Result<(i64, u64), EngineError> {
+        let today = now.day();
+        self.read_position(sku, node, |shard, p| {
+            (p.map_or(0, |p| shard.atp(p, today, today)), self.next_seq())
+        })
+    }
+
     /// Network ATP: the sum over eligible nodes (open, with the capabilities the SKU requires) of
     /// each position's ATP on day `on`. Negative positions count as zero: one oversold node does
     /// not take stock from the others.

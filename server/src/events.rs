@@ -8,7 +8,7 @@
 //! changes (counted in `promised_events_dropped`), never slows a write down. Holds that expire
 //! by the clock raise ATP and are not reported; the next write to the position re-arms it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use flatbuffers::FlatBufferBuilder;
@@ -19,12 +19,14 @@ use tokio::sync::broadcast;
 
 use crate::wire::WireError;
 
-/// A position's ATP (today) just after a write touched it.
+/// A position's ATP (today) just after a write touched it, and the sequence number the reading
+/// reflects (writes on other threads may publish out of order; the number puts them back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Change {
     pub sku: SkuId,
     pub node: NodeId,
     pub atp: i64,
+    pub seq: u64,
     pub at: Timestamp,
 }
 
@@ -64,11 +66,12 @@ impl EventHub {
         let changes: Vec<Change> = touched(engine, command, outcome)
             .into_iter()
             .filter_map(|(sku, node)| {
-                let atp = engine.atp(sku, node, now, None).ok()?;
+                let (atp, seq) = engine.atp_stamped(sku, node, now).ok()?;
                 Some(Change {
                     sku,
                     node,
                     atp,
+                    seq,
                     at: now,
                 })
             })
@@ -134,6 +137,8 @@ pub struct Watch {
     nodes: Option<HashSet<NodeId>>,
     pub threshold: i64,
     low: HashSet<(SkuId, NodeId)>,
+    /// The newest reading seen per watched position: an older one arriving late is ignored.
+    seen: HashMap<(SkuId, NodeId), u64>,
 }
 
 impl Watch {
@@ -160,6 +165,7 @@ impl Watch {
             nodes,
             threshold: s.threshold(),
             low: HashSet::new(),
+            seen: HashMap::new(),
         })
     }
 
@@ -171,6 +177,11 @@ impl Watch {
         if !watched {
             return false;
         }
+        let newest = self.seen.entry((c.sku, c.node)).or_insert(0);
+        if c.seq < *newest {
+            return false;
+        }
+        *newest = c.seq;
         if c.atp <= self.threshold {
             self.low.insert((c.sku, c.node))
         } else {
@@ -221,10 +232,15 @@ mod tests {
     use super::*;
 
     fn change(sku: u32, node: u32, atp: i64) -> Change {
+        stamped(sku, node, atp, 0)
+    }
+
+    fn stamped(sku: u32, node: u32, atp: i64, seq: u64) -> Change {
         Change {
             sku: SkuId::from_raw(sku),
             node: NodeId::from_raw(node),
             atp,
+            seq,
             at: Timestamp(0),
         }
     }
@@ -236,6 +252,7 @@ mod tests {
             nodes: None,
             threshold: 5,
             low: HashSet::new(),
+            seen: HashMap::new(),
         };
         assert!(!w.observe(&change(1, 0, 9)), "above the threshold");
         assert!(w.observe(&change(1, 0, 5)), "at the threshold: low");
@@ -244,5 +261,20 @@ mod tests {
         assert!(!w.observe(&change(2, 0, 0)), "an unwatched SKU");
         assert!(!w.observe(&change(1, 0, 6)), "back above: re-armed");
         assert!(w.observe(&change(1, 0, 4)), "low again");
+    }
+
+    #[test]
+    fn a_reading_that_arrives_late_is_ignored() {
+        let mut w = Watch {
+            skus: None,
+            nodes: None,
+            threshold: 5,
+            low: HashSet::new(),
+            seen: HashMap::new(),
+        };
+        // Reading 20 (ATP 10) is published before reading 10 (ATP 3): the older one is stale.
+        assert!(!w.observe(&stamped(1, 0, 10, 20)));
+        assert!(!w.observe(&stamped(1, 0, 3, 10)), "stale: the position is at 10");
+        assert!(w.observe(&stamped(1, 0, 2, 30)), "a real fall is still reported");
     }
 }
