@@ -420,6 +420,7 @@ impl Engine {
         spec: &NodeSpec,
     ) -> Result<Outcome, EngineError> {
         crate::ids::check_name(&spec.name)?;
+        crate::network::check_node(spec)?;
         let mut catalog = self.catalog.lock();
         if catalog.network.node_id(&spec.name).is_none() && catalog.network.n_nodes() >= limits::NODES_MAX {
             return Err(EngineError::CapacityExceeded {

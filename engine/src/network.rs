@@ -168,6 +168,31 @@ pub struct Network {
     lanes: HashMap<(NodeId, ZoneId, ServiceLevel), Lane>,
 }
 
+/// What a node's settings must satisfy for promises to make sense of them.
+pub fn check_node(spec: &NodeSpec) -> Result<(), crate::error::EngineError> {
+    let invalid = |what: String| Err(crate::error::EngineError::InvalidOption { what });
+    check_point(spec.location.lat, spec.location.lon)?;
+    if spec.cutoff_minute > 24 * 60 {
+        return invalid(format!(
+            "node {}: cut-off minute {} is past midnight (0..=1440; 1440: no cut-off)",
+            spec.name, spec.cutoff_minute
+        ));
+    }
+    if spec.utc_offset_minutes.unsigned_abs() > 14 * 60 {
+        return invalid(format!(
+            "node {}: UTC offset {} minutes is outside -840..=840",
+            spec.name, spec.utc_offset_minutes
+        ));
+    }
+    if spec.calendar.weekdays > 0b111_1111 {
+        return invalid(format!(
+            "node {}: weekday mask {:#b} has bits past Sunday",
+            spec.name, spec.calendar.weekdays
+        ));
+    }
+    Ok(())
+}
+
 /// Latitude in [-90, 90] and longitude in [-180, 180], finite.
 pub fn check_point(lat: f32, lon: f32) -> Result<(), crate::error::EngineError> {
     if lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0 {

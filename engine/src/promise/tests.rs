@@ -427,6 +427,20 @@ fn bad_requests_are_typed_errors() {
         .promise(w.now, &request(&[(s, 1)], &[ServiceLevel::Pickup], closed))
         .unwrap_err();
     assert!(e.to_string().contains("closed"), "{e}");
+    // Node settings a promise could not make sense of are refused when the node is upserted.
+    for bad in [
+        NodeSpec {
+            cutoff_minute: 1441,
+            ..dc("LATE")
+        },
+        NodeSpec {
+            utc_offset_minutes: 15 * 60,
+            ..dc("FAR-EAST")
+        },
+    ] {
+        let e = w.engine.apply(w.now, &Command::UpsertNode(bad)).unwrap_err();
+        assert_eq!(e.code(), C::InvalidOption, "{e}");
+    }
 }
 
 #[test]
