@@ -42,7 +42,7 @@ struct Args {
     /// instead of keeping `--pipeline` frames in flight.
     #[arg(long)]
     rate: Option<f64>,
-    /// hold (durable holds and releases) or atp (queries).
+    /// hold (durable holds and releases), atp (queries) or promise (one-line carts, 3 levels).
     #[arg(long, default_value = "hold")]
     op: String,
 }
@@ -95,12 +95,23 @@ fn frame(
     out
 }
 
+/// The operation `--op` asks for, on `pick`.
+fn item_for<'p>(op: &str, h: u64, pick: &'p (String, String), zones: u32) -> Item<'p> {
+    match op {
+        "atp" => Item::Atp(pick),
+        "promise" => Item::Promise(pick, (h % u64::from(zones.max(1))) as u32),
+        _ => Item::Hold(h, pick),
+    }
+}
+
 /// What one operation of a frame is.
 #[derive(Clone, Copy)]
 enum Item<'p> {
     Hold(u64, &'p (String, String)),
     Release(u64),
     Atp(&'p (String, String)),
+    /// A one-line promise of the SKU to a zone, at ground, two-day and next-day.
+    Promise(&'p (String, String), u32),
 }
 
 fn encode<'a>(
@@ -147,6 +158,34 @@ fn encode<'a>(
             );
             (wire::Operation::Release, r.as_union_value())
         }
+        Item::Promise((sku, _), zone) => {
+            let s = b.create_string(sku);
+            let line = wire::CartLine::create(
+                b,
+                &wire::CartLineArgs {
+                    sku: Some(s),
+                    quantity: 1,
+                },
+            );
+            let lines = b.create_vector(&[line]);
+            let levels = b.create_vector(&[
+                wire::ServiceLevel::Ground,
+                wire::ServiceLevel::TwoDay,
+                wire::ServiceLevel::NextDay,
+            ]);
+            let p = wire::Promise::create(
+                b,
+                &wire::PromiseArgs {
+                    lines: Some(lines),
+                    zone,
+                    levels: Some(levels),
+                    max_packages: 3,
+                    ship_from_store: true,
+                    ..Default::default()
+                },
+            );
+            (wire::Operation::Promise, p.as_union_value())
+        }
         Item::Atp((sku, node)) => {
             let (s, n) = (b.create_string(sku), b.create_string(node));
             let a = wire::Atp::create(
@@ -173,6 +212,9 @@ fn connect(args: &Args) -> TcpStream {
         .0
 }
 
+/// Replies that were errors (a measurement of errors is not a measurement).
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
 /// The request id of the open loop's last frame.
 const SENTINEL: u64 = u64::MAX;
 
@@ -182,6 +224,7 @@ const SENTINEL: u64 = u64::MAX;
 fn open_loop(
     args: &Args,
     picks: &[(String, String)],
+    zones: u32,
     c: usize,
     stop: &AtomicBool,
     started: Instant,
@@ -209,11 +252,7 @@ fn open_loop(
                         Err(_) => {
                             let h = base + id;
                             let pick = &picks[(h as usize) % picks.len()];
-                            if args.op == "atp" {
-                                Item::Atp(pick)
-                            } else {
-                                Item::Hold(h, pick)
-                            }
+                            item_for(&args.op, h, pick, zones)
                         }
                     };
                     let op = encode(&mut b, item);
@@ -273,6 +312,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!picks.is_empty(), "no well-stocked position in the data set");
+    let zones = ds.zones.len() as u32;
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
     let started = Instant::now();
@@ -282,7 +322,7 @@ fn main() -> anyhow::Result<()> {
                 let (picks, stop, writes, args) = (&picks, &stop, &writes, &args);
                 s.spawn(move || {
                     if args.rate.is_some() {
-                        let (hist, ops) = open_loop(args, picks, c, stop, started);
+                        let (hist, ops) = open_loop(args, picks, zones, c, stop, started);
                         writes.fetch_add(ops, Ordering::Relaxed);
                         return hist;
                     }
@@ -311,11 +351,7 @@ fn main() -> anyhow::Result<()> {
                                     next += 1;
                                     let h = base + next;
                                     let pick = &picks[(h as usize) % picks.len()];
-                                    if args.op == "atp" {
-                                        Item::Atp(pick)
-                                    } else {
-                                        Item::Hold(h, pick)
-                                    }
+                                    item_for(&args.op, h, pick, zones)
                                 };
                                 ops.push(encode(&mut b, item));
                             }
@@ -338,6 +374,12 @@ fn main() -> anyhow::Result<()> {
                         hist.record(t.elapsed().as_micros() as u64).unwrap();
                         let mut granted = |r: wire::Reply<'_>| {
                             ops_done += 1;
+                            if let Some(e) = r.result_as_error() {
+                                ERRORS.fetch_add(1, Ordering::Relaxed);
+                                if ERRORS.load(Ordering::Relaxed) == 1 {
+                                    eprintln!("first error reply: {:?} {:?}", e.code(), e.message());
+                                }
+                            }
                             if let Some(g) = r.result_as_hold_granted() {
                                 releases.push(g.hold().unwrap().lo());
                             }
@@ -362,10 +404,10 @@ fn main() -> anyhow::Result<()> {
         all
     });
     let n = writes.load(Ordering::Relaxed);
-    let what = if args.op == "atp" {
-        "ATP queries"
-    } else {
-        "durable writes (1-line holds and their releases)"
+    let what = match args.op.as_str() {
+        "atp" => "ATP queries",
+        "promise" => "promises (1-line carts, 3 levels)",
+        _ => "durable writes (1-line holds and their releases)",
     };
     let shape = match args.rate {
         Some(rate) => format!(
@@ -378,13 +420,14 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     println!(
-        "{shape} x {} ops: {:.0} {what}/s; frame round trip p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        "{shape} x {} ops: {:.0} {what}/s; frame round trip p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} error replies",
         args.batch,
         n as f64 / started.elapsed().as_secs_f64(),
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),
         hist.value_at_quantile(0.999),
-        hist.max()
+        hist.max(),
+        ERRORS.load(Ordering::Relaxed)
     );
     Ok(())
 }
