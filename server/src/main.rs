@@ -1,8 +1,8 @@
 //! `promised`: the server and admin CLI.
 //!
-//! Until the network server lands (issue "Binary protocol, server and client"), the binary offers
-//! `promised demo`, which runs the engine in process on a generated data set and reports what it
-//! did. `main` only parses the command line and dispatches.
+//! `promised serve` runs the server (`serve/`); `promised demo` runs the engine in process on a
+//! generated data set; the other commands inspect data directories and config files. `main` only
+//! parses the command line and dispatches.
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
@@ -30,8 +30,8 @@ enum Commands {
     /// Generate a data set, load it into an in-process engine, run a checkout simulation against
     /// it from several threads, and print what happened.
     Demo(demo::DemoArgs),
-    /// Serve the binary protocol (schemas/PROTOCOL.md) over TCP from a data directory. A first
-    /// slice: no authentication, config file, limits, TLS or metrics yet.
+    /// Serve the binary protocol (schemas/PROTOCOL.md) over TCP or TLS from a data directory,
+    /// with admin HTTP (/metrics, /health, /ready) beside it.
     Serve(Box<serve::ServeArgs>),
     /// Inspect the write-ahead log of a data directory (read only).
     #[command(subcommand)]

@@ -1,8 +1,6 @@
 //! The seam between the wire and the engine: a verified `wire::Request` becomes an engine
 //! `Command` or a query, with string ids resolved to dense ids. Every way a request can be wrong
 //! comes back as a typed error with a message, before anything is applied.
-//!
-//! Not yet used by a server (that arrives with the protocol issue); tested on its own.
 
 use promised_engine::command::{AdjustReason, Command, HoldLineRequest, LineQuantity, NodeChoice};
 use promised_engine::ids::{Day, Quantity, RequestId, SkuId, ZoneId};

@@ -1,5 +1,5 @@
-//! `promised serve`: the first slice of the TCP server (issue "Binary protocol, server and
-//! client"). It speaks the framed protocol of `schemas/PROTOCOL.md` over plain TCP: the `Hello`
+//! `promised serve`: the TCP server. It speaks the framed protocol of `schemas/PROTOCOL.md` over
+//! TCP or TLS: the `Hello`
 //! handshake with auth tokens and roles, single requests and batches, pipelined with replies out
 //! of order, writes acknowledged after group commit, reads answered at once, limits on
 //! connections, requests in flight and batch size (answered `Busy` / `BatchTooLarge`), and a
