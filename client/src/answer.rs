@@ -148,6 +148,14 @@ pub struct LevelAnswer {
     pub unserved: Vec<(u16, Shortfall)>,
 }
 
+/// One SKU of a listing page: the earliest delivery day and the node that makes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedDelivery {
+    pub delivery_day: u32,
+    pub node: String,
+    pub binding: Binding,
+}
+
 /// Every successful reply body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -175,6 +183,8 @@ pub enum Answer {
     },
     Ack,
     Promise(Vec<LevelAnswer>),
+    /// One entry per SKU of a listing promise; `None`: not deliverable.
+    Listing(Vec<Option<ListedDelivery>>),
     /// A promise-and-hold: the level's promise (`None` on a retry: the first hold's answer
     /// stands) and the hold's answer (`None`: nothing to hold).
     PromiseHeld {
@@ -317,6 +327,22 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
                 (None, None) => None,
             };
             Answer::PromiseHeld { promise, held }
+        }
+        B::ListingValue => {
+            let l = reply.result_as_listing_value().ok_or_else(unknown)?;
+            Answer::Listing(
+                l.deliveries()
+                    .iter()
+                    .flatten()
+                    .map(|d| {
+                        d.found().then(|| ListedDelivery {
+                            delivery_day: d.delivery_day(),
+                            node: string(d.node()),
+                            binding: d.binding(),
+                        })
+                    })
+                    .collect(),
+            )
         }
         B::PromiseValue => {
             let p = reply.result_as_promise_value().ok_or_else(unknown)?;

@@ -8,10 +8,12 @@ use std::time::Duration;
 use promised_schemas::wire;
 use tokio::sync::mpsc;
 
-use crate::answer::{Answer, HoldChange, HoldOutcome, HoldView, LevelAnswer, LowStock, Position};
+use crate::answer::{
+    Answer, HoldChange, HoldOutcome, HoldView, LevelAnswer, ListedDelivery, LowStock, Position,
+};
 use crate::connection::{Connection, Decoded, Dial, Session};
 use crate::error::{ClientError, ServerError};
-use crate::ops::{Hold, LineQuantity, NodeSpec, Op, PromiseCart, RequestId};
+use crate::ops::{Hold, LineQuantity, NodeSpec, Op, PromiseCart, RequestId, ServiceLevel};
 use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`]. `ClientConfig::new(addr)` gives sensible defaults.
@@ -391,6 +393,26 @@ impl Client {
         match self.call(&Op::Promise(cart)).await? {
             Answer::Promise(levels) => Ok(levels),
             other => Self::unexpected("Promise", other),
+        }
+    }
+
+    /// Listing-page promises: for each SKU, the earliest delivery of one unit to `zone` at
+    /// `level` (`None`: not deliverable). At most 1,000 SKUs a call.
+    pub async fn listing(
+        &self,
+        skus: &[&str],
+        zone: u32,
+        level: ServiceLevel,
+    ) -> Result<Vec<Option<ListedDelivery>>, ClientError> {
+        let op = Op::ListingPromise {
+            skus: skus.iter().map(|s| (*s).to_string()).collect(),
+            zone,
+            point: None,
+            level,
+        };
+        match self.call(&op).await? {
+            Answer::Listing(found) => Ok(found),
+            other => Self::unexpected("ListingPromise", other),
         }
     }
 

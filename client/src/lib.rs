@@ -34,8 +34,8 @@ mod tls;
 
 pub use answer::{
     Answer, Binding, GrantedLine, HoldChange, HoldGranted, HoldLineView, HoldOutcome, HoldState, HoldView,
-    InboundLot, LevelAnswer, LineRefusal, LowStock, Position, PromisedPackage, PromisedPlan, RefusalReason,
-    ServiceLevel, Shortfall,
+    InboundLot, LevelAnswer, LineRefusal, ListedDelivery, LowStock, Position, PromisedPackage, PromisedPlan,
+    RefusalReason, ServiceLevel, Shortfall,
 };
 pub use client::{BatchResult, Client, ClientConfig, Subscription};
 pub use connection::Session;

@@ -293,6 +293,13 @@ pub enum Op {
         cost_per_unit_cents: u32,
     },
     Promise(PromiseCart),
+    /// The earliest delivery of one unit of each SKU to a zone (or a point) at one level.
+    ListingPromise {
+        skus: Vec<String>,
+        zone: u32,
+        point: Option<(f32, f32)>,
+        level: ServiceLevel,
+    },
     /// Promise one level and hold its plan under `hold` (also the hold's id).
     PromiseAndHold {
         cart: PromiseCart,
@@ -348,6 +355,7 @@ impl Op {
             Self::UpsertLane { .. } => O::UpsertLane,
             Self::Promise(_) => O::Promise,
             Self::PromiseAndHold { .. } => O::PromiseAndHold,
+            Self::ListingPromise { .. } => O::ListingPromise,
         }
     }
 
@@ -744,6 +752,28 @@ impl Op {
                 .as_union_value()
             }
             Self::Promise(cart) => promise_table(b, cart).as_union_value(),
+            Self::ListingPromise {
+                skus,
+                zone,
+                point,
+                level,
+            } => {
+                let skus: Vec<_> = skus.iter().map(|s| b.create_string(s)).collect();
+                let skus = b.create_vector(&skus);
+                let (lat, lon) = point.unwrap_or((0.0, 0.0));
+                wire::ListingPromise::create(
+                    b,
+                    &wire::ListingPromiseArgs {
+                        skus: Some(skus),
+                        zone: *zone,
+                        has_point: point.is_some(),
+                        lat,
+                        lon,
+                        level: *level,
+                    },
+                )
+                .as_union_value()
+            }
             Self::PromiseAndHold { cart, hold, ttl } => {
                 let promise = promise_table(b, cart);
                 let id = hold.wire();

@@ -366,6 +366,31 @@ pub fn query<'a>(
             );
             (wire::ReplyBody::PositionValue, v.as_union_value())
         }),
+        Query::Listing { pairs, level } => engine.earliest_deliveries(now, pairs, *level).map(|found| {
+            let deliveries: Vec<_> = found
+                .iter()
+                .map(|e| {
+                    let node = e.map(|e| node_name(b, engine, e.node));
+                    wire::ListingDelivery::create(
+                        b,
+                        &wire::ListingDeliveryArgs {
+                            found: e.is_some(),
+                            delivery_day: e.map_or(0, |e| e.delivery.0),
+                            node,
+                            binding: wire::Binding(e.map_or(0, |e| e.binding as u8)),
+                        },
+                    )
+                })
+                .collect();
+            let deliveries = b.create_vector(&deliveries);
+            let v = wire::ListingValue::create(
+                b,
+                &wire::ListingValueArgs {
+                    deliveries: Some(deliveries),
+                },
+            );
+            (wire::ReplyBody::ListingValue, v.as_union_value())
+        }),
         Query::Promise(request) => engine
             .promise(now, request)
             .map(|levels| promise_value(b, engine, &levels)),

@@ -8,7 +8,7 @@ use promised_engine::network::{
     Calendar, Capabilities, DailyCapacity, Lane, Location, NodeKind, NodeSpec, NodeStatus, ServiceLevel,
     ZoneSpec,
 };
-use promised_engine::promise::{CartLine, Destination, PromiseOptions, PromiseRequest};
+use promised_engine::promise::{CartLine, Destination, ListingPair, PromiseOptions, PromiseRequest};
 use promised_engine::{Engine, EngineError, NodeId};
 use promised_schemas::wire;
 
@@ -54,6 +54,10 @@ pub enum Query {
     Hold(RequestId),
     /// Boxed: a promise request is much larger than the other queries.
     Promise(Box<PromiseRequest>),
+    Listing {
+        pairs: Vec<ListingPair>,
+        level: ServiceLevel,
+    },
 }
 
 /// A request the engine would never see: the code and message for the `Error` reply.
@@ -299,6 +303,29 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
             return Ok(Operation::Query(Query::Promise(Box::new(promise_request(
                 engine, &p,
             )?))));
+        }
+        Op::ListingPromise => {
+            let l = request
+                .op_as_listing_promise()
+                .ok_or_else(|| malformed("listing body"))?;
+            let destination = Destination {
+                zone: ZoneId(l.zone()),
+                point: l.has_point().then_some((l.lat(), l.lon())),
+            };
+            let pairs = l
+                .skus()
+                .iter()
+                .map(|name| {
+                    Ok(ListingPair {
+                        sku: sku(name)?,
+                        destination,
+                    })
+                })
+                .collect::<Result<Vec<_>, WireError>>()?;
+            return Ok(Operation::Query(Query::Listing {
+                pairs,
+                level: service_level(l.level())?,
+            }));
         }
         Op::PromiseAndHold => {
             let p = request

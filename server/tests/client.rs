@@ -332,6 +332,27 @@ fn promises_over_the_wire() {
             .unwrap();
         assert_eq!((promise.unwrap().plan, held), (None, None));
 
+        // Listing page: one unit of each SKU; an unknown SKU is an error for the page, a SKU
+        // nobody stocks is `None`.
+        client.upsert_sku("SKU-EMPTY", 0).await.unwrap();
+        let listed = client
+            .listing(&["SKU-1", "SKU-EMPTY"], 1, ServiceLevel::Ground)
+            .await
+            .unwrap();
+        let first = listed[0].as_ref().expect("SKU-1 is deliverable");
+        assert_eq!((first.delivery_day, first.node.as_str()), (today() + 1, "FAR"));
+        assert_eq!(listed[1], None);
+        let e = client
+            .listing(&["NOPE"], 1, ServiceLevel::Ground)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownSku));
+        let e = client
+            .listing(&["SKU-1"], 1, ServiceLevel::Pickup)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidOption));
+
         // Bad input: an unknown zone, a pickup without a store.
         cart.zone = 77;
         cart.lines = vec![("SKU-1".into(), 1)];

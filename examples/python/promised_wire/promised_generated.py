@@ -74,6 +74,7 @@ class Operation(object):
     UpsertLane = 26
     Promise = 27
     PromiseAndHold = 28
+    ListingPromise = 29
 
 
 # Stable codes: never renumbered, only appended. The engine's codes (100-299) are the same
@@ -178,6 +179,7 @@ class ReplyBody(object):
     Ack = 17
     PromiseValue = 18
     PromiseHeld = 19
+    ListingValue = 20
 
 
 class Event(object):
@@ -2450,6 +2452,114 @@ def PromiseEnd(builder):
 
 
 
+# Listing-page promises: the earliest delivery of one unit of each SKU to the destination, at
+# one level (not pickup). At most 1,000 SKUs.
+class ListingPromise(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ListingPromise()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsListingPromise(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def ListingPromiseBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # ListingPromise
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ListingPromise
+    def Skus(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # ListingPromise
+    def SkusLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # ListingPromise
+    def SkusIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # ListingPromise
+    def Zone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # ListingPromise
+    def HasPoint(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # ListingPromise
+    def Lat(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # ListingPromise
+    def Lon(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # ListingPromise
+    def Level(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+def ListingPromiseStart(builder):
+    builder.StartObject(6)
+
+def ListingPromiseAddSkus(builder, skus):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(skus), 0)
+
+def ListingPromiseStartSkusVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def ListingPromiseAddZone(builder, zone):
+    builder.PrependUint32Slot(1, zone, 0)
+
+def ListingPromiseAddHasPoint(builder, hasPoint):
+    builder.PrependBoolSlot(2, hasPoint, 0)
+
+def ListingPromiseAddLat(builder, lat):
+    builder.PrependFloat32Slot(3, lat, 0.0)
+
+def ListingPromiseAddLon(builder, lon):
+    builder.PrependFloat32Slot(4, lon, 0.0)
+
+def ListingPromiseAddLevel(builder, level):
+    builder.PrependUint8Slot(5, level, 0)
+
+def ListingPromiseEnd(builder):
+    return builder.EndObject()
+
+
+
 # Promise one service level and hold its plan at once (all or nothing, idempotent by `hold`).
 # If stock moved since the plan was made, the hold is refused line by line and nothing changes.
 class PromiseAndHold(object):
@@ -4629,6 +4739,138 @@ def PromiseValueStartLevelsVector(builder, numElems):
     return builder.StartVector(4, numElems, 4)
 
 def PromiseValueEnd(builder):
+    return builder.EndObject()
+
+
+
+# One SKU of a listing page: deliverable (`delivery_day`, from `node`) or not (`found` false).
+class ListingDelivery(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ListingDelivery()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsListingDelivery(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def ListingDeliveryBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # ListingDelivery
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ListingDelivery
+    def Found(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # ListingDelivery
+    def DeliveryDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # ListingDelivery
+    def Node(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # ListingDelivery
+    def Binding(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+def ListingDeliveryStart(builder):
+    builder.StartObject(4)
+
+def ListingDeliveryAddFound(builder, found):
+    builder.PrependBoolSlot(0, found, 0)
+
+def ListingDeliveryAddDeliveryDay(builder, deliveryDay):
+    builder.PrependUint32Slot(1, deliveryDay, 0)
+
+def ListingDeliveryAddNode(builder, node):
+    builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(node), 0)
+
+def ListingDeliveryAddBinding(builder, binding):
+    builder.PrependUint8Slot(3, binding, 0)
+
+def ListingDeliveryEnd(builder):
+    return builder.EndObject()
+
+
+
+# One entry per SKU asked, in order.
+class ListingValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ListingValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsListingValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def ListingValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # ListingValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ListingValue
+    def Deliveries(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = ListingDelivery()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # ListingValue
+    def DeliveriesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # ListingValue
+    def DeliveriesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+def ListingValueStart(builder):
+    builder.StartObject(1)
+
+def ListingValueAddDeliveries(builder, deliveries):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(deliveries), 0)
+
+def ListingValueStartDeliveriesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def ListingValueEnd(builder):
     return builder.EndObject()
 
 

@@ -473,10 +473,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ServiceLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 28;
+pub const ENUM_MAX_OPERATION: u8 = 29;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 29] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
   Operation::NONE,
   Operation::Hold,
   Operation::Commit,
@@ -506,6 +506,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 29] = [
   Operation::UpsertLane,
   Operation::Promise,
   Operation::PromiseAndHold,
+  Operation::ListingPromise,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -542,9 +543,10 @@ impl Operation {
   pub const UpsertLane: Self = Self(26);
   pub const Promise: Self = Self(27);
   pub const PromiseAndHold: Self = Self(28);
+  pub const ListingPromise: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 28;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hold,
@@ -575,6 +577,7 @@ impl Operation {
     Self::UpsertLane,
     Self::Promise,
     Self::PromiseAndHold,
+    Self::ListingPromise,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -608,6 +611,7 @@ impl Operation {
       Self::UpsertLane => Some("UpsertLane"),
       Self::Promise => Some("Promise"),
       Self::PromiseAndHold => Some("PromiseAndHold"),
+      Self::ListingPromise => Some("ListingPromise"),
       _ => None,
     }
   }
@@ -1287,10 +1291,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Shortfall {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 19;
+pub const ENUM_MAX_REPLY_BODY: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 20] = [
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 21] = [
   ReplyBody::NONE,
   ReplyBody::Error,
   ReplyBody::HoldGranted,
@@ -1311,6 +1315,7 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 20] = [
   ReplyBody::Ack,
   ReplyBody::PromiseValue,
   ReplyBody::PromiseHeld,
+  ReplyBody::ListingValue,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1338,9 +1343,10 @@ impl ReplyBody {
   pub const Ack: Self = Self(17);
   pub const PromiseValue: Self = Self(18);
   pub const PromiseHeld: Self = Self(19);
+  pub const ListingValue: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Error,
@@ -1362,6 +1368,7 @@ impl ReplyBody {
     Self::Ack,
     Self::PromiseValue,
     Self::PromiseHeld,
+    Self::ListingValue,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1386,6 +1393,7 @@ impl ReplyBody {
       Self::Ack => Some("Ack"),
       Self::PromiseValue => Some("PromiseValue"),
       Self::PromiseHeld => Some("PromiseHeld"),
+      Self::ListingValue => Some("ListingValue"),
       _ => None,
     }
   }
@@ -5998,6 +6006,190 @@ impl ::core::fmt::Debug for Promise<'_> {
       ds.finish()
   }
 }
+pub enum ListingPromiseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Listing-page promises: the earliest delivery of one unit of each SKU to the destination, at
+/// one level (not pickup). At most 1,000 SKUs.
+pub struct ListingPromise<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListingPromise<'a> {
+  type Inner = ListingPromise<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListingPromise<'a> {
+  pub const VT_SKUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ZONE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HAS_POINT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LON: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEVEL: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListingPromise { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListingPromiseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListingPromise<'bldr>> {
+    let mut builder = ListingPromiseBuilder::new(_fbb);
+    builder.add_lon(args.lon);
+    builder.add_lat(args.lat);
+    builder.add_zone(args.zone);
+    if let Some(x) = args.skus { builder.add_skus(x); }
+    builder.add_level(args.level);
+    builder.add_has_point(args.has_point);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn skus(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ListingPromise::VT_SKUS, None).unwrap()}
+  }
+  #[inline]
+  pub fn zone(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListingPromise::VT_ZONE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn has_point(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListingPromise::VT_HAS_POINT, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn lat(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(ListingPromise::VT_LAT, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn lon(&self) -> f32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f32>(ListingPromise::VT_LON, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn level(&self) -> ServiceLevel {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ServiceLevel>(ListingPromise::VT_LEVEL, Some(ServiceLevel::Ground)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListingPromise<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("skus", Self::VT_SKUS, true)?
+     .visit_field::<u32>("zone", Self::VT_ZONE, false)?
+     .visit_field::<bool>("has_point", Self::VT_HAS_POINT, false)?
+     .visit_field::<f32>("lat", Self::VT_LAT, false)?
+     .visit_field::<f32>("lon", Self::VT_LON, false)?
+     .visit_field::<ServiceLevel>("level", Self::VT_LEVEL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListingPromiseArgs<'a> {
+    pub skus: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub zone: u32,
+    pub has_point: bool,
+    pub lat: f32,
+    pub lon: f32,
+    pub level: ServiceLevel,
+}
+impl<'a> Default for ListingPromiseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListingPromiseArgs {
+      skus: None, // required field
+      zone: 0,
+      has_point: false,
+      lat: 0.0,
+      lon: 0.0,
+      level: ServiceLevel::Ground,
+    }
+  }
+}
+
+pub struct ListingPromiseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListingPromiseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_skus(&mut self, skus: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListingPromise::VT_SKUS, skus);
+  }
+  #[inline]
+  pub fn add_zone(&mut self, zone: u32) {
+    self.fbb_.push_slot::<u32>(ListingPromise::VT_ZONE, zone, 0);
+  }
+  #[inline]
+  pub fn add_has_point(&mut self, has_point: bool) {
+    self.fbb_.push_slot::<bool>(ListingPromise::VT_HAS_POINT, has_point, false);
+  }
+  #[inline]
+  pub fn add_lat(&mut self, lat: f32) {
+    self.fbb_.push_slot::<f32>(ListingPromise::VT_LAT, lat, 0.0);
+  }
+  #[inline]
+  pub fn add_lon(&mut self, lon: f32) {
+    self.fbb_.push_slot::<f32>(ListingPromise::VT_LON, lon, 0.0);
+  }
+  #[inline]
+  pub fn add_level(&mut self, level: ServiceLevel) {
+    self.fbb_.push_slot::<ServiceLevel>(ListingPromise::VT_LEVEL, level, ServiceLevel::Ground);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListingPromiseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListingPromiseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListingPromise<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ListingPromise::VT_SKUS,"skus");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListingPromise<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListingPromise");
+      ds.field("skus", &self.skus());
+      ds.field("zone", &self.zone());
+      ds.field("has_point", &self.has_point());
+      ds.field("lat", &self.lat());
+      ds.field("lon", &self.lon());
+      ds.field("level", &self.level());
+      ds.finish()
+  }
+}
 pub enum PromiseAndHoldOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7019,6 +7211,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_listing_promise(&self) -> Option<ListingPromise<'a>> {
+    if self.op_type() == Operation::ListingPromise {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListingPromise::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7057,6 +7263,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Operation::UpsertLane => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpsertLane>>("Operation::UpsertLane", pos),
           Operation::Promise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Promise>>("Operation::Promise", pos),
           Operation::PromiseAndHold => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseAndHold>>("Operation::PromiseAndHold", pos),
+          Operation::ListingPromise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListingPromise>>("Operation::ListingPromise", pos),
           _ => Ok(()),
         }
      })?
@@ -7303,6 +7510,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Operation::PromiseAndHold => {
           if let Some(x) = self.op_as_promise_and_hold() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListingPromise => {
+          if let Some(x) = self.op_as_listing_promise() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10829,6 +11043,251 @@ impl ::core::fmt::Debug for PromiseValue<'_> {
       ds.finish()
   }
 }
+pub enum ListingDeliveryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One SKU of a listing page: deliverable (`delivery_day`, from `node`) or not (`found` false).
+pub struct ListingDelivery<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListingDelivery<'a> {
+  type Inner = ListingDelivery<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListingDelivery<'a> {
+  pub const VT_FOUND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DELIVERY_DAY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BINDING: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListingDelivery { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListingDeliveryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListingDelivery<'bldr>> {
+    let mut builder = ListingDeliveryBuilder::new(_fbb);
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.add_delivery_day(args.delivery_day);
+    builder.add_binding(args.binding);
+    builder.add_found(args.found);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn found(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListingDelivery::VT_FOUND, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn delivery_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListingDelivery::VT_DELIVERY_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ListingDelivery::VT_NODE, None)}
+  }
+  #[inline]
+  pub fn binding(&self) -> Binding {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Binding>(ListingDelivery::VT_BINDING, Some(Binding::Transit)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListingDelivery<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("found", Self::VT_FOUND, false)?
+     .visit_field::<u32>("delivery_day", Self::VT_DELIVERY_DAY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<Binding>("binding", Self::VT_BINDING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListingDeliveryArgs<'a> {
+    pub found: bool,
+    pub delivery_day: u32,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub binding: Binding,
+}
+impl<'a> Default for ListingDeliveryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListingDeliveryArgs {
+      found: false,
+      delivery_day: 0,
+      node: None,
+      binding: Binding::Transit,
+    }
+  }
+}
+
+pub struct ListingDeliveryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListingDeliveryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_found(&mut self, found: bool) {
+    self.fbb_.push_slot::<bool>(ListingDelivery::VT_FOUND, found, false);
+  }
+  #[inline]
+  pub fn add_delivery_day(&mut self, delivery_day: u32) {
+    self.fbb_.push_slot::<u32>(ListingDelivery::VT_DELIVERY_DAY, delivery_day, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListingDelivery::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_binding(&mut self, binding: Binding) {
+    self.fbb_.push_slot::<Binding>(ListingDelivery::VT_BINDING, binding, Binding::Transit);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListingDeliveryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListingDeliveryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListingDelivery<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListingDelivery<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListingDelivery");
+      ds.field("found", &self.found());
+      ds.field("delivery_day", &self.delivery_day());
+      ds.field("node", &self.node());
+      ds.field("binding", &self.binding());
+      ds.finish()
+  }
+}
+pub enum ListingValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One entry per SKU asked, in order.
+pub struct ListingValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListingValue<'a> {
+  type Inner = ListingValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListingValue<'a> {
+  pub const VT_DELIVERIES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListingValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListingValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListingValue<'bldr>> {
+    let mut builder = ListingValueBuilder::new(_fbb);
+    if let Some(x) = args.deliveries { builder.add_deliveries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn deliveries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ListingDelivery<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ListingDelivery>>>>(ListingValue::VT_DELIVERIES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListingValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ListingDelivery>>>>("deliveries", Self::VT_DELIVERIES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListingValueArgs<'a> {
+    pub deliveries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ListingDelivery<'a>>>>>,
+}
+impl<'a> Default for ListingValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListingValueArgs {
+      deliveries: None,
+    }
+  }
+}
+
+pub struct ListingValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListingValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_deliveries(&mut self, deliveries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ListingDelivery<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListingValue::VT_DELIVERIES, deliveries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListingValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListingValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListingValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListingValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListingValue");
+      ds.field("deliveries", &self.deliveries());
+      ds.finish()
+  }
+}
 pub enum PromiseHeldOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11277,6 +11736,20 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_listing_value(&self) -> Option<ListingValue<'a>> {
+    if self.result_type() == ReplyBody::ListingValue {
+      let u = self.result();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListingValue::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -11306,6 +11779,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("ReplyBody::Ack", pos),
           ReplyBody::PromiseValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseValue>>("ReplyBody::PromiseValue", pos),
           ReplyBody::PromiseHeld => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseHeld>>("ReplyBody::PromiseHeld", pos),
+          ReplyBody::ListingValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListingValue>>("ReplyBody::ListingValue", pos),
           _ => Ok(()),
         }
      })?
@@ -11489,6 +11963,13 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::PromiseHeld => {
           if let Some(x) = self.result_as_promise_held() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::ListingValue => {
+          if let Some(x) = self.result_as_listing_value() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -216,6 +216,8 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::Timeline
         | O::GetPosition
         | O::GetHold
+        | O::Promise
+        | O::ListingPromise
         | O::Subscribe
         | O::Unsubscribe => wire::Role::Read,
         O::TakeSnapshot | O::StateDigest | O::Shutdown => wire::Role::Admin,
