@@ -2,8 +2,8 @@
 //! that does not read), and the writer task that sends them.
 //!
 //! A write's reply may only leave once its log record is durable. Instead of a task per write
-//! waiting on the log, the writer keeps the connection's undurable replies in a FIFO (their LSNs
-//! rise in the order the reader submitted them) and waits on the log for the first one only:
+//! waiting on the log, the writer keeps the connection's undurable replies in LSN order and
+//! waits on the log for the first one only:
 //! one wake-up per connection per group commit, whatever the number of writes in it. Replies
 //! that need nothing (reads, errors, writes already durable) go out at once, overtaking writes
 //! still waiting: replies are matched by request id, not order.
@@ -175,8 +175,13 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
             (Some(lsn), false) => lost = wal.durable(lsn).await.err(),
         }
         let durable = wal.durable_lsn();
+        // Kept in LSN order: a reply that waited for room in the queue (`reply_later`) can
+        // arrive after a later one, and the writer waits on the first.
         let sort = |q: Queued, ready: &mut Batch, waiting: &mut VecDeque<Queued>| match q.durable_at {
-            Some(lsn) if lsn > durable => waiting.push_back(q),
+            Some(lsn) if lsn > durable => {
+                let at = waiting.partition_point(|w| w.durable_at <= Some(lsn));
+                waiting.insert(at, q);
+            }
             _ => ready.push(q),
         };
         if let Some(q) = first {
