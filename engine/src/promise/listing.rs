@@ -46,6 +46,11 @@ struct Caches {
     ship: Map<(NodeId, Day), Option<ShipDay>>,
     /// Keyed by node, zone and the destination point's bits.
     lanes: Map<(NodeId, ZoneId, u64), LaneCost>,
+    /// The destination of the chunk's first pair (usually every pair's: one shopper's
+    /// postcode), and per node its lane and its ship day for stock on hand, by node index: no
+    /// hashing on the common path.
+    dense_for: Option<(ZoneId, u64)>,
+    dense: Vec<Option<(LaneCost, Option<ShipDay>)>>,
 }
 
 impl Caches {
@@ -54,6 +59,8 @@ impl Caches {
         Self {
             ship: HashMap::with_hasher(state()),
             lanes: HashMap::with_hasher(state()),
+            dense_for: None,
+            dense: Vec::new(),
         }
     }
 }
@@ -120,6 +127,15 @@ impl Engine {
             .skus
             .get(self.map.slot_of(pair.sku))
             .ok_or(EngineError::UnknownSkuId(pair.sku))?;
+        let dest = &pair.destination;
+        let point_bits = point.map_or(u64::MAX, |(a, b)| {
+            u64::from(a.to_bits()) << 32 | u64::from(b.to_bits())
+        });
+        if caches.dense_for.is_none() {
+            caches.dense_for = Some((dest.zone, point_bits));
+            caches.dense = vec![None; network.n_nodes()];
+        }
+        let dense = caches.dense_for == Some((dest.zone, point_bits));
         let mut best: Option<(u32, u64, Earliest)> = None;
         for (&node, p) in entry.nodes.iter().zip(&entry.positions) {
             let Some(spec) = network.node(node) else { continue };
@@ -134,32 +150,31 @@ impl Engine {
                     .map(|t| t.day),
             };
             let Some(ready) = ready else { continue };
-            let dest = &pair.destination;
-            let point_bits = point.map_or(u64::MAX, |(a, b)| {
-                u64::from(a.to_bits()) << 32 | u64::from(b.to_bits())
-            });
-            let lane = *caches
-                .lanes
-                .entry((node, dest.zone, point_bits))
-                .or_insert_with(|| {
-                    let lane = super::lane(
-                        network,
-                        node,
-                        dest,
-                        point,
-                        level,
-                        &mut super::Distances::default(),
-                    )?;
-                    let cost = super::scaled(lane.cost_per_package_cents, spec.cost_factor_milli)
-                        + super::scaled(lane.cost_per_unit_cents, spec.cost_factor_milli);
-                    Some((u32::from(lane.transit_days), cost))
-                });
-            let Some((transit, cost)) = lane else { continue };
-            let Some(ship) = *caches
-                .ship
-                .entry((node, ready))
-                .or_insert_with(|| ship_day(node, spec, now, ready, 1, &NoCapacityUsed))
-            else {
+            let lane_of = || {
+                let lane = super::lane(
+                    network,
+                    node,
+                    dest,
+                    point,
+                    level,
+                    &mut super::Distances::default(),
+                )?;
+                let cost = super::scaled(lane.cost_per_package_cents, spec.cost_factor_milli)
+                    + super::scaled(lane.cost_per_unit_cents, spec.cost_factor_milli);
+                Some((u32::from(lane.transit_days), cost))
+            };
+            let ship_of = |ready| ship_day(node, spec, now, ready, 1, &NoCapacityUsed);
+            let (lane, ship) = if dense && ready == today {
+                *caches.dense[node.index()].get_or_insert_with(|| (lane_of(), ship_of(today)))
+            } else {
+                let lane = *caches
+                    .lanes
+                    .entry((node, dest.zone, point_bits))
+                    .or_insert_with(lane_of);
+                let ship = *caches.ship.entry((node, ready)).or_insert_with(|| ship_of(ready));
+                (lane, ship)
+            };
+            let (Some((transit, cost)), Some(ship)) = (lane, ship) else {
                 continue;
             };
             let delivery = ship.day.0 + transit;

@@ -783,6 +783,20 @@ proptest! {
                 .map(|&(sku, _)| ListingPair { sku, destination: Destination { zone: ZoneId(1), point: None } })
                 .collect();
             let listed = w.engine.earliest_deliveries(w.now, &pairs, level).unwrap();
+            // The same destination given as a point (the zone's centre) in a mixed chunk: the
+            // cached and uncached paths agree.
+            let mixed: Vec<ListingPair> = pairs
+                .iter()
+                .flat_map(|p| {
+                    let at_point = Destination { zone: ZoneId(1), point: Some((0.0, 0.5)) };
+                    [*p, ListingPair { destination: at_point, ..*p }]
+                })
+                .collect();
+            let twice = w.engine.earliest_deliveries(w.now, &mixed, level).unwrap();
+            for (i, got) in listed.iter().enumerate() {
+                prop_assert_eq!(twice[2 * i].map(|e| e.delivery), got.map(|e| e.delivery));
+                prop_assert_eq!(twice[2 * i + 1].map(|e| e.delivery), got.map(|e| e.delivery));
+            }
             for (pair, got) in pairs.iter().zip(listed) {
                 let one = w.promise(&[(pair.sku, 1)], &[level], PromiseOptions::default());
                 prop_assert_eq!(got.map(|e| e.delivery), one[0].plan.as_ref().map(|p| p.delivery));
