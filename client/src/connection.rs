@@ -116,21 +116,6 @@ impl Drop for Connection {
 
 type Body<'a> = (wire::Body, WIPOffset<UnionWIPOffset>);
 
-fn message_frame<'a>(b: &mut FlatBufferBuilder<'a>, request_id: u64, (body_type, body): Body<'a>) -> Vec<u8> {
-    let msg = wire::Message::create(
-        b,
-        &wire::MessageArgs {
-            request_id,
-            body_type,
-            body: Some(body),
-        },
-    );
-    wire::finish_message_buffer(b, msg);
-    let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
-    frame::write_frame(b.finished_data(), &mut out);
-    out
-}
-
 impl Connection {
     /// Connects, speaks TLS if configured, and completes the handshake.
     pub(crate) async fn open(dial: &Dial) -> Result<Self, ClientError> {
@@ -212,8 +197,8 @@ impl Connection {
             .map_err(|_| self.state.broken("closed"))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut b = FlatBufferBuilder::new();
-        let built = body(&mut b);
-        let frame = message_frame(&mut b, id, built);
+        let (body_type, built) = body(&mut b);
+        let frame = frame::finish_frame(&mut b, id, body_type, built);
         if frame.len() - frame::LENGTH_BYTES > self.session.max_frame_bytes as usize {
             return Err(ClientError::Invalid(format!(
                 "the request is {} bytes; the server takes frames of at most {}: send fewer \
@@ -268,20 +253,7 @@ enum HandshakeError {
 
 async fn handshake(stream: &mut Box<dyn Stream>, dial: &Dial) -> Result<Session, HandshakeError> {
     let io = |e: std::io::Error| HandshakeError::Io(e.to_string());
-    let mut b = FlatBufferBuilder::new();
-    let name = b.create_string(&dial.client_name);
-    let token = dial.token.as_deref().map(|t| b.create_string(t));
-    let hello = wire::Hello::create(
-        &mut b,
-        &wire::HelloArgs {
-            magic: promised_schemas::HELLO_MAGIC,
-            min_version: promised_schemas::PROTOCOL_VERSION_MIN,
-            max_version: promised_schemas::PROTOCOL_VERSION_MAX,
-            client_name: Some(name),
-            auth_token: token,
-        },
-    );
-    let frame = message_frame(&mut b, 1, (wire::Body::Hello, hello.as_union_value()));
+    let frame = frame::hello_frame(&dial.client_name, dial.token.as_deref());
     stream.write_all(&frame).await.map_err(io)?;
     let mut len = [0u8; frame::LENGTH_BYTES];
     stream.read_exact(&mut len).await.map_err(|e| {

@@ -34,6 +34,46 @@ pub fn write_frame(message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(message);
 }
 
+/// Finishes `body` in `b` as the `Message` answering or asking `request_id` and returns it as
+/// one frame. Every sender of messages (server, clients, tools) builds frames this way.
+pub fn finish_frame(
+    b: &mut flatbuffers::FlatBufferBuilder<'_>,
+    request_id: u64,
+    body_type: wire::Body,
+    body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
+) -> Vec<u8> {
+    let msg = wire::Message::create(
+        b,
+        &wire::MessageArgs {
+            request_id,
+            body_type,
+            body: Some(body),
+        },
+    );
+    wire::finish_message_buffer(b, msg);
+    let mut out = Vec::with_capacity(b.finished_data().len() + LENGTH_BYTES);
+    write_frame(b.finished_data(), &mut out);
+    out
+}
+
+/// A framed `Hello` (request id 1) offering every version this build speaks.
+pub fn hello_frame(client_name: &str, auth_token: Option<&str>) -> Vec<u8> {
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let name = b.create_string(client_name);
+    let token = auth_token.map(|t| b.create_string(t));
+    let hello = wire::Hello::create(
+        &mut b,
+        &wire::HelloArgs {
+            magic: crate::HELLO_MAGIC,
+            min_version: crate::PROTOCOL_VERSION_MIN,
+            max_version: crate::PROTOCOL_VERSION_MAX,
+            client_name: Some(name),
+            auth_token: token,
+        },
+    );
+    finish_frame(&mut b, 1, wire::Body::Hello, hello.as_union_value())
+}
+
 /// The first frame in `buf`: `Ok(Some((message, consumed)))`, or `Ok(None)` if `buf` does not
 /// hold a whole frame yet. Checks the length before the bytes arrive, so a peer cannot make the
 /// reader buffer more than `max` bytes.

@@ -213,18 +213,7 @@ pub fn low_stock_frame(engine: &Engine, change: &Change, threshold: i64) -> Vec<
             event: Some(low.as_union_value()),
         },
     );
-    let msg = wire::Message::create(
-        &mut b,
-        &wire::MessageArgs {
-            request_id: 0,
-            body_type: wire::Body::EventMessage,
-            body: Some(event.as_union_value()),
-        },
-    );
-    wire::finish_message_buffer(&mut b, msg);
-    let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
-    frame::write_frame(b.finished_data(), &mut out);
-    out
+    frame::finish_frame(&mut b, 0, wire::Body::EventMessage, event.as_union_value())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use promised_schemas::{HELLO_MAGIC, wire};
 use wire::ErrorCode as E;
 
 mod common;
-use common::{Server, framed, message, request, rid, unframed};
+use common::{Server, framed, hold_unframed, message, request, rid, unframed};
 
 const ADMIN: &str = "admin-secret";
 const WRITER: &str = "writer-secret";
@@ -64,33 +64,6 @@ fn hello_with(token: Option<&str>, magic: u32, min_version: u16, max_version: u1
 
 fn hello(token: &str) -> Vec<u8> {
     hello_with(Some(token), HELLO_MAGIC, 1, 1, "bad-input-test")
-}
-
-fn hold_unframed(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {
-    let sku = sku.to_string();
-    unframed(request_id, move |b| {
-        let (s, n) = (b.create_string(&sku), b.create_string("DC-1"));
-        let line = wire::HoldLine::create(
-            b,
-            &wire::HoldLineArgs {
-                sku: Some(s),
-                node: Some(n),
-                quantity: qty,
-                need_day: 0,
-            },
-        );
-        let lines = b.create_vector(&[line]);
-        let h = wire::Hold::create(
-            b,
-            &wire::HoldArgs {
-                hold: Some(&rid(hold)),
-                lines: Some(lines),
-                ttl_ms: 3_600_000,
-                partial: false,
-            },
-        );
-        request(b, wire::Operation::Hold, h.as_union_value())
-    })
 }
 
 fn hold_msg(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {

@@ -44,34 +44,7 @@ fn greet_with(s: &mut TcpStream, token: Option<&str>) -> Option<wire::Role> {
 }
 
 fn hold_msg(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {
-    let sku = sku.to_string();
-    message(
-        move |b| {
-            let (s, n) = (b.create_string(&sku), b.create_string("DC-1"));
-            let line = wire::HoldLine::create(
-                b,
-                &wire::HoldLineArgs {
-                    sku: Some(s),
-                    node: Some(n),
-                    quantity: qty,
-                    need_day: 0,
-                },
-            );
-            let lines = b.create_vector(&[line]);
-            let id = rid(hold);
-            let h = wire::Hold::create(
-                b,
-                &wire::HoldArgs {
-                    hold: Some(&id),
-                    lines: Some(lines),
-                    ttl_ms: 3_600_000,
-                    partial: false,
-                },
-            );
-            request(b, wire::Operation::Hold, h.as_union_value())
-        },
-        request_id,
-    )
+    common::framed(&common::hold_unframed(request_id, hold, sku, qty))
 }
 
 fn get_hold_msg(request_id: u64, hold: u64) -> Vec<u8> {
@@ -624,25 +597,7 @@ fn connections_past_the_limit_are_told_busy() {
 
 /// A `Hello` speaking version 1, with `token` if given.
 fn hello_frame(token: Option<&str>) -> Vec<u8> {
-    let token = token.map(str::to_string);
-    message(
-        move |b| {
-            let name = b.create_string("test");
-            let token = token.map(|t| b.create_string(&t));
-            let h = wire::Hello::create(
-                b,
-                &wire::HelloArgs {
-                    magic: promised_schemas::HELLO_MAGIC,
-                    min_version: 1,
-                    max_version: 1,
-                    client_name: Some(name),
-                    auth_token: token,
-                },
-            );
-            (wire::Body::Hello, h.as_union_value())
-        },
-        1,
-    )
+    promised_schemas::frame::hello_frame("test", token)
 }
 
 #[test]

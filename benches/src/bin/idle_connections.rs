@@ -42,7 +42,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let before = rss_kib(args.pid)?;
-    let hello = wire_client::hello_frame("idle_connections", args.token.as_deref());
+    let hello = promised_schemas::frame::hello_frame("idle_connections", args.token.as_deref());
     let started = Instant::now();
     let mut open = Vec::with_capacity(args.connections);
     for i in 0..args.connections {

@@ -18,7 +18,7 @@ use clap::Parser;
 use flatbuffers::FlatBufferBuilder;
 use promised_benches::wire_client;
 use promised_engine::dataset::{DataSet, DataSetSpec};
-use promised_schemas::frame::{parse_message, write_frame};
+use promised_schemas::frame::{finish_frame, parse_message};
 use promised_schemas::wire;
 
 #[derive(Parser, Debug)]
@@ -80,17 +80,7 @@ fn frame(
         );
         (wire::Body::Batch, batch.as_union_value())
     };
-    let m = wire::Message::create(
-        b,
-        &wire::MessageArgs {
-            request_id: id,
-            body_type,
-            body: Some(body),
-        },
-    );
-    wire::finish_message_buffer(b, m);
-    let mut out = Vec::new();
-    write_frame(b.finished_data(), &mut out);
+    let out = finish_frame(b, id, body_type, body);
     b.reset();
     out
 }

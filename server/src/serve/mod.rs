@@ -1079,26 +1079,16 @@ fn finish(
     body_type: wire::Body,
     body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
 ) -> Vec<u8> {
-    let msg = wire::Message::create(
-        b,
-        &wire::MessageArgs {
-            request_id,
-            body_type,
-            body: Some(body),
-        },
-    );
-    wire::finish_message_buffer(b, msg);
-    if b.finished_data().len() > MAX_FRAME_BYTES_DEFAULT as usize {
+    let out = frame::finish_frame(b, request_id, body_type, body);
+    let len = out.len() - frame::LENGTH_BYTES;
+    if len > MAX_FRAME_BYTES_DEFAULT as usize {
         // The client could not read it: say so instead (writes in it still took effect).
         let text = format!(
-            "the reply would be {} bytes, above the {MAX_FRAME_BYTES_DEFAULT}-byte frame limit: \
-             ask for less per batch",
-            b.finished_data().len()
+            "the reply would be {len} bytes, above the {MAX_FRAME_BYTES_DEFAULT}-byte frame limit: \
+             ask for less per batch"
         );
         return error_frame(request_id, wire::ErrorCode::FrameTooLarge, &text);
     }
-    let mut out = Vec::with_capacity(b.finished_data().len() + frame::LENGTH_BYTES);
-    frame::write_frame(b.finished_data(), &mut out);
     out
 }
 

@@ -170,3 +170,31 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A one-line hold of `qty` of `sku` at DC-1 (hold id `hold`, an hour), without its length prefix.
+pub fn hold_unframed(request_id: u64, hold: u64, sku: &str, qty: u32) -> Vec<u8> {
+    let sku = sku.to_string();
+    unframed(request_id, move |b| {
+        let (s, n) = (b.create_string(&sku), b.create_string("DC-1"));
+        let line = wire::HoldLine::create(
+            b,
+            &wire::HoldLineArgs {
+                sku: Some(s),
+                node: Some(n),
+                quantity: qty,
+                need_day: 0,
+            },
+        );
+        let lines = b.create_vector(&[line]);
+        let h = wire::Hold::create(
+            b,
+            &wire::HoldArgs {
+                hold: Some(&rid(hold)),
+                lines: Some(lines),
+                ttl_ms: 3_600_000,
+                partial: false,
+            },
+        );
+        request(b, wire::Operation::Hold, h.as_union_value())
+    })
+}
