@@ -432,6 +432,23 @@ impl Client {
         }
     }
 
+    /// Promises one level of `cart` and routes its plan as order `order`: a committed
+    /// allocation (no commit needed) that also takes each shipping node's capacity for its ship
+    /// day, so later promises see the day fill up. Cancel it with `cancel_allocation(_, order)`
+    /// to give the stock and the capacity of unshipped packages back. Retried with the same id,
+    /// so at most one order is routed; answers as `promise_and_hold` does (a refusal names
+    /// `CapacityFull` when a node's day filled up since the plan).
+    pub async fn route_order(
+        &self,
+        cart: PromiseCart,
+        order: RequestId,
+    ) -> Result<(Option<LevelAnswer>, Option<HoldOutcome>), ClientError> {
+        match self.call(&Op::RouteOrder { cart, order }).await? {
+            Answer::PromiseHeld { promise, held } => Ok((promise, held)),
+            other => Self::unexpected("RouteOrder", other),
+        }
+    }
+
     // ---- feeds and network ----------------------------------------------------------------
 
     /// Sends a feed-type write (set on-hand, adjust, safety stock, inbound, return); `true` if

@@ -306,6 +306,12 @@ pub enum Op {
         hold: RequestId,
         ttl: Duration,
     },
+    /// Promise one level and route its plan under `order` (also the allocation's id): every
+    /// line allocated at its node, each package's node capacity taken on its ship day.
+    RouteOrder {
+        cart: PromiseCart,
+        order: RequestId,
+    },
 }
 
 impl Op {
@@ -355,6 +361,7 @@ impl Op {
             Self::UpsertLane { .. } => O::UpsertLane,
             Self::Promise(_) => O::Promise,
             Self::PromiseAndHold { .. } => O::PromiseAndHold,
+            Self::RouteOrder { .. } => O::RouteOrder,
             Self::ListingPromise { .. } => O::ListingPromise,
         }
     }
@@ -783,6 +790,18 @@ impl Op {
                         promise: Some(promise),
                         hold: Some(&id),
                         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                    },
+                )
+                .as_union_value()
+            }
+            Self::RouteOrder { cart, order } => {
+                let promise = promise_table(b, cart);
+                let id = order.wire();
+                wire::RouteOrder::create(
+                    b,
+                    &wire::RouteOrderArgs {
+                        promise: Some(promise),
+                        order: Some(&id),
                     },
                 )
                 .as_union_value()

@@ -9,6 +9,7 @@
 //! Decoding checks shape only (ranges of enums, quantities, sizes); `Engine::apply` still checks
 //! meaning (ids exist, names are valid), as for any other command.
 
+use crate::capacity::ShipSlot;
 use crate::command::{AdjustReason, Command, HoldLineRequest, LineQuantity, NodeChoice};
 use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, ZoneId};
 use crate::limits;
@@ -61,6 +62,7 @@ mod kind {
     pub const TICK: u8 = 15;
     pub const UPSERT_ZONE: u8 = 16;
     pub const UPSERT_LANE: u8 = 17;
+    pub const ROUTE_ORDER: u8 = 18;
 }
 
 /// Appends the encoding of `command` to `out`.
@@ -197,17 +199,20 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
             w.request(*hold);
             w.u64(*ttl_ms);
             w.u8(u8::from(*partial));
-            w.len(lines.len());
-            for line in lines {
-                w.u32(line.sku.raw());
-                // u32::MAX names no node: "any node".
-                w.u32(match line.node {
-                    NodeChoice::Node(n) => n.raw(),
-                    NodeChoice::Any => u32::MAX,
-                });
-                w.u32(line.quantity.get());
-                // u32::MAX: no need day (today).
-                w.u32(line.need_day.map_or(u32::MAX, |d| d.0));
+            hold_lines(&mut w, lines);
+        }
+        Command::RouteOrder {
+            order,
+            lines,
+            packages,
+        } => {
+            w.u8(kind::ROUTE_ORDER);
+            w.request(*order);
+            hold_lines(&mut w, lines);
+            w.len(packages.len());
+            for p in packages {
+                w.u32(p.node.raw());
+                w.u32(p.day.0);
             }
         }
         Command::Commit { request, hold } | Command::CancelAllocation { request, hold } => {
@@ -375,31 +380,29 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
             let hold = r.request()?;
             let ttl_ms = r.u64("time-to-live")?;
             let partial = r.bool("partial flag")?;
-            let n = r.len("hold lines", limits::HOLD_LINES_MAX, 16)?;
-            let mut lines = Vec::with_capacity(n);
-            for _ in 0..n {
-                let sku = r.sku()?;
-                let node = match r.u32("node")? {
-                    u32::MAX => NodeChoice::Any,
-                    n => NodeChoice::Node(NodeId::from_raw(n)),
-                };
-                let quantity = r.quantity()?;
-                let need_day = match r.u32("need day")? {
-                    u32::MAX => None,
-                    d => Some(Day(d)),
-                };
-                lines.push(HoldLineRequest {
-                    sku,
-                    node,
-                    quantity,
-                    need_day,
-                });
-            }
+            let lines = read_hold_lines(&mut r)?;
             Command::Hold {
                 hold,
                 lines,
                 ttl_ms,
                 partial,
+            }
+        }
+        kind::ROUTE_ORDER => {
+            let order = r.request()?;
+            let lines = read_hold_lines(&mut r)?;
+            let n = r.len("packages", limits::HOLD_LINES_MAX, 8)?;
+            let mut packages = Vec::with_capacity(n);
+            for _ in 0..n {
+                packages.push(ShipSlot {
+                    node: r.node()?,
+                    day: Day(r.u32("ship day")?),
+                });
+            }
+            Command::RouteOrder {
+                order,
+                lines,
+                packages,
             }
         }
         kind::COMMIT => Command::Commit {
@@ -467,6 +470,45 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         });
     }
     Ok(command)
+}
+
+/// The lines of a hold or route order: SKU, node (`u32::MAX`: any), quantity, need day
+/// (`u32::MAX`: today).
+fn hold_lines(w: &mut Writer<'_>, lines: &[HoldLineRequest]) {
+    w.len(lines.len());
+    for line in lines {
+        w.u32(line.sku.raw());
+        w.u32(match line.node {
+            NodeChoice::Node(n) => n.raw(),
+            NodeChoice::Any => u32::MAX,
+        });
+        w.u32(line.quantity.get());
+        w.u32(line.need_day.map_or(u32::MAX, |d| d.0));
+    }
+}
+
+fn read_hold_lines(r: &mut Reader<'_>) -> Result<Vec<HoldLineRequest>, DecodeError> {
+    let n = r.len("hold lines", limits::HOLD_LINES_MAX, 16)?;
+    let mut lines = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sku = r.sku()?;
+        let node = match r.u32("node")? {
+            u32::MAX => NodeChoice::Any,
+            n => NodeChoice::Node(NodeId::from_raw(n)),
+        };
+        let quantity = r.quantity()?;
+        let need_day = match r.u32("need day")? {
+            u32::MAX => None,
+            d => Some(Day(d)),
+        };
+        lines.push(HoldLineRequest {
+            sku,
+            node,
+            quantity,
+            need_day,
+        });
+    }
+    Ok(lines)
 }
 
 pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);

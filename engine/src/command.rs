@@ -6,6 +6,7 @@
 
 use smallvec::SmallVec;
 
+use crate::capacity::ShipSlot;
 use crate::hold::HoldState;
 use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
 use crate::network::{Capabilities, Lane, NodeSpec, ZoneSpec};
@@ -133,6 +134,17 @@ pub enum Command {
     UpsertZone(ZoneSpec),
     /// Insert or replace an explicit lane (it overrides the distance default).
     UpsertLane(Lane),
+    /// Route an order: allocate every line at its package's node (all or nothing) and take one
+    /// order and the package's units from that node's capacity on the package's ship day.
+    /// `order` is both the request id and the allocation's id; cancelling the allocation gives
+    /// the capacity of packages not yet shipped back.
+    RouteOrder {
+        order: RequestId,
+        /// Each names a node (`NodeChoice::Node`) that has a package.
+        lines: Vec<HoldLineRequest>,
+        /// One per shipping node.
+        packages: Vec<ShipSlot>,
+    },
 }
 
 impl Command {
@@ -156,6 +168,7 @@ impl Command {
             Self::Tick => "tick",
             Self::UpsertZone(_) => "upsert_zone",
             Self::UpsertLane(_) => "upsert_lane",
+            Self::RouteOrder { .. } => "route_order",
         }
     }
 }
@@ -174,6 +187,8 @@ pub enum RefusalReason {
     MissingCapability = 3,
     /// The hold expired before it was committed.
     HoldExpired = 4,
+    /// The node's capacity on the package's ship day is used up (route order).
+    CapacityFull = 5,
 }
 
 /// One line's part in a granted hold.
@@ -222,6 +237,9 @@ pub enum Outcome {
         repeated: bool,
     },
     Hold(HoldOutcome),
+    /// A routed order: granted as a committed allocation (its `expires_at` is when it was
+    /// routed: an allocation does not expire), or refused with nothing changed.
+    Route(HoldOutcome),
     /// A commit, release, cancel or ship took effect; `state` is the hold's state after it.
     HoldChanged {
         hold: RequestId,

@@ -33,6 +33,7 @@ impl Engine {
         let catalog = self.catalog.lock();
         let mut requests = self.lock_all_requests();
         let feeds = self.feeds.lock();
+        let capacity = self.capacity.read();
         let mut shards = self.lock_all_skus();
         let mut h = Xxh3::new();
         for (id, spec) in catalog.network.nodes() {
@@ -48,6 +49,7 @@ impl Engine {
         lanes.hash(&mut h);
         catalog.sku_names.len().hash(&mut h);
         feeds.hash(&mut h);
+        (capacity.floor(), capacity.entries()).hash(&mut h);
         for shard_idx in 0..self.config.sku_shards {
             let shard = shards.get(shard_idx);
             for entry in &shard.skus {

@@ -36,6 +36,12 @@ impl Engine {
         let mut requests = self.lock_requests(&[rs_idx]);
         let rs = requests.get(rs_idx);
         match rs.records.get(id) {
+            Some(Record::Hold(existing)) if existing.routed.is_some() => {
+                return Err(EngineError::RequestIdReused {
+                    request: *id,
+                    first: "route_order",
+                });
+            }
             Some(Record::Hold(existing)) => return Ok(Outcome::Hold(granted(existing, true))),
             Some(Record::Done(d)) => {
                 return Err(EngineError::RequestIdReused {
@@ -46,19 +52,53 @@ impl Engine {
             None => {}
         }
         let mut shards = self.lock_skus(lines.iter().map(|l| l.sku));
+        let evaluated = self.evaluate_hold(&mut shards, lines, *partial, today)?;
+        if (!*partial && !evaluated.refusals.is_empty()) || evaluated.plan.iter().all(|l| l.granted == 0) {
+            return Ok(Outcome::Hold(HoldOutcome::Refused {
+                lines: evaluated.refusals,
+            }));
+        }
+        // Everything is checked: from here on the hold cannot fail.
+        self.take_stock(&mut shards, &evaluated, false);
+        let plan = evaluated.plan;
+        let expires_at = now.saturating_add_ms(*ttl_ms);
+        let hold = Hold {
+            id: *id,
+            lines: plan,
+            placed_at: now,
+            expires_at,
+            state: HoldState::Held,
+            partial: *partial,
+            ops: SmallVec::new(),
+            routed: None,
+        };
+        let outcome = granted(&hold, false);
+        let rs = requests.get(rs_idx);
+        rs.expiry.push(Reverse((expires_at, *id)));
+        rs.records.insert(*id, Record::Hold(hold));
+        self.sequence(now, command);
+        Ok(Outcome::Hold(outcome))
+    }
+
+    /// Evaluates hold lines under their locked shards: what each line gets (all of it, part of it
+    /// with `partial`, or nothing) and why not. Changes nothing.
+    pub(crate) fn evaluate_hold(
+        &self,
+        shards: &mut LockedShards<'_>,
+        lines: &[HoldLineRequest],
+        partial: bool,
+        today: Day,
+    ) -> Result<EvaluatedHold, EngineError> {
         let n_nodes = shards.any().network.n_nodes();
         for l in lines {
-            self.check_sku(&mut shards, l.sku)?;
+            self.check_sku(shards, l.sku)?;
             if let NodeChoice::Node(n) = l.node
                 && n.index() >= n_nodes
             {
                 return Err(EngineError::UnknownNodeId(n));
             }
         }
-
         let mut plan: SmallVec<[HoldLine; 2]> = SmallVec::with_capacity(lines.len());
-        // Where each planned line's position sits in its SKU's vector, so applying the plan
-        // does not search again.
         let mut position_idx: SmallVec<[usize; 4]> = SmallVec::with_capacity(lines.len());
         let mut refusals = Vec::new();
         for (line_idx, l) in lines.iter().enumerate() {
@@ -74,7 +114,7 @@ impl Engine {
             let requested = l.quantity.get();
             let grant = match ineligible {
                 None if available >= i64::from(requested) => requested,
-                None if *partial => available.clamp(0, i64::from(requested)) as u32,
+                None if partial => available.clamp(0, i64::from(requested)) as u32,
                 _ => 0,
             };
             if grant < requested {
@@ -107,36 +147,35 @@ impl Engine {
                 remaining: grant,
             });
         }
-        if (!*partial && !refusals.is_empty()) || plan.iter().all(|l| l.granted == 0) {
-            return Ok(Outcome::Hold(HoldOutcome::Refused { lines: refusals }));
-        }
+        Ok(EvaluatedHold {
+            plan,
+            position_idx,
+            refusals,
+        })
+    }
 
-        // Everything is checked: from here on the hold cannot fail.
-        for (line, &idx) in plan.iter().zip(&position_idx).filter(|(l, _)| l.granted > 0) {
+    /// Takes what `evaluate_hold` granted: reserved for a hold, allocated for a routed order.
+    pub(crate) fn take_stock(
+        &self,
+        shards: &mut LockedShards<'_>,
+        evaluated: &EvaluatedHold,
+        allocate: bool,
+    ) {
+        let lines = evaluated.plan.iter().zip(&evaluated.position_idx);
+        for (line, &idx) in lines.filter(|(l, _)| l.granted > 0) {
             let shard = shards.get(self.map.shard_of(line.sku));
             let slot = self.map.slot_of(line.sku);
             debug_assert_eq!(shard.position_index(slot, line.node), Some(idx));
-            shard.skus[slot].positions[idx].reserved += line.granted;
+            let p = &mut shard.skus[slot].positions[idx];
+            if allocate {
+                p.allocated += line.granted;
+            } else {
+                p.reserved += line.granted;
+            }
             if line.future {
                 shard.dated_mut(slot, idx).add_claim(line.need_day, line.granted);
             }
         }
-        let expires_at = now.saturating_add_ms(*ttl_ms);
-        let hold = Hold {
-            id: *id,
-            lines: plan,
-            placed_at: now,
-            expires_at,
-            state: HoldState::Held,
-            partial: *partial,
-            ops: SmallVec::new(),
-        };
-        let outcome = granted(&hold, false);
-        let rs = requests.get(rs_idx);
-        rs.expiry.push(Reverse((expires_at, *id)));
-        rs.records.insert(*id, Record::Hold(hold));
-        self.sequence(now, command);
-        Ok(Outcome::Hold(outcome))
     }
 
     pub(crate) fn apply_hold_change(
@@ -215,6 +254,8 @@ impl Engine {
             (HoldOp::Cancel | HoldOp::Ship, HoldState::Committed) => {}
             _ => return Err(wrong_state()),
         }
+        // Cancelling a routed order gives back the capacity of its packages not yet shipped.
+        let mut book = (op == HoldOp::Cancel && hold.routed.is_some()).then(|| self.capacity.write());
         let mut shards = self.lock_skus(hold.lines.iter().filter(|l| l.node != NO_NODE).map(|l| l.sku));
 
         // Check the lines asked for against the hold (and, for a ship, against on hand).
@@ -284,6 +325,14 @@ impl Engine {
             };
             (HoldState::Expired, outcome)
         } else {
+            if let (Some(book), Some(slots)) = (book.as_deref_mut(), &hold.routed) {
+                for &slot in slots.iter() {
+                    let package = hold.lines.iter().filter(|l| l.node == slot.node);
+                    if package.clone().all(|l| l.remaining == l.granted) {
+                        book.give_back(slot, package.map(|l| l.granted).sum());
+                    }
+                }
+            }
             for (line, &q) in hold.lines.iter_mut().zip(&amounts) {
                 if q == 0 {
                     continue;
@@ -364,6 +413,10 @@ impl Engine {
     /// window. Takes every lock: it runs rarely (about once a second) and must be one atomic step.
     pub(crate) fn tick(&self, now: Timestamp, command: &Command) -> Outcome {
         let mut requests = self.lock_all_requests();
+        // No order ships before yesterday (a node west of UTC may still be on yesterday).
+        self.capacity
+            .write()
+            .forget_before(Day(now.day().0.saturating_sub(1)));
         let mut shards = self.lock_all_skus();
         let horizon = Timestamp(now.0.saturating_sub(self.config.retention_ms));
         let cap = self.retained_per_shard();
@@ -409,7 +462,15 @@ fn remove_claim(shard: &mut Shard, slot: usize, idx: usize, day: Day, quantity: 
     shard.release_dated_if_empty(slot, idx);
 }
 
-/// Which node a line would take from, what it could get there, and why it is not eligible.
+/// Hold lines evaluated under their locks (see `Engine::evaluate_hold`).
+pub(crate) struct EvaluatedHold {
+    pub plan: SmallVec<[HoldLine; 2]>,
+    /// Where each planned line's position sits in its SKU's vector, so taking the stock does not
+    /// search again (`usize::MAX` for a line that got nothing).
+    pub position_idx: SmallVec<[usize; 4]>,
+    pub refusals: Vec<LineRefusal>,
+}
+
 /// What a hold line could get: the node and position it would take from, what is promisable
 /// there on its day, and why it is not eligible, if it is not.
 struct Evaluation {
@@ -476,7 +537,7 @@ fn evaluate_line(shard: &Shard, slot: usize, choice: NodeChoice, need_day: Day, 
 }
 
 /// The grant as first answered, rebuilt from the hold record.
-fn granted(hold: &Hold, repeated: bool) -> HoldOutcome {
+pub(crate) fn granted(hold: &Hold, repeated: bool) -> HoldOutcome {
     HoldOutcome::Granted {
         hold: hold.id,
         expires_at: hold.expires_at,
@@ -511,7 +572,11 @@ fn repeat_outcome(hold: RequestId, rec: &OpRecord) -> Outcome {
     }
 }
 
-fn check_hold_statically(lines: &[HoldLineRequest], ttl_ms: u64, today: Day) -> Result<(), EngineError> {
+pub(crate) fn check_hold_statically(
+    lines: &[HoldLineRequest],
+    ttl_ms: u64,
+    today: Day,
+) -> Result<(), EngineError> {
     if lines.is_empty() {
         return Err(EngineError::EmptyRequest);
     }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::capacity::Load;
 use crate::hold::{HoldState, NO_NODE, Record};
 use crate::ids::{Day, NodeId, RequestId, SkuId};
 use crate::ledger::Engine;
@@ -26,6 +27,7 @@ impl Engine {
         let catalog = self.catalog.lock();
         let mut requests = self.lock_all_requests();
         let feeds = self.feeds.lock();
+        let capacity = self.capacity.read();
         let mut shards = self.lock_all_skus();
         let n_nodes = catalog.network.n_nodes();
         let n_skus = catalog.sku_names.len();
@@ -51,6 +53,18 @@ impl Engine {
                 n_nodes
             ));
         }
+
+        for ((node, day), load) in capacity.entries() {
+            if node.index() >= n_nodes || day < capacity.floor() || load == Load::default() {
+                return Err(format!(
+                    "capacity entry {node:?} day {} ({load:?}) is unknown, forgotten or empty",
+                    day.0
+                ));
+            }
+        }
+        // Capacity that live routed orders' unshipped packages took (shipped packages keep
+        // theirs, and a finished order may be forgotten: the book may hold more, never less).
+        let mut routed_load: HashMap<(NodeId, Day), Load> = HashMap::new();
 
         let mut expected: HashMap<(SkuId, NodeId), Expected> = HashMap::new();
         let cap = self.retained_per_shard();
@@ -102,6 +116,23 @@ impl Engine {
                 if hold.state == HoldState::Held && !in_heap.contains(&(hold.expires_at.0, *id)) {
                     return Err(ctx("held but missing from the expiry queue"));
                 }
+                if let Some(slots) = &hold.routed {
+                    if hold.state == HoldState::Held {
+                        return Err(ctx("a routed order is a hold"));
+                    }
+                    for slot in slots.iter() {
+                        let mut package = hold.lines.iter().filter(|l| l.node == slot.node).peekable();
+                        if package.peek().is_none() {
+                            return Err(ctx("a package has no line"));
+                        }
+                        let unshipped = package.clone().all(|l| l.remaining == l.granted);
+                        if hold.state == HoldState::Committed && unshipped && slot.day >= capacity.floor() {
+                            let load = routed_load.entry((slot.node, slot.day)).or_default();
+                            load.orders += 1;
+                            load.units += package.map(|l| l.granted).sum::<u32>();
+                        }
+                    }
+                }
                 let mut seen = HashSet::new();
                 for l in &hold.lines {
                     if !(l.remaining <= l.granted && l.granted <= l.requested) {
@@ -129,6 +160,16 @@ impl Engine {
                         *e.claims.entry(l.need_day).or_default() += u64::from(l.remaining);
                     }
                 }
+            }
+        }
+
+        for ((node, day), want) in routed_load {
+            let have = capacity.load(node, day);
+            if have.orders < want.orders || have.units < want.units {
+                return Err(format!(
+                    "capacity of {node:?} on day {} is {have:?}, below the {want:?} its routed orders take",
+                    day.0
+                ));
             }
         }
 

@@ -8,7 +8,8 @@
 //! 1. `catalog` (one mutex): SKU id assignment and the master network copy;
 //! 2. request shards (by request-id hash): holds and done records;
 //! 3. `feeds` (one mutex): the last feed sequence number per node;
-//! 4. SKU shards (by SKU id): positions and their dated supply and claims.
+//! 4. `capacity` (one reader-writer lock): node capacity used per ship day;
+//! 5. SKU shards (by SKU id): positions and their dated supply and claims.
 //!
 //! A command locks every shard it reads or writes (two-phase locking), checks everything, mutates,
 //! and, still holding the locks, takes the next sequence number and hands the command to the
@@ -28,6 +29,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use smallvec::SmallVec;
 
 use crate::atp::{self, InboundLot, TimelinePoint};
+use crate::capacity::CapacityBook;
 use crate::command::{Command, Outcome};
 use crate::error::EngineError;
 use crate::hold::{Hold, HoldState, Record, RequestShard};
@@ -90,6 +92,9 @@ pub struct Engine {
     pub(crate) requests: Box<[CachePadded<Mutex<RequestShard>>]>,
     /// Last applied feed sequence number per node (index = node id).
     pub(crate) feeds: Mutex<Vec<u64>>,
+    /// Written only by route orders, their cancellation and `tick`; promises read it for as long
+    /// as they run (writer-preferring: a route order waits for at most the promises in flight).
+    pub(crate) capacity: RwLock<CapacityBook>,
     /// Reader-writer locks: queries (the bulk of checkout traffic) share a shard, commands take it
     /// whole. With a mutex, two threads reading one hot SKU queued behind each other.
     pub(crate) shards: Box<[CachePadded<RwLock<Shard>>]>,
@@ -226,6 +231,7 @@ impl Engine {
             network: ArcSwap::new(network),
             requests,
             feeds: Mutex::new(Vec::new()),
+            capacity: RwLock::new(CapacityBook::default()),
             shards,
             next_seq: CachePadded::new(AtomicU64::new(1)),
             log,
@@ -240,6 +246,7 @@ impl Engine {
         config: EngineConfig,
         network: Arc<Network>,
         feeds: Vec<u64>,
+        capacity: CapacityBook,
         shards: Vec<Shard>,
         requests: Vec<RequestShard>,
         next_seq: u64,
@@ -291,6 +298,7 @@ impl Engine {
             *slot.get_mut() = rs;
         }
         *engine.feeds.get_mut() = feeds;
+        *engine.capacity.get_mut() = capacity;
         engine.catalog.get_mut().sku_names = sku_names;
         engine.catalog.get_mut().network = network.clone();
         engine.network.store(network);
@@ -320,6 +328,7 @@ impl Engine {
             Command::Tick => Ok(self.tick(now, command)),
             Command::UpsertZone(zone) => self.upsert_zone(now, command, zone),
             Command::UpsertLane(lane) => self.upsert_lane(now, command, lane),
+            Command::RouteOrder { .. } => self.apply_route(now, command),
             _ => self.apply_feed(now, command),
         }
     }
@@ -689,6 +698,11 @@ impl Engine {
             rs.retention.shrink_to_fit();
             rs.expiry.shrink_to_fit();
         }
+    }
+
+    /// The orders and units routed orders have committed `node` to ship on `day`.
+    pub fn capacity_used(&self, node: NodeId, day: Day) -> crate::capacity::Load {
+        self.capacity.read().load(node, day)
     }
 
     /// The last applied feed sequence number of a node (0 before any).

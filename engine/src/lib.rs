@@ -29,12 +29,14 @@
 //! - `shard`: positions (SKU x node) of the SKUs of one shard, compact and behind one lock;
 //! - [`hold`]: holds, allocations and the request table that makes commands idempotent;
 //! - [`ledger`]: the [`Engine`]: the lock protocol, catalog commands and queries;
-//! - `feed`, `hold_ops`: applying feed commands and hold commands;
+//! - [`capacity`]: node capacity used per ship day by routed orders;
+//! - `feed`, `hold_ops`, `route_ops`: applying feed, hold and route-order commands;
 //! - `invariants`, [`digest`]: self-checks and the canonical state hash;
 //! - [`codec`]: the stable binary encoding of commands, for the write-ahead log and replicas;
 //! - [`dataset`]: deterministic synthetic data sets (`small`, `retail`, `peak`).
 
 pub mod atp;
+pub mod capacity;
 pub mod codec;
 pub mod command;
 pub mod dataset;
@@ -50,12 +52,14 @@ pub mod ledger;
 pub mod limits;
 pub mod network;
 pub mod promise;
+mod route_ops;
 mod shard;
 pub mod snapshot;
 pub mod storage;
 pub mod wal;
 
 pub use atp::{InboundLot, TimelinePoint};
+pub use capacity::{CapacityBook, Load, ShipSlot};
 pub use command::{
     AdjustReason, Command, GrantedLine, HoldLineRequest, HoldOutcome, LineQuantity, LineRefusal, NodeChoice,
     Outcome, RefusalReason,

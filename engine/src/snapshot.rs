@@ -3,14 +3,14 @@
 //! # Taking one without stopping the world
 //!
 //! `write_snapshot` takes every lock once (the barrier): it reads the LSN, copies the small parts
-//! (network, feed sequence numbers, SKU count) and marks every SKU and request shard with a
+//! (network, feed sequence numbers, capacity book, SKU count) and marks every SKU and request shard with a
 //! capture sink. Then it lets go. From there on the first command that writes a marked shard
 //! copies that shard into the sink before changing it (copy-on-write at shard grain), and the
 //! snapshot thread walks the shards in order, encoding each one nobody wrote yet and the copies.
 //! Either way each shard is encoded exactly as it was at the barrier, so the file is a consistent
 //! cut at the LSN while a request waits at most for one shard's copy.
 //!
-//! # Format (version 2, all integers little-endian; see `docs/design.md`)
+//! # Format (version 4, all integers little-endian; see `docs/design.md`)
 //!
 //! A 68-byte header (magic, version, LSN, engine config, CRC32C), then sections (the meta
 //! section, one per request shard, one per SKU shard), each a `u64` length, a CRC32C and the
@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::atp::{Dated, InboundLot};
+use crate::capacity::{CapacityBook, Load, ShipSlot};
 use crate::codec::{self, DecodeError, Reader, Writer};
 use crate::command::Command;
 use crate::hold::{DoneRecord, Hold, HoldLine, HoldOp, HoldState, OpRecord, Record, RequestShard};
@@ -39,10 +40,11 @@ use crate::storage::Storage;
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PROMSNP1";
 pub const FOOTER_MAGIC: [u8; 8] = *b"PROMSEND";
 /// Version 1 (never released) put SKU shards before request shards; version 3 added zones and
-/// explicit lanes to the meta section. This build writes 3 and reads 2 and 3.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// explicit lanes to the meta section; version 4 added the capacity book to the meta section and
+/// routed orders (record kind 2) to request shards. This build writes 4 and reads 2 to 4.
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// The versions this build reads.
-const READABLE: [u32; 2] = [2, 3];
+const READABLE: [u32; 3] = [2, 3, 4];
 const HEADER_LEN: usize = 68;
 
 pub fn snapshot_name(lsn: u64) -> String {
@@ -114,7 +116,8 @@ pub fn write_snapshot_with(
         let feeds = engine.feeds.lock();
         let mut shards: Vec<_> = engine.shards.iter().map(|s| s.write()).collect();
         let lsn = engine.next_seq() - 1;
-        let meta = encode_meta(&catalog.network, catalog.sku_names.len(), &feeds);
+        let capacity = engine.capacity.read();
+        let meta = encode_meta(&catalog.network, catalog.sku_names.len(), &feeds, &capacity);
         for rs in requests.iter_mut() {
             rs.capture = Some(sink.clone());
         }
@@ -273,7 +276,7 @@ fn encode_header(out: &mut Vec<u8>, lsn: u64, config: &EngineConfig) {
     debug_assert_eq!(out.len(), HEADER_LEN);
 }
 
-fn encode_meta(network: &Network, n_skus: usize, feeds: &[u64]) -> Vec<u8> {
+fn encode_meta(network: &Network, n_skus: usize, feeds: &[u64], capacity: &CapacityBook) -> Vec<u8> {
     let mut out = Vec::new();
     let mut w = Writer(&mut out);
     w.u32(n_skus as u32);
@@ -304,6 +307,16 @@ fn encode_meta(network: &Network, n_skus: usize, feeds: &[u64]) -> Vec<u8> {
         codec::encode(c, &mut entry);
         Writer(&mut out).len(entry.len());
         out.extend_from_slice(&entry);
+    }
+    let mut w = Writer(&mut out);
+    w.u32(capacity.floor().0);
+    let entries = capacity.entries();
+    w.len(entries.len());
+    for ((node, day), load) in entries {
+        w.u32(node.raw());
+        w.u32(day.0);
+        w.u32(load.orders);
+        w.u32(load.units);
     }
     out
 }
@@ -359,7 +372,8 @@ pub(crate) fn encode_request_shard(rs: &RequestShard) -> Vec<u8> {
                 w.str(d.kind);
             }
             Record::Hold(h) => {
-                w.u8(1);
+                // Kind 2 (version 4): a routed order, with its packages' capacity after the hold.
+                w.u8(if h.routed.is_some() { 2 } else { 1 });
                 w.u64(h.placed_at.0);
                 w.u64(h.expires_at.0);
                 w.u8(h.state as u8);
@@ -379,6 +393,13 @@ pub(crate) fn encode_request_shard(rs: &RequestShard) -> Vec<u8> {
                     w.request(op.request);
                     w.u8(op.op as u8);
                     w.u8(op.state_after as u8);
+                }
+                if let Some(slots) = &h.routed {
+                    w.len(slots.len());
+                    for slot in slots.iter() {
+                        w.u32(slot.node.raw());
+                        w.u32(slot.day.0);
+                    }
                 }
             }
         }
@@ -540,7 +561,8 @@ impl<'a> SnapshotFile<'a> {
     /// Builds the engine this snapshot describes; its next command gets LSN `lsn + 1`.
     pub fn load(&self, log: Option<Arc<dyn CommandLog>>) -> Result<Engine, SnapshotError> {
         let (meta_at, meta) = self.meta;
-        let (n_skus, feeds, network) = decode_meta(meta, self.version).map_err(|e| decode_bad(meta_at, e))?;
+        let (n_skus, feeds, network, capacity) =
+            decode_meta(meta, self.version).map_err(|e| decode_bad(meta_at, e))?;
         let network = Arc::new(network);
         let shards: Vec<Shard> = self
             .sku
@@ -563,6 +585,7 @@ impl<'a> SnapshotFile<'a> {
             self.config.clone(),
             network,
             feeds,
+            capacity,
             shards,
             requests,
             self.lsn + 1,
@@ -599,7 +622,10 @@ fn decode_bad(section_at: usize, e: DecodeError) -> SnapshotError {
     bad(section_at, format!("section does not decode: {e}"))
 }
 
-fn decode_meta(bytes: &[u8], version: u32) -> Result<(usize, Vec<u64>, Network), DecodeError> {
+/// The meta section's parts: SKU count, feed sequence numbers, network, capacity book.
+type Meta = (usize, Vec<u64>, Network, CapacityBook);
+
+fn decode_meta(bytes: &[u8], version: u32) -> Result<Meta, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     let n_skus = r.u32("SKU count")? as usize;
     let n_feeds = r.len("feeds", crate::limits::NODES_MAX, 8)?;
@@ -635,6 +661,25 @@ fn decode_meta(bytes: &[u8], version: u32) -> Result<(usize, Vec<u64>, Network),
             }
         }
     }
+    let capacity = if version >= 4 {
+        let floor = Day(r.u32("capacity floor")?);
+        let n = r.len("capacity entries", usize::MAX, 16)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = (
+                NodeId::from_raw(r.u32("capacity node")?),
+                Day(r.u32("capacity day")?),
+            );
+            let load = Load {
+                orders: r.u32("capacity orders")?,
+                units: r.u32("capacity units")?,
+            };
+            entries.push((key, load));
+        }
+        CapacityBook::from_parts(floor, entries)
+    } else {
+        CapacityBook::default()
+    };
     end(&r)?;
     let network = Network::from_nodes(specs)
         .ok_or(DecodeError::InvalidValue {
@@ -642,7 +687,7 @@ fn decode_meta(bytes: &[u8], version: u32) -> Result<(usize, Vec<u64>, Network),
             field: "node names (repeated)",
         })?
         .with_routing(zones, lanes);
-    Ok((n_skus, feeds, network))
+    Ok((n_skus, feeds, network, capacity))
 }
 
 fn end(r: &Reader<'_>) -> Result<(), DecodeError> {
@@ -769,7 +814,7 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                 })?;
                 Record::Done(DoneRecord { kind })
             }
-            1 => {
+            kind @ (1 | 2) => {
                 let placed_at = Timestamp(r.u64("placed at")?);
                 let expires_at = Timestamp(r.u64("expires at")?);
                 let state = r.enum_u8("hold state", hold_state)?;
@@ -796,6 +841,19 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                         state_after: r.enum_u8("state after", hold_state)?,
                     });
                 }
+                let routed = if kind == 2 {
+                    let n = r.len("packages", crate::limits::HOLD_LINES_MAX, 8)?;
+                    let mut slots = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        slots.push(ShipSlot {
+                            node: NodeId::from_raw(r.u32("package node")?),
+                            day: Day(r.u32("package ship day")?),
+                        });
+                    }
+                    Some(slots.into_boxed_slice())
+                } else {
+                    None
+                };
                 if state == HoldState::Held {
                     live.push(std::cmp::Reverse((expires_at, id)));
                 }
@@ -807,6 +865,7 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                     state,
                     partial,
                     ops,
+                    routed,
                 })
             }
             _ => {

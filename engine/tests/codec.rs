@@ -5,7 +5,7 @@ use promised_engine::codec::{self, DecodeError};
 use promised_engine::network::{Calendar, DailyCapacity, Lane, Location, ServiceLevel, ZoneSpec};
 use promised_engine::{
     AdjustReason, Capabilities, Command, Day, HoldLineRequest, LineQuantity, NodeChoice, NodeId, NodeKind,
-    NodeSpec, NodeStatus, Quantity, RequestId, SkuId, ZoneId,
+    NodeSpec, NodeStatus, Quantity, RequestId, ShipSlot, SkuId, ZoneId,
 };
 use proptest::prelude::*;
 
@@ -167,6 +167,19 @@ fn command() -> impl Strategy<Value = Command> {
                 lines,
                 ttl_ms,
                 partial
+            }),
+        (
+            request(),
+            prop::collection::vec(hold_line(), 0..12),
+            prop::collection::vec((node(), any::<u32>()), 0..12)
+        )
+            .prop_map(|(order, lines, packages)| Command::RouteOrder {
+                order,
+                lines,
+                packages: packages
+                    .into_iter()
+                    .map(|(node, d)| ShipSlot { node, day: Day(d) })
+                    .collect()
             }),
         (request(), request()).prop_map(|(request, hold)| Command::Commit { request, hold }),
         (request(), request(), prop::collection::vec(line_quantity(), 0..6))

@@ -46,8 +46,9 @@ use promised_engine::storage::{FsStorage, PowerLoss, SimStorage, Storage};
 use promised_engine::wal::format::parse_segment_name;
 use promised_engine::wal::{self, FsyncPolicy, LogTail, Wal, WalOptions};
 use promised_engine::{
-    AdjustReason, Command, CommandLog, Engine, EngineConfig, EngineError, HoldOutcome, HoldState,
-    LineQuantity, NodeId, NodeStatus, Outcome, RequestId, SkuId, StateDigest, Timestamp,
+    AdjustReason, Command, CommandLog, Engine, EngineConfig, EngineError, HoldLineRequest, HoldOutcome,
+    HoldState, LineQuantity, NodeChoice, NodeId, NodeStatus, Outcome, RefusalReason, RequestId, ShipSlot,
+    SkuId, StateDigest, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -186,6 +187,13 @@ enum Op {
         lines: Vec<(usize, u32)>,
     },
     Tick,
+    /// A route order: (SKU, node, quantity) lines, one package per node shipping `day` days
+    /// from today; `drop_package` leaves one out (an invalid order).
+    Route {
+        lines: Vec<(u32, u32, u32)>,
+        day: i64,
+        drop_package: bool,
+    },
     /// An earlier command again, verbatim.
     Retry {
         pick: usize,
@@ -280,7 +288,14 @@ fn op_s() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         5 => (any::<usize>(), change_lines_s()).prop_map(|(pick, lines)| Op::Ship { pick, lines }),
         5 => Just(Op::Tick),
-        4 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
+        10 => (
+            // Mostly two nodes, so that orders meet on a day and fill it.
+            prop::collection::vec((sku_s(), prop_oneof![4 => 0..2u32, 1 => node_s()], 1..=2u32), 1..=2),
+            prop_oneof![6 => Just(0i64), 2 => 1..=2i64, 1 => Just(-2i64), 1 => Just(731i64)],
+            prop::bool::weighted(0.05),
+        )
+            .prop_map(|(lines, day, drop_package)| Op::Route { lines, day, drop_package }),
+        10 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
     ]
 }
 fn step_s() -> impl Strategy<Value = Step> {
@@ -526,6 +541,47 @@ impl Replay {
                     partial: *partial,
                 }
             }
+            Op::Route {
+                lines,
+                day,
+                drop_package,
+            } => {
+                let mut seen = BTreeSet::new();
+                let lines: Vec<HoldLineRequest> = lines
+                    .iter()
+                    .filter(|l| seen.insert((l.0, l.1)))
+                    .map(|&(s, n, qty)| HoldLineRequest {
+                        sku: sku(s),
+                        node: NodeChoice::Node(node(n)),
+                        quantity: q(qty),
+                        need_day: (*day > 0).then(|| day_offset(self.now, *day)),
+                    })
+                    .collect();
+                let nodes: BTreeSet<u32> = lines
+                    .iter()
+                    .map(|l| match l.node {
+                        NodeChoice::Node(n) => n.raw(),
+                        NodeChoice::Any => unreachable!(),
+                    })
+                    .collect();
+                let mut packages: Vec<ShipSlot> = nodes
+                    .into_iter()
+                    .map(|n| ShipSlot {
+                        node: node(n),
+                        day: day_offset(self.now, *day),
+                    })
+                    .collect();
+                if *drop_package {
+                    packages.pop();
+                }
+                let order = self.request_id(step.reuse);
+                self.hold_ids.push(order);
+                Command::RouteOrder {
+                    order,
+                    lines,
+                    packages,
+                }
+            }
             Op::Commit { pick } => {
                 let hold = self.pick_hold(*pick, HoldState::Held);
                 Command::Commit {
@@ -609,6 +665,15 @@ impl Replay {
                 }
             }
             Ok(Outcome::HoldRefused { .. }) => self.count("commit of expired hold"),
+            Ok(Outcome::Route(HoldOutcome::Granted { repeated, .. })) => {
+                self.count(if *repeated { "route repeated" } else { "routed" });
+            }
+            Ok(Outcome::Route(HoldOutcome::Refused { lines })) => {
+                self.count("route refused");
+                if lines.iter().any(|l| l.reason == RefusalReason::CapacityFull) {
+                    self.count("route refused for capacity");
+                }
+            }
             Ok(Outcome::Fed { repeated: true }) => self.count("feed repeated"),
             Ok(Outcome::Fed { repeated: false }) => self.count(match cmd {
                 Command::SetOnHand { .. } => "set on hand",
@@ -819,6 +884,10 @@ fn replay_generator_reaches_interesting_cases() {
         "SKU added",
         "tick expired",
         "tick forgot",
+        "routed",
+        "route repeated",
+        "route refused",
+        "route refused for capacity",
         "snapshot",
         "restart",
         "replayed after a snapshot",

@@ -96,6 +96,11 @@ fn touched(engine: &Engine, command: &Command, outcome: &Outcome) -> Vec<(SkuId,
                 lines,
                 repeated: false,
                 ..
+            })
+            | Outcome::Route(HoldOutcome::Granted {
+                lines,
+                repeated: false,
+                ..
             }),
         ) => lines
             .iter()

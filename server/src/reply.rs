@@ -133,7 +133,7 @@ pub fn outcome<'a>(
     outcome: &Outcome,
 ) -> WIPOffset<wire::Reply<'a>> {
     let body: Body = match outcome {
-        Outcome::Hold(h) => hold_outcome(b, engine, h),
+        Outcome::Hold(h) | Outcome::Route(h) => hold_outcome(b, engine, h),
         Outcome::HoldChanged {
             hold,
             state: s,

@@ -20,16 +20,24 @@ pub enum Operation {
     Query(Query),
     /// Subscriptions and admin operations: handled by the server itself.
     Control(wire::Operation),
-    /// A promise, then the hold of its plan (a write).
-    PromiseAndHold(Box<PromiseAndHold>),
+    /// A promise, then the hold or route order of its plan (a write).
+    PromiseAndAct(Box<PromiseAndAct>),
 }
 
-/// A decoded `PromiseAndHold`.
+/// A decoded `PromiseAndHold` or `RouteOrder`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PromiseAndHold {
+pub struct PromiseAndAct {
     pub request: PromiseRequest,
-    pub hold: RequestId,
-    pub ttl_ms: u64,
+    /// The hold's or order's id.
+    pub id: RequestId,
+    pub act: Act,
+}
+
+/// What to do with a promised plan.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Act {
+    Hold { ttl_ms: u64 },
+    Route,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -331,10 +339,20 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
             let p = request
                 .op_as_promise_and_hold()
                 .ok_or_else(|| malformed("promise-and-hold body"))?;
-            return Ok(Operation::PromiseAndHold(Box::new(PromiseAndHold {
+            return Ok(Operation::PromiseAndAct(Box::new(PromiseAndAct {
                 request: promise_request(engine, &p.promise())?,
-                hold: request_id(p.hold()),
-                ttl_ms: p.ttl_ms(),
+                id: request_id(p.hold()),
+                act: Act::Hold { ttl_ms: p.ttl_ms() },
+            })));
+        }
+        Op::RouteOrder => {
+            let r = request
+                .op_as_route_order()
+                .ok_or_else(|| malformed("route-order body"))?;
+            return Ok(Operation::PromiseAndAct(Box::new(PromiseAndAct {
+                request: promise_request(engine, &r.promise())?,
+                id: request_id(r.order()),
+                act: Act::Route,
             })));
         }
         Op::Atp => {

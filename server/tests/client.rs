@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use promised_client::{
-    AdjustReason, Answer, Client, ClientConfig, ClientError, ErrorCode, Hold, HoldChange, HoldLine,
+    AdjustReason, Answer, Binding, Client, ClientConfig, ClientError, ErrorCode, Hold, HoldChange, HoldLine,
     HoldOutcome, HoldState, LineQuantity, NodeSpec, Op, PromiseCart, RefusalReason, RequestId, Role,
     ServiceLevel, Shortfall, TlsConfig,
 };
@@ -361,6 +361,68 @@ fn promises_over_the_wire() {
         cart.zone = 1;
         cart.levels = vec![ServiceLevel::Pickup];
         let e = client.promise(cart).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidOption), "{e}");
+    });
+}
+
+#[test]
+fn route_orders_over_the_wire_allocate_and_fill_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    runtime().block_on(async {
+        let client = Client::connect(ClientConfig::new(&server.addr)).await.unwrap();
+        // One DC working every day, no cut-off, room for one order a day.
+        let mut n = NodeSpec::new("DC");
+        (n.weekdays, n.cutoff_minute, n.capacity_orders) = (0b111_1111, 1440, 1);
+        client.upsert_node(n).await.unwrap();
+        client.upsert_sku("SKU-1", 0).await.unwrap();
+        client.upsert_zone(1, 0.0, 0.5).await.unwrap();
+        client.set_on_hand("DC", 1, &[("SKU-1", 10)]).await.unwrap();
+        let mut cart = PromiseCart::new(&[("SKU-1", 2)], 1);
+        cart.levels = vec![ServiceLevel::Ground];
+        let first = RequestId::random();
+        let (promise, routed) = client.route_order(cart.clone(), first).await.unwrap();
+        let plan = promise.unwrap().plan.unwrap();
+        assert_eq!(
+            (plan.packages[0].ship_day, plan.delivery_day),
+            (today(), today() + 1)
+        );
+        let g = match routed {
+            Some(HoldOutcome::Granted(g)) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((g.hold, g.lines[0].granted, g.repeated), (first, 2, false));
+        // An allocation at once: no commit, ATP down.
+        assert_eq!(client.atp("SKU-1", "DC", None).await.unwrap(), 8);
+        let (no_promise, again) = client.route_order(cart.clone(), first).await.unwrap();
+        assert!(matches!(again, Some(HoldOutcome::Granted(g)) if g.repeated));
+        assert_eq!(no_promise, None, "a retry is the first order's answer");
+        // Today's one order is taken: the next promise and order ship tomorrow.
+        let levels = client.promise(cart.clone()).await.unwrap();
+        let next = levels[0].plan.clone().unwrap();
+        assert_eq!(
+            (next.packages[0].ship_day, next.binding),
+            (today() + 1, Binding::Capacity)
+        );
+        let second = RequestId::random();
+        let (promise, _) = client.route_order(cart.clone(), second).await.unwrap();
+        assert_eq!(promise.unwrap().plan.unwrap().packages[0].ship_day, today() + 1);
+        // Cancelling the first order gives today back.
+        assert_eq!(
+            client.cancel_allocation(first).await.unwrap(),
+            HoldChange::Changed {
+                state: HoldState::Cancelled,
+                repeated: false
+            }
+        );
+        let levels = client.promise(cart.clone()).await.unwrap();
+        assert_eq!(levels[0].plan.as_ref().unwrap().packages[0].ship_day, today());
+        assert_eq!(client.atp("SKU-1", "DC", None).await.unwrap(), 8);
+        // One plan: one level.
+        let e = client
+            .route_order(PromiseCart::new(&[("SKU-1", 1)], 1), RequestId::random())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::InvalidOption), "{e}");
     });
 }

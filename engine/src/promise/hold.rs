@@ -1,11 +1,13 @@
-//! Promise-and-hold: promise a cart at one service level, then hold exactly the plan (each line
-//! at its package's node, needed on the package's ship day so that future supply counts).
+//! Promise-and-hold and route order: promise a cart at one service level, then hold (or
+//! allocate, taking node capacity) exactly the plan: each line at its package's node, needed on
+//! the package's ship day so that future supply counts.
 //!
 //! The promise is a read; the hold is an ordinary all-or-nothing `Hold` command, so it is logged,
 //! replayed and deduplicated like any other. If stock moved between the two, the hold is refused
 //! line by line (`HoldRefused`) and nothing changes: the checkout re-promises. A retry with the
 //! same hold id returns the first answer, whatever the stock does meanwhile.
 
+use crate::capacity::ShipSlot;
 use crate::command::{Command, HoldLineRequest, NodeChoice};
 use crate::error::EngineError;
 use crate::hold::Hold;
@@ -14,15 +16,40 @@ use crate::ledger::Engine;
 
 use super::{LevelPromise, PromiseRequest};
 
-/// A promise and the command that holds its plan.
+/// A promise and the command that holds (or routes) its plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HoldPlan {
     /// `None` on a retry of a hold already placed: the answer is the first hold's, and a promise
     /// worked out now (against the stock that hold took) would contradict it.
     pub promise: Option<LevelPromise>,
-    /// The `Hold` to apply; `None` when nothing can be promised. For a hold id already used, the
-    /// first hold's lines (the engine answers it with the first answer).
+    /// The `Hold` or `RouteOrder` to apply; `None` when nothing can be promised. For an id
+    /// already used, the first command's lines (the engine answers it with the first answer).
     pub command: Option<Command>,
+}
+
+/// What to do with a promised plan.
+#[derive(Copy, Clone)]
+enum Act {
+    Hold { ttl_ms: u64 },
+    Route,
+}
+
+impl Act {
+    fn command(self, id: RequestId, lines: Vec<HoldLineRequest>, packages: Vec<ShipSlot>) -> Command {
+        match self {
+            Self::Hold { ttl_ms } => Command::Hold {
+                hold: id,
+                lines,
+                ttl_ms,
+                partial: false,
+            },
+            Self::Route => Command::RouteOrder {
+                order: id,
+                lines,
+                packages,
+            },
+        }
+    }
 }
 
 impl Engine {
@@ -35,18 +62,42 @@ impl Engine {
         hold: RequestId,
         ttl_ms: u64,
     ) -> Result<HoldPlan, EngineError> {
+        self.plan(now, request, hold, Act::Hold { ttl_ms })
+    }
+
+    /// Promises `request` (exactly one level) and builds the route order of its plan under
+    /// `order`: every line allocated at its package's node, and each package's node capacity
+    /// taken on its ship day. Apply `command` (through the durable engine) to route it.
+    pub fn plan_route(
+        &self,
+        now: Timestamp,
+        request: &PromiseRequest,
+        order: RequestId,
+    ) -> Result<HoldPlan, EngineError> {
+        self.plan(now, request, order, Act::Route)
+    }
+
+    fn plan(
+        &self,
+        now: Timestamp,
+        request: &PromiseRequest,
+        id: RequestId,
+        act: Act,
+    ) -> Result<HoldPlan, EngineError> {
         if request.levels.len() != 1 {
             return Err(EngineError::InvalidOption {
                 what: format!(
-                    "promise-and-hold holds one plan: ask one service level, not {}",
+                    "promise-and-hold and route order act on one plan: ask one service level, not {}",
                     request.levels.len()
                 ),
             });
         }
-        if let Some(first) = self.hold(hold) {
+        if let Some(first) = self.hold(id) {
+            // The engine answers a known id before it looks at the lines: with the first
+            // answer, or with an error if the id placed the other kind of command.
             return Ok(HoldPlan {
                 promise: None,
-                command: Some(repeat_of(&first)),
+                command: Some(repeat_of(&first, act)),
             });
         }
         let promise = self.promise(now, request)?.remove(0);
@@ -73,12 +124,15 @@ impl Engine {
                 .collect();
             // In the cart's order, so refusals name the cart's lines.
             lines.sort_by_key(|l| l.0);
-            Command::Hold {
-                hold,
-                lines: lines.into_iter().map(|l| l.1).collect(),
-                ttl_ms,
-                partial: false,
-            }
+            let packages = plan
+                .packages
+                .iter()
+                .map(|p| ShipSlot {
+                    node: p.node,
+                    day: p.ship_day,
+                })
+                .collect();
+            act.command(id, lines.into_iter().map(|l| l.1).collect(), packages)
         });
         Ok(HoldPlan {
             promise: Some(promise),
@@ -87,23 +141,19 @@ impl Engine {
     }
 }
 
-/// A `Hold` command with the id and lines of a hold already placed.
-fn repeat_of(first: &Hold) -> Command {
-    Command::Hold {
-        hold: first.id,
-        lines: first
-            .lines
-            .iter()
-            .map(|l| HoldLineRequest {
-                sku: l.sku,
-                node: NodeChoice::Node(l.node),
-                quantity: Quantity::new(i64::from(l.requested.max(1))).expect("a held quantity is valid"),
-                // The engine answers a known hold id with its first answer before looking at
-                // the lines; today passes the date check however long ago the hold was placed.
-                need_day: None,
-            })
-            .collect(),
-        ttl_ms: first.expires_at.0.saturating_sub(first.placed_at.0).max(1),
-        partial: first.partial,
-    }
+/// `act` under the id of a hold or routed order already placed, with its lines.
+fn repeat_of(first: &Hold, act: Act) -> Command {
+    let lines = first
+        .lines
+        .iter()
+        .map(|l| HoldLineRequest {
+            sku: l.sku,
+            node: NodeChoice::Node(l.node),
+            quantity: Quantity::new(i64::from(l.requested.max(1))).expect("a held quantity is valid"),
+            // Today passes the date check however long ago the first was placed.
+            need_day: None,
+        })
+        .collect();
+    let packages = first.routed.as_deref().unwrap_or_default().to_vec();
+    act.command(first.id, lines, packages)
 }

@@ -16,7 +16,7 @@ use crate::ledger::Engine;
 use crate::limits::LISTING_PAIRS_MAX;
 use crate::network::{Network, NodeStatus, ServiceLevel};
 
-use super::{Binding, Destination, NoCapacityUsed, ShipDay, ship_day};
+use super::{Binding, CapacityUse, Destination, ShipDay, ship_day};
 
 /// One (SKU, destination) pair of a listing page.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,10 +98,15 @@ impl Engine {
             .zip(points.par_chunks(CHUNK))
             .map(|(pairs, points)| {
                 let mut caches = Caches::new();
+                // Per chunk, on the thread that runs it: the chunk does not fork again, so no
+                // thread ever waits for a second read of the book while holding one.
+                let capacity = self.capacity.read();
+                let mut ask =
+                    |pair, point| self.earliest(&network, now, pair, point, level, &*capacity, &mut caches);
                 pairs
                     .iter()
                     .zip(points)
-                    .map(|(pair, &point)| self.earliest(&network, now, pair, point, level, &mut caches))
+                    .map(|(pair, &point)| ask(pair, point))
                     .collect()
             })
             .collect();
@@ -112,6 +117,7 @@ impl Engine {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn earliest(
         &self,
         network: &Network,
@@ -119,6 +125,7 @@ impl Engine {
         pair: &ListingPair,
         point: Option<(f32, f32)>,
         level: ServiceLevel,
+        capacity: &dyn CapacityUse,
         caches: &mut Caches,
     ) -> Result<Option<Earliest>, EngineError> {
         let today = now.day();
@@ -163,7 +170,7 @@ impl Engine {
                     + super::scaled(lane.cost_per_unit_cents, spec.cost_factor_milli);
                 Some((u32::from(lane.transit_days), cost))
             };
-            let ship_of = |ready| ship_day(node, spec, now, ready, 1, &NoCapacityUsed);
+            let ship_of = |ready| ship_day(node, spec, now, ready, 1, capacity);
             let (lane, ship) = if dense && ready == today {
                 *caches.dense[node.index()].get_or_insert_with(|| (lane_of(), ship_of(today)))
             } else {

@@ -155,13 +155,16 @@ struct Supply {
 }
 
 impl Engine {
-    /// Promises `request` at time `now`, one answer per service level asked, in order. Reads only.
+    /// Promises `request` at time `now`, one answer per service level asked, in order, against
+    /// the node capacity routed orders have used. Reads only.
     pub fn promise(
         &self,
         now: Timestamp,
         request: &PromiseRequest,
     ) -> Result<Vec<LevelPromise>, EngineError> {
-        self.promise_with(now, request, &NoCapacityUsed)
+        // One read of the book for the whole promise: route orders wait at most for it.
+        let capacity = self.capacity.read();
+        self.promise_with(now, request, &*capacity)
     }
 
     /// [`Engine::promise`] with the capacity already used per node and day.

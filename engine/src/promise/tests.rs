@@ -583,14 +583,16 @@ fn zones_and_lanes_survive_a_snapshot() {
 /// SKUs with stock and inbound lots; explicit lanes for some nodes; and a cart.
 #[derive(Clone, Debug)]
 struct Case {
-    nodes: Vec<(u8, u16, u8, u32, bool, f32)>, // weekdays, cutoff, processing, unit capacity, hazmat, lat
-    skus: Vec<bool>,                           // requires hazmat
-    stock: Vec<(usize, usize, u32, u32, u8)>,  // sku, node, on hand, inbound, arrives in days
-    lanes: Vec<(usize, u8, u8, u32, u32)>,     // node, level, transit, package, unit
+    nodes: Vec<(u8, u16, u8, u32, bool, f32, u32)>, // weekdays, cutoff, processing, unit capacity, hazmat, lat, order capacity
+    skus: Vec<bool>,                                // requires hazmat
+    stock: Vec<(usize, usize, u32, u32, u8)>,       // sku, node, on hand, inbound, arrives in days
+    lanes: Vec<(usize, u8, u8, u32, u32)>,          // node, level, transit, package, unit
     /// Per SKU: in the cart with this quantity, or not.
     cart: Vec<Option<u32>>,
     hour: u64,
     max_packages: u8,
+    /// Orders routed before the cart (SKU, quantity): they use stock and node capacity.
+    routed: Vec<(usize, u32)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -604,6 +606,7 @@ fn case() -> impl Strategy<Value = Case> {
                     prop_oneof![Just(0u32), Just(3), Just(10)],
                     proptest::bool::weighted(0.2),
                     -3.0f32..3.0,
+                    prop_oneof![Just(0u32), Just(1), Just(2)],
                 ),
                 n_nodes,
             ),
@@ -616,16 +619,20 @@ fn case() -> impl Strategy<Value = Case> {
             proptest::collection::vec(proptest::option::weighted(0.8, 1u32..4), n_skus),
             0u64..24,
             1u8..=3,
+            proptest::collection::vec((0..n_skus, 1u32..3), 0..4),
         )
-            .prop_map(|(nodes, skus, stock, lanes, cart, hour, max_packages)| Case {
-                nodes,
-                skus,
-                stock,
-                lanes,
-                cart,
-                hour,
-                max_packages,
-            })
+            .prop_map(
+                |(nodes, skus, stock, lanes, cart, hour, max_packages, routed)| Case {
+                    nodes,
+                    skus,
+                    stock,
+                    lanes,
+                    cart,
+                    hour,
+                    max_packages,
+                    routed,
+                },
+            )
     })
 }
 
@@ -635,21 +642,23 @@ fn build(case: &Case) -> (World, Vec<NodeId>, Vec<SkuId>) {
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, &(weekdays, cutoff, processing, units, hazmat, lat))| {
-            let mut spec = dc(&format!("N{i}"));
-            spec.calendar.weekdays = weekdays;
-            spec.cutoff_minute = cutoff;
-            spec.processing_days = processing;
-            spec.capacity = DailyCapacity { orders: 0, units };
-            spec.capabilities = if hazmat {
-                Capabilities::HAZMAT
-            } else {
-                Capabilities::default()
-            };
-            spec.location.lat = lat;
-            spec.cost_factor_milli = 800 + 100 * i as u32;
-            w.node(spec)
-        })
+        .map(
+            |(i, &(weekdays, cutoff, processing, units, hazmat, lat, orders))| {
+                let mut spec = dc(&format!("N{i}"));
+                spec.calendar.weekdays = weekdays;
+                spec.cutoff_minute = cutoff;
+                spec.processing_days = processing;
+                spec.capacity = DailyCapacity { orders, units };
+                spec.capabilities = if hazmat {
+                    Capabilities::HAZMAT
+                } else {
+                    Capabilities::default()
+                };
+                spec.location.lat = lat;
+                spec.cost_factor_milli = 800 + 100 * i as u32;
+                w.node(spec)
+            },
+        )
         .collect();
     let skus: Vec<SkuId> = case
         .skus
@@ -683,6 +692,23 @@ fn build(case: &Case) -> (World, Vec<NodeId>, Vec<SkuId>) {
             unit,
         );
     }
+    for (i, &(s, q)) in case.routed.iter().enumerate() {
+        let r = request(
+            &[(skus[s], q)],
+            &[ServiceLevel::Ground],
+            PromiseOptions::default(),
+        );
+        let plan = w
+            .engine
+            .plan_route(w.now, &r, RequestId(7_000 + i as u128))
+            .unwrap();
+        if let Some(command) = plan.command {
+            assert!(matches!(
+                w.apply(command),
+                Outcome::Route(crate::command::HoldOutcome::Granted { .. })
+            ));
+        }
+    }
     (w, nodes, skus)
 }
 
@@ -697,6 +723,7 @@ fn brute_force(
 ) -> Option<(u32, u64)> {
     let network = w.engine.network();
     let today = w.now.day();
+    let capacity = w.engine.capacity.read();
     // For each (line, node): the first day with the units promisable, or None.
     let ready = |sku: SkuId, node: NodeId, q: u32| -> Option<Day> {
         let spec = network.node(node)?;
@@ -736,7 +763,7 @@ fn brute_force(
             let spec = network.node(node).unwrap();
             let shipped = days.and_then(|d| {
                 let r = d.into_iter().max().unwrap();
-                ship_day(node, spec, w.now, r, units, &NoCapacityUsed)
+                ship_day(node, spec, w.now, r, units, &*capacity)
             });
             let l = lane(&network, node, &dest, point, level, &mut Distances::default());
             match (shipped, l, key.as_mut()) {
@@ -772,7 +799,7 @@ proptest! {
         }
         let options = PromiseOptions { max_packages: case.max_packages, ..PromiseOptions::default() };
         let levels = lanes::SHIPPING;
-        let answers = w.promise(&lines, &levels, options);
+        let answers = w.promise(&lines, &levels, options.clone());
         for (answer, level) in answers.iter().zip(levels) {
             let expected = brute_force(&w, &nodes, &lines, level, usize::from(case.max_packages));
             let got = answer.plan.as_ref().map(|p| (p.delivery.0, p.cost_cents));
@@ -819,5 +846,15 @@ proptest! {
                 }
             }
         }
+        // The engine's own checks agree the plan is feasible: routing it succeeds.
+        let r = request(&lines, &[levels[0]], options);
+        let plan = w.engine.plan_route(w.now, &r, RequestId(9_999)).unwrap();
+        if let Some(command) = plan.command {
+            let routed = w.engine.apply(w.now, &command).unwrap();
+            prop_assert!(matches!(routed, Outcome::Route(crate::command::HoldOutcome::Granted { .. })), "{:?}", routed);
+            w.engine.check_invariants().map_err(TestCaseError::fail)?;
+        }
     }
 }
+
+mod route;

@@ -37,6 +37,11 @@ pub fn node_spec(i: u32, status: NodeStatus, caps: u32) -> NodeSpec {
     let mut spec = NodeSpec::open(format!("N{i}"));
     spec.status = status;
     spec.capabilities = Capabilities(caps);
+    // Small enough that route orders fill a day (even nodes: one unit a day).
+    spec.capacity = promised_engine::network::DailyCapacity {
+        orders: 1 + i % 2,
+        units: 1 + 7 * (i % 2),
+    };
     spec
 }
 

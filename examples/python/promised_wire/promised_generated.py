@@ -75,6 +75,7 @@ class Operation(object):
     Promise = 27
     PromiseAndHold = 28
     ListingPromise = 29
+    RouteOrder = 30
 
 
 # Stable codes: never renumbered, only appended. The engine's codes (100-299) are the same
@@ -129,6 +130,8 @@ class RefusalReason(object):
     NotStocked = 2
     MissingCapability = 3
     HoldExpired = 4
+    # The node's capacity on the package's ship day is used up (route order).
+    CapacityFull = 5
 
 
 class HoldState(object):
@@ -2630,6 +2633,70 @@ def PromiseAndHoldEnd(builder):
 
 
 
+# Promise one service level and route its plan at once: allocate every line at its package's
+# node (a committed order, all or nothing, idempotent by `order`) and take one order and the
+# package's units from each node's capacity on its ship day. Cancelling the allocation
+# (`CancelAllocation` with `hold` = `order`) gives back the capacity of unshipped packages. If
+# stock or capacity moved since the plan was made, it is refused line by line and nothing
+# changes. Answered with `PromiseHeld`.
+class RouteOrder(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = RouteOrder()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsRouteOrder(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def RouteOrderBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # RouteOrder
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Exactly one level in `promise.levels`.
+    # RouteOrder
+    def Promise(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = Promise()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Also the allocation's id.
+    # RouteOrder
+    def Order(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            x = o + self._tab.Pos
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def RouteOrderStart(builder):
+    builder.StartObject(2)
+
+def RouteOrderAddPromise(builder, promise):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(promise), 0)
+
+def RouteOrderAddOrder(builder, order):
+    builder.PrependStructSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(order), 0)
+
+def RouteOrderEnd(builder):
+    return builder.EndObject()
+
+
+
 # Ask for `LowStock` events when the ATP of a watched position falls to `threshold` or below.
 # Empty `skus` or `nodes` means all.
 class Subscribe(object):
@@ -4877,7 +4944,9 @@ def ListingValueEnd(builder):
 
 # The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
 # stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
-# `promise` is absent on a retry: the first hold's answer stands.
+# `promise` is absent on a retry: the first hold's answer stands. Also the answer to
+# `RouteOrder`: `granted` is then the allocation, its `expires_at_ms` the time it was routed
+# (an allocation does not expire).
 class PromiseHeld(object):
     __slots__ = ['_tab']
 

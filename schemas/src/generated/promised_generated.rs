@@ -473,10 +473,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ServiceLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 29;
+pub const ENUM_MAX_OPERATION: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
   Operation::NONE,
   Operation::Hold,
   Operation::Commit,
@@ -507,6 +507,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
   Operation::Promise,
   Operation::PromiseAndHold,
   Operation::ListingPromise,
+  Operation::RouteOrder,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -544,9 +545,10 @@ impl Operation {
   pub const Promise: Self = Self(27);
   pub const PromiseAndHold: Self = Self(28);
   pub const ListingPromise: Self = Self(29);
+  pub const RouteOrder: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hold,
@@ -578,6 +580,7 @@ impl Operation {
     Self::Promise,
     Self::PromiseAndHold,
     Self::ListingPromise,
+    Self::RouteOrder,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -612,6 +615,7 @@ impl Operation {
       Self::Promise => Some("Promise"),
       Self::PromiseAndHold => Some("PromiseAndHold"),
       Self::ListingPromise => Some("ListingPromise"),
+      Self::RouteOrder => Some("RouteOrder"),
       _ => None,
     }
   }
@@ -901,15 +905,16 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REFUSAL_REASON: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REFUSAL_REASON: u8 = 4;
+pub const ENUM_MAX_REFUSAL_REASON: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REFUSAL_REASON: [RefusalReason; 5] = [
+pub const ENUM_VALUES_REFUSAL_REASON: [RefusalReason; 6] = [
   RefusalReason::InsufficientAtp,
   RefusalReason::NodeNotOpen,
   RefusalReason::NotStocked,
   RefusalReason::MissingCapability,
   RefusalReason::HoldExpired,
+  RefusalReason::CapacityFull,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -922,15 +927,18 @@ impl RefusalReason {
   pub const NotStocked: Self = Self(2);
   pub const MissingCapability: Self = Self(3);
   pub const HoldExpired: Self = Self(4);
+  /// The node's capacity on the package's ship day is used up (route order).
+  pub const CapacityFull: Self = Self(5);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 5;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::InsufficientAtp,
     Self::NodeNotOpen,
     Self::NotStocked,
     Self::MissingCapability,
     Self::HoldExpired,
+    Self::CapacityFull,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -940,6 +948,7 @@ impl RefusalReason {
       Self::NotStocked => Some("NotStocked"),
       Self::MissingCapability => Some("MissingCapability"),
       Self::HoldExpired => Some("HoldExpired"),
+      Self::CapacityFull => Some("CapacityFull"),
       _ => None,
     }
   }
@@ -6326,6 +6335,129 @@ impl ::core::fmt::Debug for PromiseAndHold<'_> {
       ds.finish()
   }
 }
+pub enum RouteOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Promise one service level and route its plan at once: allocate every line at its package's
+/// node (a committed order, all or nothing, idempotent by `order`) and take one order and the
+/// package's units from each node's capacity on its ship day. Cancelling the allocation
+/// (`CancelAllocation` with `hold` = `order`) gives back the capacity of unshipped packages. If
+/// stock or capacity moved since the plan was made, it is refused line by line and nothing
+/// changes. Answered with `PromiseHeld`.
+pub struct RouteOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RouteOrder<'a> {
+  type Inner = RouteOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RouteOrder<'a> {
+  pub const VT_PROMISE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ORDER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RouteOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RouteOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RouteOrder<'bldr>> {
+    let mut builder = RouteOrderBuilder::new(_fbb);
+    if let Some(x) = args.order { builder.add_order(x); }
+    if let Some(x) = args.promise { builder.add_promise(x); }
+    builder.finish()
+  }
+
+
+  /// Exactly one level in `promise.levels`.
+  #[inline]
+  pub fn promise(&self) -> Promise<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Promise>>(RouteOrder::VT_PROMISE, None).unwrap()}
+  }
+  /// Also the allocation's id.
+  #[inline]
+  pub fn order(&self) -> &'a RequestId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestId>(RouteOrder::VT_ORDER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RouteOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Promise>>("promise", Self::VT_PROMISE, true)?
+     .visit_field::<RequestId>("order", Self::VT_ORDER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RouteOrderArgs<'a> {
+    pub promise: Option<::flatbuffers::WIPOffset<Promise<'a>>>,
+    pub order: Option<&'a RequestId>,
+}
+impl<'a> Default for RouteOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RouteOrderArgs {
+      promise: None, // required field
+      order: None, // required field
+    }
+  }
+}
+
+pub struct RouteOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RouteOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_promise(&mut self, promise: ::flatbuffers::WIPOffset<Promise<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Promise>>(RouteOrder::VT_PROMISE, promise);
+  }
+  #[inline]
+  pub fn add_order(&mut self, order: &RequestId) {
+    self.fbb_.push_slot_always::<&RequestId>(RouteOrder::VT_ORDER, order);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RouteOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RouteOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RouteOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RouteOrder::VT_PROMISE,"promise");
+    self.fbb_.required(o, RouteOrder::VT_ORDER,"order");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RouteOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RouteOrder");
+      ds.field("promise", &self.promise());
+      ds.field("order", &self.order());
+      ds.finish()
+  }
+}
 pub enum SubscribeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7225,6 +7357,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_route_order(&self) -> Option<RouteOrder<'a>> {
+    if self.op_type() == Operation::RouteOrder {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RouteOrder::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7264,6 +7410,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Operation::Promise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Promise>>("Operation::Promise", pos),
           Operation::PromiseAndHold => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseAndHold>>("Operation::PromiseAndHold", pos),
           Operation::ListingPromise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListingPromise>>("Operation::ListingPromise", pos),
+          Operation::RouteOrder => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RouteOrder>>("Operation::RouteOrder", pos),
           _ => Ok(()),
         }
      })?
@@ -7517,6 +7664,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Operation::ListingPromise => {
           if let Some(x) = self.op_as_listing_promise() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RouteOrder => {
+          if let Some(x) = self.op_as_route_order() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11293,7 +11447,9 @@ pub enum PromiseHeldOffset {}
 
 /// The plan, and the hold placed for it (`granted`; `repeated` on a retry) or refused because
 /// stock moved (`refused`); neither when the level cannot be promised (see `promise.unserved`).
-/// `promise` is absent on a retry: the first hold's answer stands.
+/// `promise` is absent on a retry: the first hold's answer stands. Also the answer to
+/// `RouteOrder`: `granted` is then the allocation, its `expires_at_ms` the time it was routed
+/// (an allocation does not expire).
 pub struct PromiseHeld<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

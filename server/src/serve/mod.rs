@@ -41,7 +41,7 @@ use promised::config::{ConfigFile, fsync_policy};
 use promised::events::{Changes, EventHub, Watch};
 use promised::metrics::Metrics;
 use promised::reply;
-use promised::wire::{Operation, WireError, decode};
+use promised::wire::{Act, Operation, PromiseAndAct, WireError, decode};
 
 mod replies;
 use replies::{Replies, Served};
@@ -237,7 +237,8 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::UpsertSku
         | O::UpsertZone
         | O::UpsertLane
-        | O::PromiseAndHold => wire::Role::Write,
+        | O::PromiseAndHold
+        | O::RouteOrder => wire::Role::Write,
         // Unknown to this build: any role may hear that it is unknown.
         _ => wire::Role::Read,
     }
@@ -880,7 +881,7 @@ fn answer<'a>(
         Ok(Operation::Control(wire::Operation::Subscribe | wire::Operation::Unsubscribe)) => {
             (subscription(shared, sess, tx, b, request), None)
         }
-        Ok(Operation::PromiseAndHold(p)) => match engine.plan_hold(now, &p.request, p.hold, p.ttl_ms) {
+        Ok(Operation::PromiseAndAct(p)) => match plan_act(engine, now, &p) {
             Err(e) => (error(b, &e.into()), None),
             Ok(plan) => match &plan.command {
                 None => (reply::promise_held(b, engine, plan.promise.as_ref(), None), None),
@@ -894,7 +895,10 @@ fn answer<'a>(
                     }
                     Ok(submitted) => {
                         let reply = match &submitted.result {
-                            Ok(outcome @ promised_engine::Outcome::Hold(held)) => {
+                            Ok(
+                                outcome @ (promised_engine::Outcome::Hold(held)
+                                | promised_engine::Outcome::Route(held)),
+                            ) => {
                                 shared.events.publish(engine, command, outcome, now);
                                 reply::promise_held(b, engine, plan.promise.as_ref(), Some(held))
                             }
@@ -933,6 +937,18 @@ fn answer<'a>(
 }
 
 /// `Subscribe` replaces the connection's subscription; `Unsubscribe` ends it.
+/// Promises and builds the hold or route order of the plan (see `Engine::plan_hold`).
+fn plan_act(
+    engine: &promised_engine::Engine,
+    now: Timestamp,
+    p: &PromiseAndAct,
+) -> Result<promised_engine::promise::HoldPlan, promised_engine::EngineError> {
+    match p.act {
+        Act::Hold { ttl_ms } => engine.plan_hold(now, &p.request, p.id, ttl_ms),
+        Act::Route => engine.plan_route(now, &p.request, p.id),
+    }
+}
+
 fn subscription<'a>(
     shared: &Arc<Shared>,
     sess: &mut Session,
