@@ -7,7 +7,7 @@
 //! the holds before and after it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::ids::{NodeId, ZoneId};
 
@@ -164,8 +164,11 @@ impl NodeSpec {
 pub struct Network {
     nodes: Vec<NodeSpec>,
     by_name: HashMap<String, NodeId>,
-    zones: HashMap<ZoneId, ZoneSpec>,
-    lanes: HashMap<(NodeId, ZoneId, ServiceLevel), Lane>,
+    zones: HashMap<ZoneId, ZoneSpec, ahash::RandomState>,
+    lanes: HashMap<(NodeId, ZoneId, ServiceLevel), Lane, ahash::RandomState>,
+    /// Great-circle km from every node to each zone's centre, worked out on a zone's first
+    /// promise. A network value never changes, so neither do they: no locks, no invalidation.
+    zone_km: OnceLock<HashMap<ZoneId, OnceLock<Box<[f64]>>, ahash::RandomState>>,
 }
 
 /// What a node's settings must satisfy for promises to make sense of them.
@@ -240,7 +243,32 @@ impl Network {
     }
     /// The lane given for this node, zone and service level, if one was.
     pub fn lane(&self, node: NodeId, zone: ZoneId, level: ServiceLevel) -> Option<&Lane> {
+        if self.lanes.is_empty() {
+            return None;
+        }
         self.lanes.get(&(node, zone, level))
+    }
+
+    /// Great-circle km from each node (indexed by id) to `zone`'s centre; `None` for a zone
+    /// without a centre.
+    pub fn zone_distances(&self, zone: ZoneId) -> Option<&[f64]> {
+        let cells = self
+            .zone_km
+            .get_or_init(|| self.zones.keys().map(|&z| (z, OnceLock::new())).collect());
+        let (cell, centre) = (cells.get(&zone)?, self.zones.get(&zone)?);
+        Some(cell.get_or_init(|| {
+            self.nodes
+                .iter()
+                .map(|n| {
+                    crate::promise::lanes::haversine_km(
+                        n.location.lat,
+                        n.location.lon,
+                        centre.lat,
+                        centre.lon,
+                    )
+                })
+                .collect()
+        }))
     }
     pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
         self.lanes.values()
@@ -266,6 +294,7 @@ impl Network {
             by_name: self.by_name.clone(),
             zones: self.zones.clone(),
             lanes: self.lanes.clone(),
+            zone_km: OnceLock::new(),
         }
     }
 
@@ -276,6 +305,7 @@ impl Network {
             .into_iter()
             .map(|l| ((l.node, l.zone, l.level), l))
             .collect();
+        self.zone_km = OnceLock::new();
         self
     }
 

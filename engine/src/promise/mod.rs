@@ -17,8 +17,6 @@ mod listing;
 mod search;
 mod ship;
 
-use std::collections::HashSet;
-
 use crate::atp;
 use crate::error::EngineError;
 use crate::ids::{Day, NodeId, Quantity, SkuId, Timestamp, ZoneId};
@@ -190,11 +188,14 @@ impl Engine {
             now,
             capacity,
         };
-        Ok(request
-            .levels
-            .iter()
-            .map(|&level| promise_level(&ask, level, &mut distances))
-            .collect())
+        SHIP_MEMO.with_borrow_mut(|memo| {
+            memo.begin();
+            Ok(request
+                .levels
+                .iter()
+                .map(|&level| promise_level(&ask, level, &mut distances, memo))
+                .collect())
+        })
     }
 
     /// The capabilities a node needs to ship `sku`.
@@ -255,7 +256,7 @@ impl Engine {
 
 /// Great-circle distances from nodes to the destination, worked out once per request.
 #[derive(Default)]
-struct Distances(std::collections::HashMap<NodeId, f64>);
+struct Distances(std::collections::HashMap<NodeId, f64, ahash::RandomState>);
 
 /// Checks the request; returns the destination point, if there is one.
 fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, f32)>, EngineError> {
@@ -268,9 +269,9 @@ fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, 
             max: PROMISE_LINES_MAX,
         });
     }
-    let mut seen = HashSet::new();
+    // At most ten lines: comparing pairs beats hashing.
     for (i, l) in request.lines.iter().enumerate() {
-        if !seen.insert(l.sku) {
+        if request.lines[..i].iter().any(|o| o.sku == l.sku) {
             return Err(EngineError::DuplicateLine {
                 line_idx: i,
                 sku: l.sku,
@@ -282,7 +283,7 @@ fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, 
     if request.levels.is_empty() {
         return invalid("no service level asked");
     }
-    if request.levels.iter().collect::<HashSet<_>>().len() != request.levels.len() {
+    if (1..request.levels.len()).any(|i| request.levels[..i].contains(&request.levels[i])) {
         return invalid("a service level is asked twice");
     }
     let o = &request.options;
@@ -341,10 +342,14 @@ fn lane(
         return Some(lanes::lane_at_distance(node, dest.zone, 0.0, level));
     }
     let (lat, lon) = point?;
-    let km = *distances
-        .0
-        .entry(node)
-        .or_insert_with(|| lanes::haversine_km(spec.location.lat, spec.location.lon, lat, lon));
+    let km = match network.zone_distances(dest.zone) {
+        // The point is the zone's centre: every promise to the zone shares the distances.
+        Some(table) if dest.point.is_none() => table[node.index()],
+        _ => *distances
+            .0
+            .entry(node)
+            .or_insert_with(|| lanes::haversine_km(spec.location.lat, spec.location.lon, lat, lon)),
+    };
     Some(lanes::lane_at_distance(node, dest.zone, km, level))
 }
 
@@ -362,7 +367,16 @@ struct Ask<'a> {
     capacity: &'a dyn CapacityUse,
 }
 
-fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) -> LevelPromise {
+thread_local! {
+    static SHIP_MEMO: std::cell::RefCell<search::ShipMemo> = std::cell::RefCell::new(search::ShipMemo::new());
+}
+
+fn promise_level(
+    ask: &Ask<'_>,
+    level: ServiceLevel,
+    distances: &mut Distances,
+    memo: &mut search::ShipMemo,
+) -> LevelPromise {
     let Ask {
         network,
         request,
@@ -387,7 +401,7 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
         }
         (o.kinds.is_empty() || o.kinds.contains(&n.kind)) && (o.ship_from_store || n.kind != NodeKind::Store)
     };
-    let mut choices = Vec::with_capacity(request.lines.len());
+    let mut choices: Vec<search::LineChoices> = Vec::with_capacity(request.lines.len());
     let mut served = Vec::with_capacity(request.lines.len());
     let mut unserved = Vec::new();
     for (i, (line, supply)) in request.lines.iter().zip(supplies).enumerate() {
@@ -433,7 +447,7 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
             continue;
         }
         // Earliest alone first, then cheapest: good plans come first and cut the rest.
-        candidates.sort_by_key(|c| (c.solo, c.unit_cost + c.package_cost, c.node));
+        candidates.sort_unstable_by_key(|c| (c.solo, c.unit_cost + c.package_cost, c.node));
         choices.push(search::LineChoices { units, candidates });
         served.push(i);
     }
@@ -444,7 +458,8 @@ fn promise_level(ask: &Ask<'_>, level: ServiceLevel, distances: &mut Distances) 
             unserved,
         };
     }
-    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship) else {
+    search::drop_dominated(&mut choices);
+    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship, memo) else {
         // Every line ships alone, but not together: the package limit, or (with packages
         // enough for a line each) the capacity of the nodes they would share.
         let why = if usize::from(o.max_packages) < choices.len() {
