@@ -168,8 +168,11 @@ pub struct Network {
     lanes: HashMap<(NodeId, ZoneId, ServiceLevel), Lane, ahash::RandomState>,
     /// Great-circle km from every node to each zone's centre, worked out on a zone's first
     /// promise. A network value never changes, so neither do they: no locks, no invalidation.
-    zone_km: OnceLock<HashMap<ZoneId, OnceLock<Box<[f64]>>, ahash::RandomState>>,
+    zone_km: OnceLock<ZoneDistances>,
 }
+
+/// Per zone, km from each node (by id) to its centre, filled on first use.
+type ZoneDistances = HashMap<ZoneId, OnceLock<Box<[f64]>>, ahash::RandomState>;
 
 /// What a node's settings must satisfy for promises to make sense of them.
 pub fn check_node(spec: &NodeSpec) -> Result<(), crate::error::EngineError> {
