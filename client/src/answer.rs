@@ -136,6 +136,8 @@ pub struct PromisedPlan {
     pub cost_cents: u64,
     pub binding: Binding,
     pub packages: Vec<PromisedPackage>,
+    /// False when the server's search hit its work limit: feasible, not proven best.
+    pub exact: bool,
 }
 
 /// The answer for one level asked.
@@ -359,6 +361,7 @@ fn level_answer(l: &wire::LevelPromise<'_>) -> LevelAnswer {
             delivery_day: l.delivery_day(),
             cost_cents: l.cost_cents(),
             binding: l.binding(),
+            exact: l.exact(),
             packages: l
                 .packages()
                 .iter()

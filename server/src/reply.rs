@@ -242,6 +242,7 @@ fn level_promise<'a>(
             binding: wire::Binding(plan.map_or(0, |p| p.binding as u8)),
             packages: Some(packages),
             unserved: Some(unserved),
+            exact: plan.is_none_or(|p| p.exact),
         },
     )
 }

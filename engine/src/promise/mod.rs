@@ -98,6 +98,9 @@ pub struct Plan {
     pub packages: Vec<Package>,
     /// What decided the delivery date (the latest package's reason).
     pub binding: Binding,
+    /// False when the search hit its work limit (a cart built to defeat it): the best plan it
+    /// found, feasible but not proven the earliest and cheapest.
+    pub exact: bool,
 }
 
 /// Why a line cannot be promised at a level.
@@ -459,7 +462,8 @@ fn promise_level(
         };
     }
     search::drop_dominated(&mut choices);
-    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship, memo) else {
+    let budget = search::SEARCH_BUDGET;
+    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship, memo, budget) else {
         // Every line ships alone, but not together: the package limit, or (with packages
         // enough for a line each) the capacity of the nodes they would share.
         let why = if usize::from(o.max_packages) < choices.len() {
@@ -539,6 +543,7 @@ fn plan_of(
         cost_cents: best.key.1,
         binding: last.binding,
         packages,
+        exact: best.exact,
     }
 }
 

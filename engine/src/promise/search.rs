@@ -46,7 +46,15 @@ pub(crate) type Key = (u32, u64);
 pub(crate) struct Solution {
     pub key: Key,
     pub choice: Vec<usize>,
+    /// False when the search ran out of budget: the best plan found, not proven best.
+    pub exact: bool,
 }
+
+/// Branches one search may visit: tens of milliseconds on one core. Real carts need far fewer (10-line
+/// carts on `retail` visit about a thousand); a cart built to defeat the bounds (ten SKUs
+/// stocked at every one of hundreds of nodes) stops here with the best plan found so far,
+/// marked inexact, instead of holding a server thread for minutes.
+pub(crate) const SEARCH_BUDGET: u32 = 2_000_000;
 
 /// When a node ships a package: `(node, ready, units) -> ship day`.
 pub(crate) type ShipFn<'a> = dyn Fn(NodeId, Day, u32) -> Option<ShipDay> + 'a;
@@ -98,6 +106,8 @@ struct Search<'a, 'f> {
     choice: Vec<usize>,
     packages: Vec<Package>,
     memo: &'a mut ShipMemo,
+    /// Branches left to visit.
+    budget: u32,
 }
 
 /// Ship days already worked out in one promise: the same package shape recurs across branches,
@@ -150,19 +160,52 @@ impl Search<'_, '_> {
         self.memo.get(node, ready, units, self.ship)
     }
 
+    /// With every package open, each line still to place must join one of them: its bound
+    /// counts only those nodes (its earliest delivery alone and its cheapest units there), and
+    /// a line none of them has ends the branch. Cuts most of a big cart's branches at the depth
+    /// where the last package opens instead of lines later.
+    fn full_can_beat(&self, depth: usize, cost: u64) -> bool {
+        let mut date = self.packages.iter().map(|p| p.delivery).max().unwrap_or(0);
+        let mut cost = cost;
+        for &li in &self.order[depth..] {
+            let open = self.lines[li]
+                .candidates
+                .iter()
+                .filter(|c| self.packages.iter().any(|p| p.node == c.node));
+            let Some((solo, unit)) = open.fold(None, |acc: Option<(u32, u64)>, c| {
+                Some(acc.map_or((c.solo, c.unit_cost), |(s, u)| {
+                    (s.min(c.solo), u.min(c.unit_cost))
+                }))
+            }) else {
+                return false;
+            };
+            date = date.max(solo);
+            cost += unit;
+        }
+        self.better((date, cost))
+    }
+
     fn better(&self, key: Key) -> bool {
         self.best.as_ref().is_none_or(|b| key < b.key)
     }
 
     fn go(&mut self, depth: usize, cost: u64) {
+        if self.budget == 0 {
+            return;
+        }
+        self.budget -= 1;
         if depth == self.order.len() {
             let date = self.packages.iter().map(|p| p.delivery).max().unwrap_or(0);
             if self.better((date, cost)) {
                 self.best = Some(Solution {
                     key: (date, cost),
                     choice: self.choice.clone(),
+                    exact: true,
                 });
             }
+            return;
+        }
+        if self.packages.len() == self.max_packages && !self.full_can_beat(depth, cost) {
             return;
         }
         let li = self.order[depth];
@@ -271,6 +314,7 @@ pub(crate) fn search(
     max_packages: usize,
     ship: &ShipFn<'_>,
     memo: &mut ShipMemo,
+    budget: u32,
 ) -> Option<Solution> {
     if lines.is_empty() || lines.iter().any(|l| l.candidates.is_empty()) || max_packages == 0 {
         return None;
@@ -297,6 +341,7 @@ pub(crate) fn search(
         choice: vec![0; n],
         packages: Vec::with_capacity(max_packages.min(n)),
         memo,
+        budget,
     };
     // The fast path first: the best single node that has every line (one package).
     let first = &lines[0];
@@ -322,6 +367,7 @@ pub(crate) fn search(
             s.best = Some(Solution {
                 key: (day.day.0 + cand.transit, cost),
                 choice: choice.clone(),
+                exact: true,
             });
         }
     }
@@ -329,10 +375,18 @@ pub(crate) fn search(
         && let Some(choice) = greedy_cover(lines, max_packages)
         && let Some(key) = evaluate(lines, &choice, ship)
     {
-        s.best = Some(Solution { key, choice });
+        s.best = Some(Solution {
+            key,
+            choice,
+            exact: true,
+        });
     }
     s.go(0, 0);
-    s.best
+    let exhausted = s.budget == 0;
+    s.best.map(|b| Solution {
+        exact: !exhausted,
+        ..b
+    })
 }
 
 /// A first plan when no single node has every line: repeatedly the node that can ship the most
@@ -383,4 +437,66 @@ fn greedy_cover(lines: &[LineChoices], max_packages: usize) -> Option<Vec<usize>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promise::Binding;
+
+    /// `n_lines` lines that every one of `n_nodes` nodes can ship, at costs that make splits
+    /// tempting: the bounds cut little.
+    fn everywhere(n_lines: usize, n_nodes: u32) -> Vec<LineChoices> {
+        (0..n_lines)
+            .map(|li| LineChoices {
+                units: 1,
+                candidates: (0..n_nodes)
+                    .map(|n| Candidate {
+                        node: NodeId::from_raw(n),
+                        ready: Day(10),
+                        // Every line's cheapest node differs, and packages are free: the
+                        // best three nodes must be searched for.
+                        unit_cost: u64::from((n * 7919 + li as u32 * 104_729) % 1_000),
+                        package_cost: 0,
+                        transit: 0,
+                        solo: 10,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_budget_stops_a_search_built_to_defeat_the_bounds() {
+        let ship = |_: NodeId, ready: Day, _: u32| {
+            Some(ShipDay {
+                day: ready,
+                binding: Binding::Transit,
+            })
+        };
+        let mut memo = ShipMemo::new();
+        memo.begin();
+        let lines = everywhere(10, 40);
+        let cut = search(&lines, 3, &ship, &mut memo, 5_000).expect("the single-node plan at least");
+        assert!(!cut.exact);
+        // What it returns is a real plan with the key it claims.
+        assert_eq!(evaluate(&lines, &cut.choice, &ship), Some(cut.key));
+        // A small instance finishes within the budget and is exact, and no assignment beats it.
+        let small = everywhere(4, 5);
+        let best = search(&small, 3, &ship, &mut memo, SEARCH_BUDGET).unwrap();
+        assert!(best.exact);
+        let mut brute: Option<Key> = None;
+        for code in 0..5usize.pow(4) {
+            let choice: Vec<usize> = (0..4).map(|i| code / 5usize.pow(i) % 5).collect();
+            let mut nodes = choice.clone();
+            nodes.sort_unstable();
+            nodes.dedup();
+            if nodes.len() <= 3
+                && let Some(k) = evaluate(&small, &choice, &ship)
+            {
+                brute = Some(brute.map_or(k, |b: Key| b.min(k)));
+            }
+        }
+        assert_eq!(Some(best.key), brute);
+    }
 }

@@ -4715,8 +4715,17 @@ class LevelPromise(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
         return o == 0
 
+    # False when the search hit its work limit (a cart built to defeat it): the plan is
+    # feasible but not proven the earliest and cheapest.
+    # LevelPromise
+    def Exact(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return True
+
 def LevelPromiseStart(builder):
-    builder.StartObject(7)
+    builder.StartObject(8)
 
 def LevelPromiseAddLevel(builder, level):
     builder.PrependUint8Slot(0, level, 0)
@@ -4744,6 +4753,9 @@ def LevelPromiseAddUnserved(builder, unserved):
 
 def LevelPromiseStartUnservedVector(builder, numElems):
     return builder.StartVector(4, numElems, 4)
+
+def LevelPromiseAddExact(builder, exact):
+    builder.PrependBoolSlot(7, exact, 1)
 
 def LevelPromiseEnd(builder):
     return builder.EndObject()

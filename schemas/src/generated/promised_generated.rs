@@ -10925,6 +10925,7 @@ impl<'a> LevelPromise<'a> {
   pub const VT_BINDING: ::flatbuffers::VOffsetT = 12;
   pub const VT_PACKAGES: ::flatbuffers::VOffsetT = 14;
   pub const VT_UNSERVED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_EXACT: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10940,6 +10941,7 @@ impl<'a> LevelPromise<'a> {
     if let Some(x) = args.unserved { builder.add_unserved(x); }
     if let Some(x) = args.packages { builder.add_packages(x); }
     builder.add_delivery_day(args.delivery_day);
+    builder.add_exact(args.exact);
     builder.add_binding(args.binding);
     builder.add_planned(args.planned);
     builder.add_level(args.level);
@@ -10997,6 +10999,15 @@ impl<'a> LevelPromise<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UnservedLine>>>>(LevelPromise::VT_UNSERVED, None)}
   }
+  /// False when the search hit its work limit (a cart built to defeat it): the plan is
+  /// feasible but not proven the earliest and cheapest.
+  #[inline]
+  pub fn exact(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LevelPromise::VT_EXACT, Some(true)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LevelPromise<'_> {
@@ -11012,6 +11023,7 @@ impl ::flatbuffers::Verifiable for LevelPromise<'_> {
      .visit_field::<Binding>("binding", Self::VT_BINDING, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PackageValue>>>>("packages", Self::VT_PACKAGES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<UnservedLine>>>>("unserved", Self::VT_UNSERVED, false)?
+     .visit_field::<bool>("exact", Self::VT_EXACT, false)?
      .finish();
     Ok(())
   }
@@ -11024,6 +11036,7 @@ pub struct LevelPromiseArgs<'a> {
     pub binding: Binding,
     pub packages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PackageValue<'a>>>>>,
     pub unserved: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UnservedLine<'a>>>>>,
+    pub exact: bool,
 }
 impl<'a> Default for LevelPromiseArgs<'a> {
   #[inline]
@@ -11036,6 +11049,7 @@ impl<'a> Default for LevelPromiseArgs<'a> {
       binding: Binding::Transit,
       packages: None,
       unserved: None,
+      exact: true,
     }
   }
 }
@@ -11074,6 +11088,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LevelPromiseBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LevelPromise::VT_UNSERVED, unserved);
   }
   #[inline]
+  pub fn add_exact(&mut self, exact: bool) {
+    self.fbb_.push_slot::<bool>(LevelPromise::VT_EXACT, exact, true);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LevelPromiseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LevelPromiseBuilder {
@@ -11098,6 +11116,7 @@ impl ::core::fmt::Debug for LevelPromise<'_> {
       ds.field("binding", &self.binding());
       ds.field("packages", &self.packages());
       ds.field("unserved", &self.unserved());
+      ds.field("exact", &self.exact());
       ds.finish()
   }
 }
