@@ -164,7 +164,7 @@ impl Engine {
                     dest,
                     point,
                     level,
-                    &mut super::Distances::default(),
+                    &mut super::Distances::to(network, dest),
                 )?;
                 let cost = super::scaled(lane.cost_per_package_cents, spec.cost_factor_milli)
                     + super::scaled(lane.cost_per_unit_cents, spec.cost_factor_milli);

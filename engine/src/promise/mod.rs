@@ -182,7 +182,7 @@ impl Engine {
             .iter()
             .map(|l| self.supply(&network, l, now, capacity))
             .collect::<Result<_, _>>()?;
-        let mut distances = Distances::default();
+        let mut distances = Distances::to(&network, &request.destination);
         let ask = Ask {
             network: &network,
             request,
@@ -257,9 +257,26 @@ impl Engine {
     }
 }
 
-/// Great-circle distances from nodes to the destination, worked out once per request.
+/// Great-circle distances from nodes to the destination: the zone's shared table when the
+/// destination is the zone's centre, else worked out once per request and node.
 #[derive(Default)]
-struct Distances(std::collections::HashMap<NodeId, f64, ahash::RandomState>);
+struct Distances<'a> {
+    zone: Option<&'a [f64]>,
+    point: std::collections::HashMap<NodeId, f64, ahash::RandomState>,
+}
+
+impl<'a> Distances<'a> {
+    fn to(network: &'a Network, dest: &Destination) -> Self {
+        Self {
+            zone: dest
+                .point
+                .is_none()
+                .then(|| network.zone_distances(dest.zone))
+                .flatten(),
+            point: Default::default(),
+        }
+    }
+}
 
 /// Checks the request; returns the destination point, if there is one.
 fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, f32)>, EngineError> {
@@ -335,7 +352,7 @@ fn lane(
     dest: &Destination,
     point: Option<(f32, f32)>,
     level: ServiceLevel,
-    distances: &mut Distances,
+    distances: &mut Distances<'_>,
 ) -> Option<Lane> {
     if let Some(l) = network.lane(node, dest.zone, level) {
         return Some(*l);
@@ -345,11 +362,10 @@ fn lane(
         return Some(lanes::lane_at_distance(node, dest.zone, 0.0, level));
     }
     let (lat, lon) = point?;
-    let km = match network.zone_distances(dest.zone) {
-        // The point is the zone's centre: every promise to the zone shares the distances.
-        Some(table) if dest.point.is_none() => table[node.index()],
-        _ => *distances
-            .0
+    let km = match distances.zone {
+        Some(table) => table[node.index()],
+        None => *distances
+            .point
             .entry(node)
             .or_insert_with(|| lanes::haversine_km(spec.location.lat, spec.location.lon, lat, lon)),
     };
@@ -377,7 +393,7 @@ thread_local! {
 fn promise_level(
     ask: &Ask<'_>,
     level: ServiceLevel,
-    distances: &mut Distances,
+    distances: &mut Distances<'_>,
     memo: &mut search::ShipMemo,
 ) -> LevelPromise {
     let Ask {
@@ -461,9 +477,9 @@ fn promise_level(
             unserved,
         };
     }
-    search::drop_dominated(&mut choices);
-    let budget = search::SEARCH_BUDGET;
-    let Some(best) = search::search(&choices, usize::from(o.max_packages), &ship, memo, budget) else {
+    let uses = search::drop_dominated(&mut choices);
+    let (limit, budget) = (usize::from(o.max_packages), search::SEARCH_BUDGET);
+    let Some(best) = search::search(&choices, &uses, limit, &ship, memo, budget) else {
         // Every line ships alone, but not together: the package limit, or (with packages
         // enough for a line each) the capacity of the nodes they would share.
         let why = if usize::from(o.max_packages) < choices.len() {

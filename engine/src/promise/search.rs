@@ -276,11 +276,10 @@ impl Search<'_, '_> {
 /// 40 of 200 nodes, so most of a small cart's nodes are exclusive and the frontier is a few
 /// days long: the search space shrinks by orders of magnitude. Candidates must be sorted by
 /// (solo, cost) within each line.
-pub(crate) fn drop_dominated(lines: &mut [LineChoices]) {
-    if lines.len() < 2 {
-        // One line: the search tries each candidate once anyway.
-        return;
-    }
+///
+/// Returns how many lines each node (by index) can ship: a node every line has can ship the
+/// cart in one package.
+pub(crate) fn drop_dominated(lines: &mut [LineChoices]) -> Vec<u8> {
     // Lines per node, by node index (a few hundred bytes: cheaper than hashing).
     let n = lines
         .iter()
@@ -292,6 +291,10 @@ pub(crate) fn drop_dominated(lines: &mut [LineChoices]) {
         for c in &line.candidates {
             uses[c.node.index()] += 1;
         }
+    }
+    if lines.len() < 2 {
+        // One line: the search tries each candidate once anyway.
+        return uses;
     }
     for line in lines.iter_mut() {
         let mut cheapest = u64::MAX;
@@ -305,12 +308,14 @@ pub(crate) fn drop_dominated(lines: &mut [LineChoices]) {
             keep
         });
     }
+    uses
 }
 
 /// The earliest, then cheapest, plan with at most `max_packages` packages; `None` if there is
 /// none (a line without candidates, or no combination that can ship).
 pub(crate) fn search(
     lines: &[LineChoices],
+    uses: &[u8],
     max_packages: usize,
     ship: &ShipFn<'_>,
     memo: &mut ShipMemo,
@@ -347,6 +352,9 @@ pub(crate) fn search(
     let first = &lines[0];
     let mut choice = vec![0; n];
     for (ci, cand) in first.candidates.iter().enumerate() {
+        if usize::from(uses[cand.node.index()]) < lines.len() {
+            continue;
+        }
         choice[0] = ci;
         let mut units = first.units;
         let (mut ready, mut cost) = (cand.ready, cand.unit_cost + cand.package_cost);
@@ -477,13 +485,16 @@ mod tests {
         let mut memo = ShipMemo::new();
         memo.begin();
         let lines = everywhere(10, 40);
-        let cut = search(&lines, 3, &ship, &mut memo, 5_000).expect("the single-node plan at least");
+        let mut lines = lines;
+        let uses = drop_dominated(&mut lines);
+        let cut = search(&lines, &uses, 3, &ship, &mut memo, 5_000).expect("the single-node plan at least");
         assert!(!cut.exact);
         // What it returns is a real plan with the key it claims.
         assert_eq!(evaluate(&lines, &cut.choice, &ship), Some(cut.key));
         // A small instance finishes within the budget and is exact, and no assignment beats it.
-        let small = everywhere(4, 5);
-        let best = search(&small, 3, &ship, &mut memo, SEARCH_BUDGET).unwrap();
+        let mut small = everywhere(4, 5);
+        let uses = drop_dominated(&mut small);
+        let best = search(&small, &uses, 3, &ship, &mut memo, SEARCH_BUDGET).unwrap();
         assert!(best.exact);
         let mut brute: Option<Key> = None;
         for code in 0..5usize.pow(4) {
