@@ -54,7 +54,10 @@ pub struct PromiseOptions {
     pub ship_from_store: bool,
     /// Collection at this store (BOPIS): the `Pickup` level, from this node only.
     pub pickup_store: Option<NodeId>,
-    /// Promise the lines that can be served and report the others, instead of nothing.
+    /// Promise the lines that can be served and report the others, instead of nothing. When
+    /// they cannot all fit in `max_packages`, the lines a greedy cover's packages reach (most
+    /// lines per package first; not proven the largest set) are promised, the rest reported as
+    /// `Packages`.
     pub allow_partial: bool,
 }
 
@@ -453,7 +456,10 @@ fn promise_level(
             });
         }
         if candidates.is_empty() {
-            let why = if !capable {
+            let why = if supply.offers.is_empty() {
+                // No node has ever stocked it.
+                Shortfall::Stock
+            } else if !capable {
                 Shortfall::Capability
             } else if !stocked {
                 Shortfall::Stock
@@ -479,14 +485,32 @@ fn promise_level(
     }
     let uses = search::drop_dominated(&mut choices);
     let (limit, budget) = (usize::from(o.max_packages), search::SEARCH_BUDGET);
-    let Some(best) = search::search(&choices, &uses, limit, &ship, memo, budget) else {
-        // Every line ships alone, but not together: the package limit, or (with packages
-        // enough for a line each) the capacity of the nodes they would share.
-        let why = if usize::from(o.max_packages) < choices.len() {
-            Shortfall::Packages
-        } else {
-            Shortfall::Capacity
-        };
+    // Every line ships alone, but not together: the package limit, or (with packages enough
+    // for a line each) the capacity of the nodes they would share.
+    let why = if limit < choices.len() {
+        Shortfall::Packages
+    } else {
+        Shortfall::Capacity
+    };
+    let mut best = search::search(&choices, &uses, limit, &ship, memo, budget);
+    if best.is_none() && o.allow_partial && choices.len() > 1 {
+        // Promise the lines the greedy cover's packages reach; report the others.
+        let reached = search::greedy_cover(&choices, limit);
+        if reached.iter().any(Option::is_some) && reached.iter().any(Option::is_none) {
+            let keep = |i: &usize| reached[*i].is_some();
+            let left: Vec<usize> = (0..choices.len()).filter(|i| !keep(i)).collect();
+            unserved.extend(left.iter().map(|&i| (served[i], why)));
+            served = (0..served.len()).filter(keep).map(|i| served[i]).collect();
+            choices = (0..choices.len())
+                .filter(keep)
+                .map(|i| choices[i].clone())
+                .collect();
+            let uses = search::drop_dominated(&mut choices);
+            best = search::search(&choices, &uses, limit, &ship, memo, budget);
+            unserved.sort_unstable_by_key(|u| u.0);
+        }
+    }
+    let Some(best) = best else {
         unserved.extend(served.iter().map(|&i| (i, why)));
         unserved.sort_unstable_by_key(|u| u.0);
         return LevelPromise {

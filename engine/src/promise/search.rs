@@ -381,6 +381,8 @@ pub(crate) fn search(
     }
     if s.best.is_none()
         && let Some(choice) = greedy_cover(lines, max_packages)
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
         && let Some(key) = evaluate(lines, &choice, ship)
     {
         s.best = Some(Solution {
@@ -397,11 +399,11 @@ pub(crate) fn search(
     })
 }
 
-/// A first plan when no single node has every line: repeatedly the node that can ship the most
-/// lines still open (earliest, then cheapest, on a tie), until every line has a node. Not
-/// optimal; it only gives the search a bound to cut with from its first branch, where it would
-/// otherwise wander through plans with too many packages before it found one.
-fn greedy_cover(lines: &[LineChoices], max_packages: usize) -> Option<Vec<usize>> {
+/// Up to `max_packages` nodes, each the one that can ship the most lines still open (earliest,
+/// then cheapest, on a tie), and the candidate each line gets from them (`None`: no chosen node
+/// has it). Not optimal: it gives the search a first plan to cut with when no single node has
+/// every line, and a partial promise the lines to keep when not all fit in the packages.
+pub(crate) fn greedy_cover(lines: &[LineChoices], max_packages: usize) -> Vec<Option<usize>> {
     let mut choice: Vec<Option<usize>> = vec![None; lines.len()];
     for _ in 0..max_packages {
         // (lines covered, latest solo delivery among them, their cost) for each node.
@@ -434,17 +436,17 @@ fn greedy_cover(lines: &[LineChoices], max_packages: usize) -> Option<Vec<usize>
                 best = Some((node, n, date, cost));
             }
         }
-        let (node, ..) = best?;
+        let Some((node, ..)) = best else { break };
         for (li, line) in lines.iter().enumerate() {
             if choice[li].is_none() {
                 choice[li] = line.candidates.iter().position(|c| c.node == node);
             }
         }
         if choice.iter().all(Option::is_some) {
-            return choice.into_iter().collect();
+            break;
         }
     }
-    None
+    choice
 }
 
 #[cfg(test)]

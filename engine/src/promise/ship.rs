@@ -104,7 +104,12 @@ pub fn ship_day(
     }
     day = start;
     for _ in 0..node.processing_days {
-        day = first_working(calendar, day.plus(1), today)?;
+        let next = first_working(calendar, day.plus(1), today)?;
+        if next != day.plus(1) {
+            // Processing waits over a weekend or holiday.
+            binding = Binding::Calendar;
+        }
+        day = next;
     }
     // Stock there today (UTC) is there on the node's local day too, even when that day is still
     // yesterday in UTC (a node west of UTC after UTC midnight): only later supply holds it back.
@@ -183,7 +188,10 @@ mod tests {
         let mut p = dc();
         p.processing_days = 2;
         let s = ship(&p, at(MONDAY.plus(3), 8, 0), MONDAY.plus(3), 1, none).unwrap();
-        assert_eq!(s.day, MONDAY.plus(7));
+        assert_eq!((s.day, s.binding), (MONDAY.plus(7), Binding::Calendar));
+        // Monday morning, two processing days within the week: Wednesday, no calendar wait.
+        let s = ship(&p, at(MONDAY, 8, 0), MONDAY, 1, none).unwrap();
+        assert_eq!((s.day, s.binding), (MONDAY.plus(2), Binding::Transit));
         // Stock arriving Wednesday.
         let s = ship(&n, at(MONDAY, 9, 0), MONDAY.plus(2), 1, none).unwrap();
         assert_eq!((s.day, s.binding), (MONDAY.plus(2), Binding::Stock));

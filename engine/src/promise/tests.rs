@@ -858,3 +858,53 @@ proptest! {
 }
 
 mod route;
+
+#[test]
+fn allow_partial_promises_what_can_be_served_and_reports_the_rest() {
+    let mut w = World::new(at(MONDAY, 9));
+    let nodes: Vec<NodeId> = ["A", "B", "C"].iter().map(|n| w.node(dc(n))).collect();
+    let skus: Vec<SkuId> = ["X", "Y", "Z"]
+        .iter()
+        .map(|s| w.sku(s, Capabilities::default()))
+        .collect();
+    // Each SKU at its own node; a fourth SKU nowhere.
+    for (&s, &n) in skus.iter().zip(&nodes) {
+        w.stock(s, n, 5);
+    }
+    let nowhere = w.sku("NOWHERE", Capabilities::default());
+    let lines = [(skus[0], 1), (skus[1], 1), (skus[2], 1), (nowhere, 1)];
+    let two = |allow_partial| PromiseOptions {
+        max_packages: 2,
+        allow_partial,
+        ..PromiseOptions::default()
+    };
+    // All or nothing: nothing, with each line's reason.
+    let p = w.promise(&lines, &[ServiceLevel::Ground], two(false)).remove(0);
+    assert_eq!(p.plan, None);
+    assert_eq!(p.unserved, vec![(3, Shortfall::Stock)]);
+    // Partial: two packages reach two of the three stocked lines; the third is reported as a
+    // package-limit shortfall and the missing SKU as stock.
+    let p = w.promise(&lines, &[ServiceLevel::Ground], two(true)).remove(0);
+    let plan = p.plan.expect("a partial plan");
+    let mut planned: Vec<usize> = plan.packages.iter().flat_map(|p| p.lines.clone()).collect();
+    planned.sort_unstable();
+    assert_eq!(planned.len(), 2);
+    let mut reasons = p.unserved.clone();
+    reasons.sort_unstable_by_key(|u| u.0);
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons.contains(&(3, Shortfall::Stock)));
+    assert!(
+        reasons
+            .iter()
+            .any(|&(i, why)| i < 3 && why == Shortfall::Packages && !planned.contains(&i))
+    );
+    // Three packages allowed: every stocked line.
+    let three = PromiseOptions {
+        max_packages: 3,
+        allow_partial: true,
+        ..PromiseOptions::default()
+    };
+    let p = w.promise(&lines, &[ServiceLevel::Ground], three).remove(0);
+    assert_eq!(p.plan.expect("a plan").packages.len(), 3);
+    assert_eq!(p.unserved, vec![(3, Shortfall::Stock)]);
+}

@@ -2397,7 +2397,10 @@ class Promise(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-    # Promise the lines that can be served and report the others.
+    # Promise the lines that can be served and report the others. When every line can be
+    # served but not within `max_packages`, the lines a greedy choice of packages reaches are
+    # promised (most lines first; not proven the largest set) and the rest reported as
+    # `Packages`.
     # Promise
     def AllowPartial(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))

@@ -5869,7 +5869,10 @@ impl<'a> Promise<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Promise::VT_PICKUP_STORE, None)}
   }
-  /// Promise the lines that can be served and report the others.
+  /// Promise the lines that can be served and report the others. When every line can be
+  /// served but not within `max_packages`, the lines a greedy choice of packages reaches are
+  /// promised (most lines first; not proven the largest set) and the rest reported as
+  /// `Packages`.
   #[inline]
   pub fn allow_partial(&self) -> bool {
     // Safety:
