@@ -180,22 +180,25 @@ impl Engine {
     ) -> Result<Vec<LevelPromise>, EngineError> {
         let network = self.network.load_full();
         let point = validate(&network, request)?;
-        let supplies: Vec<Supply> = request
-            .lines
-            .iter()
-            .map(|l| self.supply(&network, l, now, capacity))
-            .collect::<Result<_, _>>()?;
-        let mut distances = Distances::to(&network, &request.destination);
-        let ask = Ask {
-            network: &network,
-            request,
-            point,
-            supplies: &supplies,
-            now,
-            capacity,
-        };
         SHIP_MEMO.with_borrow_mut(|memo| {
             memo.begin();
+            let ship = |node: NodeId, ready: Day, units: u32| {
+                ship_day(node, network.node(node)?, now, ready, units, capacity)
+            };
+            let supplies: Vec<Supply> = request
+                .lines
+                .iter()
+                .map(|l| self.supply(&network, l, now, &mut |n, r, u| memo.get(n, r, u, &ship)))
+                .collect::<Result<_, _>>()?;
+            let mut distances = Distances::to(&network, &request.destination);
+            let ask = Ask {
+                network: &network,
+                request,
+                point,
+                supplies: &supplies,
+                now,
+                capacity,
+            };
             Ok(request
                 .levels
                 .iter()
@@ -219,7 +222,7 @@ impl Engine {
         network: &Network,
         line: &CartLine,
         now: Timestamp,
-        capacity: &dyn CapacityUse,
+        ship: &mut dyn FnMut(NodeId, Day, u32) -> Option<ShipDay>,
     ) -> Result<Supply, EngineError> {
         let today = now.day();
         let units = line.quantity.get();
@@ -245,7 +248,7 @@ impl Engine {
                         .map(|t| t.day),
                 };
                 let solo = match (spec, ready) {
-                    (Some(spec), Some(ready)) if capable => ship_day(node, spec, now, ready, units, capacity),
+                    (Some(_), Some(ready)) if capable => ship(node, ready, units),
                     _ => None,
                 };
                 Offer {

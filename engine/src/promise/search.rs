@@ -141,7 +141,7 @@ impl ShipMemo {
         }
     }
 
-    fn get(&mut self, node: NodeId, ready: Day, units: u32, ship: &ShipFn<'_>) -> Option<ShipDay> {
+    pub fn get(&mut self, node: NodeId, ready: Day, units: u32, ship: &ShipFn<'_>) -> Option<ShipDay> {
         let key = (u64::from(node.raw()) << 32 | u64::from(ready.0))
             ^ u64::from(units).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let i = (key.wrapping_mul(0x2545_F491_4F6C_DD1D) >> (64 - MEMO_BITS)) as usize;
