@@ -32,6 +32,7 @@
 //! - [`capacity`]: node capacity used per ship day by routed orders;
 //! - `feed`, `hold_ops`, `route_ops`: applying feed, hold and route-order commands;
 //! - `invariants`, [`digest`]: self-checks and the canonical state hash;
+//! - [`optimise`]: the batch re-routing optimiser (assignment under capacities, with a lower bound);
 //! - [`codec`]: the stable binary encoding of commands, for the write-ahead log and replicas;
 //! - [`dataset`]: deterministic synthetic data sets (`small`, `retail`, `peak`).
 
@@ -51,6 +52,7 @@ mod invariants;
 pub mod ledger;
 pub mod limits;
 pub mod network;
+pub mod optimise;
 pub mod promise;
 mod route_ops;
 mod shard;

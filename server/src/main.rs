@@ -1,7 +1,8 @@
 //! `promised`: the server and admin CLI.
 //!
 //! `promised serve` runs the server (`serve/`); `promised demo` runs the engine in process on a
-//! generated data set; the other commands inspect data directories and config files. `main` only
+//! generated data set; `promised solve` runs the optimiser on a problem file; the other commands
+//! inspect data directories and config files. `main` only
 //! parses the command line and dispatches.
 
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use mimalloc::MiMalloc;
 
 mod demo;
 mod serve;
+mod solve;
 mod storage_tools;
 
 #[global_allocator]
@@ -42,6 +44,9 @@ enum Commands {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Solve an assignment problem file offline (docs/solve-format.md): JSON summary on stdout,
+    /// the plan to --out.
+    Solve(solve::SolveArgs),
 }
 
 #[derive(Subcommand)]
@@ -75,12 +80,18 @@ fn main() -> std::process::ExitCode {
         Commands::Wal(command) => storage_tools::run_wal(&command),
         Commands::Snapshot(SnapshotCommand::Inspect(args)) => storage_tools::inspect(&args),
         Commands::Config(ConfigCommand::Check { file }) => promised::config::check(&file),
+        Commands::Solve(args) => solve::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("promised: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<solve::Refused>().is_some() {
+                // The input was wrong, as with a usage error.
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

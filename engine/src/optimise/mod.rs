@@ -1,0 +1,185 @@
+//! The batch re-routing optimiser's core: assign every order to one of its options (a node, at a
+//! cost, using some of the node's capacity), no node over capacity, at the least total cost,
+//! with a certificate: a lower bound on the optimum and the gap between the two.
+//!
+//! This is the generalised assignment problem (GAP). Planners bring it as a cost matrix (the
+//! explicit form, [`explicit`]); re-routing open allocations builds it from the network.
+//!
+//! - [`bound`]: the Lagrangian relaxation of the capacities, maximised by subgradient steps; its
+//!   value at any multipliers is a lower bound on the optimum.
+//! - [`improve`]: from the relaxation's assignment at the current multipliers, a feasible plan
+//!   (repair over-full nodes, then shift and swap moves); the best plan seen is the answer.
+//! - `exact`: problems of a few orders are settled by searching every assignment, so a tiny
+//!   problem's answer is its optimum, proven (bound = cost).
+//!
+//! Every step that looks at all orders runs on rayon's threads; each order's part is computed
+//! independently and combined in order index order, so the same problem gives the same plan,
+//! bound and gap on any number of threads. The engine reads no clock: the caller's `stop` says
+//! when time is up (a stopped solve depends on when that was, and says so in `stopped`).
+
+pub mod bound;
+mod exact;
+pub mod explicit;
+pub mod improve;
+
+/// A node's capacity, in the units its options' loads use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agent {
+    pub capacity: f64,
+}
+
+/// One way to serve an order: which node, at what cost, using how much of its capacity.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct OrderOption {
+    pub agent: u32,
+    pub cost: f64,
+    pub load: f64,
+}
+
+/// An assignment problem, its options stored flat: order `j`'s options are
+/// `options[starts[j]..starts[j + 1]]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Problem {
+    pub agents: Vec<Agent>,
+    pub starts: Vec<usize>,
+    pub options: Vec<OrderOption>,
+}
+
+impl Problem {
+    pub fn n_orders(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn options_of(&self, order: usize) -> &[OrderOption] {
+        &self.options[self.starts[order]..self.starts[order + 1]]
+    }
+
+    /// Appends an order with these options.
+    pub fn push_order(&mut self, options: impl IntoIterator<Item = OrderOption>) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.options.extend(options);
+        self.starts.push(self.options.len());
+    }
+}
+
+/// How long and how hard to work.
+#[derive(Clone, Debug)]
+pub struct SolveOptions {
+    /// Subgradient iterations at most (each one a pass over every order).
+    pub iterations_max: u32,
+    /// Build a plan from the relaxation every this many iterations.
+    pub improve_every: u32,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        Self {
+            iterations_max: 400,
+            improve_every: 10,
+        }
+    }
+}
+
+/// Where a solve stands, for a progress display.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub iteration: u32,
+    pub iterations_max: u32,
+    pub best_cost: Option<f64>,
+    pub lower_bound: f64,
+}
+
+/// A plan and its certificate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Solution {
+    /// Per order, the index of its chosen option within its own options, or `None` when no plan
+    /// found room for it.
+    pub choice: Vec<Option<u32>>,
+    /// Total cost of the assigned orders.
+    pub cost: f64,
+    /// No plan that serves every order costs less.
+    pub lower_bound: f64,
+    /// (cost - bound) / cost, when every order is assigned.
+    pub gap: Option<f64>,
+    pub iterations: u32,
+    /// The caller stopped the solve before it finished its iterations.
+    pub stopped: bool,
+}
+
+impl Solution {
+    pub fn unassigned(&self) -> usize {
+        self.choice.iter().filter(|c| c.is_none()).count()
+    }
+}
+
+/// Solves `problem`: the best plan found, the best lower bound, the gap. `stop` is asked once an
+/// iteration; `progress` hears about each one.
+pub fn solve(
+    problem: &Problem,
+    options: &SolveOptions,
+    stop: &(dyn Fn() -> bool + Sync),
+    progress: &mut dyn FnMut(Progress),
+) -> Solution {
+    let n = problem.n_orders();
+    let mut relaxation = bound::Relaxation::new(problem);
+    let mut best: Option<improve::Plan> = None;
+    let mut iteration = 0;
+    let mut stopped = false;
+    // An order with a single option has no choice: bounds and plans both start from there.
+    while iteration < options.iterations_max {
+        if stop() {
+            stopped = true;
+            break;
+        }
+        let step = relaxation.evaluate(problem);
+        if iteration % options.improve_every.max(1) == 0 {
+            let plan = improve::plan_from(problem, &step.choice);
+            if best.as_ref().is_none_or(|b| plan.better_than(b)) {
+                best = Some(plan);
+            }
+        }
+        iteration += 1;
+        let upper = best.as_ref().filter(|b| b.unassigned == 0).map(|b| b.cost);
+        progress(Progress {
+            iteration,
+            iterations_max: options.iterations_max,
+            best_cost: upper,
+            lower_bound: relaxation.best_bound,
+        });
+        if upper.is_some_and(|u| u - relaxation.best_bound <= 1e-9 * u.abs().max(1.0)) {
+            break; // Proven optimal.
+        }
+        if !relaxation.step(&step, upper) {
+            break; // The steps became too small to move the bound.
+        }
+    }
+    let mut plan = best.unwrap_or_else(|| improve::plan_from(problem, &relaxation.evaluate(problem).choice));
+    let mut lower_bound = if n == 0 { 0.0 } else { relaxation.best_bound };
+    if n <= exact::ORDERS_MAX && !stopped {
+        // Small enough to settle: search every assignment, cut by the plan found so far.
+        if let Some(proven) = exact::solve(problem, &plan) {
+            lower_bound = proven.cost;
+            plan = proven;
+        }
+    }
+    let gap = (plan.unassigned == 0).then(|| {
+        if plan.cost.abs() < f64::EPSILON {
+            0.0
+        } else {
+            ((plan.cost - lower_bound) / plan.cost.abs()).max(0.0)
+        }
+    });
+    Solution {
+        choice: plan.choice,
+        cost: plan.cost,
+        lower_bound,
+        gap,
+        iterations: iteration,
+        stopped,
+    }
+}
+
+#[cfg(test)]
+mod tests;
