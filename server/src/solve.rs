@@ -72,7 +72,14 @@ pub fn run(args: &SolveArgs) -> anyhow::Result<()> {
             None => format!("no complete plan yet, bound {:.1}", p.lower_bound),
         });
     };
-    let solution = pool.install(|| solve(&e.problem, &SolveOptions::default(), &stop, &mut progress));
+    let solution = pool.install(|| {
+        solve(
+            &e.problem,
+            &SolveOptions::for_problem(&e.problem),
+            &stop,
+            &mut progress,
+        )
+    });
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &args.out {

@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let t = Instant::now();
-        let s = solve(p, &SolveOptions::default(), &|| false, &mut |_| {});
+        let s = solve(p, &SolveOptions::for_problem(p), &|| false, &mut |_| {});
         let secs = t.elapsed().as_secs_f64();
         let to_known = (s.cost - k.value) / k.value;
         println!(

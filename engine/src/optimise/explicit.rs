@@ -7,8 +7,8 @@
 //!
 //! Each order goes whole to exactly one of its options; a node's loads must not exceed its
 //! capacity; the total cost is minimised. Reading checks everything and names the place of the
-//! first fault: the line and column for malformed JSON, the path (`orders[3].options[1].node`)
-//! for a value that makes no sense.
+//! first fault: the line and column for malformed JSON, the path (`orders[3].options[1] (order
+//! "o4")`) for a value that makes no sense.
 
 use std::collections::HashMap;
 

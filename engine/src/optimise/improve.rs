@@ -237,28 +237,223 @@ impl State<'_> {
     }
 }
 
-/// A feasible plan built from a relaxed choice (`u32::MAX`: none) and improved.
-pub fn plan_from(problem: &Problem, relaxed: &[u32]) -> Plan {
-    let mut state = State {
-        problem,
-        choice: relaxed.iter().map(|&c| (c != u32::MAX).then_some(c)).collect(),
-        load: vec![0.0; problem.agents.len()],
-    };
-    for j in 0..problem.n_orders() {
-        if let Some(c) = state.choice[j] {
-            let o = problem.options_of(j)[c as usize];
-            state.load[o.agent as usize] += o.load;
+impl State<'_> {
+    fn by_agent(&self) -> Vec<Vec<usize>> {
+        let mut by_agent = vec![Vec::new(); self.problem.agents.len()];
+        for j in 0..self.problem.n_orders() {
+            if let Some(a) = self.agent_of(j) {
+                by_agent[a].push(j);
+            }
+        }
+        by_agent
+    }
+
+    /// The best ejection for order `j` (assigned or not): `j` takes its option `to` on a node
+    /// where it only fits once order `k` leaves that node for its option `k_to`. Returns
+    /// (cost change, to, k, k_to); `k_to` may be `j`'s current node, which `j` frees.
+    fn best_ejection(&self, j: usize, by_agent: &[Vec<usize>]) -> Option<(f64, u32, usize, u32)> {
+        let p = self.problem;
+        let here = self.agent_of(j);
+        let (cj, lj) = match self.choice[j] {
+            Some(c) => (p.options_of(j)[c as usize].cost, p.options_of(j)[c as usize].load),
+            None => (0.0, 0.0),
+        };
+        let mut best: Option<(f64, u32, usize, u32)> = None;
+        for (to, oj) in p.options_of(j).iter().enumerate() {
+            let b = oj.agent as usize;
+            let cap_b = p.agents[b].capacity;
+            if Some(b) == here || fits(self.load[b] + oj.load, cap_b) {
+                continue; // A plain shift, or not allowed.
+            }
+            for &k in &by_agent[b] {
+                let ok_here = p.options_of(k)[self.choice[k].expect("on b") as usize];
+                if !fits(self.load[b] - ok_here.load + oj.load, cap_b) {
+                    continue;
+                }
+                for (k_to, ok) in p.options_of(k).iter().enumerate() {
+                    let c = ok.agent as usize;
+                    if c == b {
+                        continue;
+                    }
+                    let freed = if Some(c) == here { lj } else { 0.0 };
+                    if !fits(self.load[c] - freed + ok.load, p.agents[c].capacity) {
+                        continue;
+                    }
+                    let change = oj.cost - cj + ok.cost - ok_here.cost;
+                    if best.is_none_or(|x| change < x.0) {
+                        best = Some((change, to as u32, k, k_to as u32));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Applies an ejection if the loads still allow it; true if applied.
+    fn eject(&mut self, j: usize, to: u32, k: usize, k_to: u32) -> bool {
+        let p = self.problem;
+        let (oj, ok) = (p.options_of(j)[to as usize], p.options_of(k)[k_to as usize]);
+        let (b, c) = (oj.agent as usize, ok.agent as usize);
+        if self.agent_of(k) != Some(b) || self.agent_of(j) == Some(b) {
+            return false;
+        }
+        let lk = p.options_of(k)[self.choice[k].expect("on b") as usize].load;
+        let freed = match self.choice[j] {
+            Some(cj) if p.options_of(j)[cj as usize].agent as usize == c => p.options_of(j)[cj as usize].load,
+            _ => 0.0,
+        };
+        if !fits(self.load[b] - lk + oj.load, p.agents[b].capacity)
+            || !fits(self.load[c] - freed + ok.load, p.agents[c].capacity)
+        {
+            return false;
+        }
+        self.assign(j, None);
+        self.assign(k, Some(k_to));
+        self.assign(j, Some(to));
+        true
+    }
+
+    /// Places left-out orders by ejecting another order, the cheapest way first.
+    fn insert_by_ejection(&mut self) {
+        for j in 0..self.problem.n_orders() {
+            if self.choice[j].is_none() {
+                let by_agent = self.by_agent();
+                if let Some((_, to, k, k_to)) = self.best_ejection(j, &by_agent) {
+                    self.eject(j, to, k, k_to);
+                }
+            }
         }
     }
-    state.repair();
-    state.insert_left_out();
-    let m = problem.agents.len();
-    let n = problem.n_orders();
+
+    /// One pass of improving ejections, found in parallel, applied in order of gain.
+    fn eject_pass(&mut self) -> bool {
+        let by_agent = self.by_agent();
+        let state = &*self;
+        let mut moves: Vec<(f64, usize, u32, usize, u32)> = (0..self.problem.n_orders())
+            .into_par_iter()
+            .with_min_len(16)
+            .filter_map(|j| {
+                state.choice[j]?;
+                let (change, to, k, k_to) = state.best_ejection(j, &by_agent)?;
+                (change < -1e-9).then_some((change, j, to, k, k_to))
+            })
+            .collect();
+        moves.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let mut touched = vec![false; self.problem.n_orders()];
+        let mut applied = false;
+        for (_, j, to, k, k_to) in moves {
+            if touched[j] || touched[k] {
+                continue;
+            }
+            if self.eject(j, to, k, k_to) {
+                touched[j] = true;
+                touched[k] = true;
+                applied = true;
+            }
+        }
+        applied
+    }
+}
+
+/// Ejection passes look at every (order, option, order on that node, option) chain: only for
+/// problems this small (orders^2 x nodes), or once on the final plan.
+const EJECT_WORK_MAX: usize = 20_000_000;
+
+/// Improves a plan with ejection chains until none helps (the final polish of the best plan).
+pub fn polish(problem: &Problem, plan: &Plan) -> Plan {
+    let mut state = State::from_choice(problem, plan.choice.clone());
+    state.insert_by_ejection();
+    local_search(&mut state, true);
+    state.finish()
+}
+
+/// Kicks of the iterated local search at most.
+const KICKS_MAX: usize = 3_000;
+/// Work per kick, counted as orders^2 x nodes (an ejection pass), summed over all kicks.
+const KICK_WORK_MAX: usize = 1_000_000_000;
+
+/// Iterated local search for small problems: move a few orders to other options (chosen by a
+/// fixed-seed generator, so the result is the same every run), improve, keep the result if it
+/// is better. Escapes the local optima that shift, swap and ejection moves stop in.
+pub fn kick_and_polish(problem: &Problem, mut best: Plan, stop: &(dyn Fn() -> bool + Sync)) -> Plan {
+    use rand::{Rng, SeedableRng};
+    let (n, m) = (problem.n_orders(), problem.agents.len());
+    if n < 2 || best.unassigned > 0 {
+        return best;
+    }
+    let work = n.saturating_mul(n).saturating_mul(m).max(1);
+    let kicks = KICKS_MAX.min(KICK_WORK_MAX / work);
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0x5EED_0F_6A9);
+    for kick in 0..kicks {
+        if kick % 64 == 0 && stop() {
+            break;
+        }
+        let mut state = State::from_choice(problem, best.choice.clone());
+        for _ in 0..rng.random_range(2..=4usize) {
+            let j = rng.random_range(0..n);
+            let options = problem.options_of(j);
+            let to = rng.random_range(0..options.len()) as u32;
+            let o = options[to as usize];
+            let a = o.agent as usize;
+            if state.agent_of(j) != Some(a) && fits(state.load[a] + o.load, problem.agents[a].capacity) {
+                state.assign(j, Some(to));
+            } else {
+                let by_agent = state.by_agent();
+                if let Some((_, to, k, k_to)) = state.best_ejection(j, &by_agent) {
+                    state.eject(j, to, k, k_to);
+                }
+            }
+        }
+        local_search(&mut state, true);
+        let plan = state.finish();
+        if plan.better_than(&best) {
+            best = plan;
+        }
+    }
+    best
+}
+
+impl<'a> State<'a> {
+    fn from_choice(problem: &'a Problem, choice: Vec<Option<u32>>) -> Self {
+        let mut state = State {
+            problem,
+            choice,
+            load: vec![0.0; problem.agents.len()],
+        };
+        for j in 0..problem.n_orders() {
+            if let Some(c) = state.choice[j] {
+                let o = problem.options_of(j)[c as usize];
+                state.load[o.agent as usize] += o.load;
+            }
+        }
+        state
+    }
+
+    fn finish(self) -> Plan {
+        let mut cost = 0.0;
+        let mut unassigned = 0;
+        for j in 0..self.problem.n_orders() {
+            match self.cost_of(j) {
+                Some(c) => cost += c,
+                None => unassigned += 1,
+            }
+        }
+        Plan {
+            choice: self.choice,
+            cost,
+            unassigned,
+        }
+    }
+}
+
+/// Shift, swap (small problems) and, with `eject`, ejection passes until none improves.
+fn local_search(state: &mut State<'_>, eject: bool) {
+    let (n, m) = (state.problem.n_orders(), state.problem.agents.len());
     // Option index by (order, node), for swaps on problems small enough to afford the table.
     let index: Option<Vec<u32>> = (n.saturating_mul(m) <= SWAP_CELLS_MAX).then(|| {
         let mut index = vec![u32::MAX; n * m];
         for j in 0..n {
-            for (i, o) in problem.options_of(j).iter().enumerate() {
+            for (i, o) in state.problem.options_of(j).iter().enumerate() {
                 index[j * m + o.agent as usize] = i as u32;
             }
         }
@@ -267,22 +462,24 @@ pub fn plan_from(problem: &Problem, relaxed: &[u32]) -> Plan {
     for _ in 0..PASSES_MAX {
         let shifted = state.shift_pass();
         let swapped = index.as_ref().is_some_and(|ix| state.swap_pass(ix, m));
-        if !shifted && !swapped {
+        if !shifted && !swapped && !(eject && state.eject_pass()) {
             break;
         }
     }
+}
+
+/// A feasible plan built from a relaxed choice (`u32::MAX`: none) and improved.
+pub fn plan_from(problem: &Problem, relaxed: &[u32]) -> Plan {
+    let choice = relaxed.iter().map(|&c| (c != u32::MAX).then_some(c)).collect();
+    let mut state = State::from_choice(problem, choice);
+    state.repair();
     state.insert_left_out();
-    let mut cost = 0.0;
-    let mut unassigned = 0;
-    for j in 0..n {
-        match state.cost_of(j) {
-            Some(c) => cost += c,
-            None => unassigned += 1,
-        }
+    let (n, m) = (problem.n_orders(), problem.agents.len());
+    let eject = n.saturating_mul(n).saturating_mul(m) <= EJECT_WORK_MAX;
+    if eject {
+        state.insert_by_ejection();
     }
-    Plan {
-        choice: state.choice,
-        cost,
-        unassigned,
-    }
+    local_search(&mut state, eject);
+    state.insert_left_out();
+    state.finish()
 }

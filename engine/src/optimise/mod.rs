@@ -8,7 +8,8 @@
 //! - [`bound`]: the Lagrangian relaxation of the capacities, maximised by subgradient steps; its
 //!   value at any multipliers is a lower bound on the optimum.
 //! - [`improve`]: from the relaxation's assignment at the current multipliers, a feasible plan
-//!   (repair over-full nodes, then shift and swap moves); the best plan seen is the answer.
+//!   (repair over-full nodes, then shift, swap and ejection moves); the best plan seen is
+//!   polished with ejections and, for small problems, an iterated local search (seeded kicks).
 //! - `exact`: problems of a few orders are settled by searching every assignment, so a tiny
 //!   problem's answer is its optimum, proven (bound = cost).
 //!
@@ -72,6 +73,24 @@ pub struct SolveOptions {
     /// Build a plan from the relaxation every this many iterations.
     pub improve_every: u32,
 }
+
+impl SolveOptions {
+    /// The defaults, with more iterations and a plan from every one for small problems (they
+    /// cost little, and a small problem's plans are where the relaxation's detail matters).
+    pub fn for_problem(problem: &Problem) -> Self {
+        if problem.options.len() <= SMALL_OPTIONS_MAX {
+            Self {
+                iterations_max: 3_000,
+                improve_every: 1,
+            }
+        } else {
+            Self::default()
+        }
+    }
+}
+
+/// Problems with at most this many options in all are small (a few hundred orders).
+const SMALL_OPTIONS_MAX: usize = 5_000;
 
 impl Default for SolveOptions {
     fn default() -> Self {
@@ -156,6 +175,12 @@ pub fn solve(
         }
     }
     let mut plan = best.unwrap_or_else(|| improve::plan_from(problem, &relaxation.evaluate(problem).choice));
+    if !stopped {
+        plan = improve::polish(problem, &plan);
+        if problem.options.len() <= SMALL_OPTIONS_MAX {
+            plan = improve::kick_and_polish(problem, plan, stop);
+        }
+    }
     let mut lower_bound = if n == 0 { 0.0 } else { relaxation.best_bound };
     if n <= exact::ORDERS_MAX && !stopped {
         // Small enough to settle: search every assignment, cut by the plan found so far.
