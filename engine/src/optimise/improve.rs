@@ -383,7 +383,7 @@ pub fn kick_and_polish(problem: &Problem, mut best: Plan, stop: &(dyn Fn() -> bo
     }
     let work = n.saturating_mul(n).saturating_mul(m).max(1);
     let kicks = KICKS_MAX.min(KICK_WORK_MAX / work);
-    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0x5EED_0F_6A9);
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0x0005_EED0_F6A9);
     for kick in 0..kicks {
         if kick % 64 == 0 && stop() {
             break;
@@ -462,7 +462,8 @@ fn local_search(state: &mut State<'_>, eject: bool) {
     for _ in 0..PASSES_MAX {
         let shifted = state.shift_pass();
         let swapped = index.as_ref().is_some_and(|ix| state.swap_pass(ix, m));
-        if !shifted && !swapped && !(eject && state.eject_pass()) {
+        let ejected = !shifted && !swapped && eject && state.eject_pass();
+        if !(shifted || swapped || ejected) {
             break;
         }
     }
