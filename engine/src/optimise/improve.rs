@@ -359,11 +359,19 @@ impl State<'_> {
 /// problems this small (orders^2 x nodes), or once on the final plan.
 const EJECT_WORK_MAX: usize = 20_000_000;
 
-/// Improves a plan with ejection chains until none helps (the final polish of the best plan).
+/// The final polish of the best plan may afford ejections on problems up to this size (orders^2
+/// x nodes): every public GAP instance, not a million orders.
+const POLISH_EJECT_WORK_MAX: usize = 1_000_000_000;
+
+/// Improves the best plan once more, with ejection chains when the problem is small enough.
 pub fn polish(problem: &Problem, plan: &Plan) -> Plan {
+    let (n, m) = (problem.n_orders(), problem.agents.len());
+    let eject = n.saturating_mul(n).saturating_mul(m) <= POLISH_EJECT_WORK_MAX;
     let mut state = State::from_choice(problem, plan.choice.clone());
-    state.insert_by_ejection();
-    local_search(&mut state, true);
+    if eject {
+        state.insert_by_ejection();
+    }
+    local_search(&mut state, eject);
     state.finish()
 }
 

@@ -72,6 +72,8 @@ pub struct SolveOptions {
     pub iterations_max: u32,
     /// Build a plan from the relaxation every this many iterations.
     pub improve_every: u32,
+    /// Stop once the best plan is within this fraction of the bound (0: only when proven).
+    pub gap_target: f64,
 }
 
 impl SolveOptions {
@@ -82,6 +84,14 @@ impl SolveOptions {
             Self {
                 iterations_max: 3_000,
                 improve_every: 1,
+                gap_target: 0.0,
+            }
+        } else if problem.options.len() > LARGE_OPTIONS_MIN {
+            // A pass over millions of options is dear: stop at a gap far below anything a
+            // planner would notice.
+            Self {
+                gap_target: 1e-4,
+                ..Self::default()
             }
         } else {
             Self::default()
@@ -91,12 +101,15 @@ impl SolveOptions {
 
 /// Problems with at most this many options in all are small (a few hundred orders).
 const SMALL_OPTIONS_MAX: usize = 5_000;
+/// Problems with more options than this are large (hundreds of thousands of orders).
+const LARGE_OPTIONS_MIN: usize = 1_000_000;
 
 impl Default for SolveOptions {
     fn default() -> Self {
         Self {
             iterations_max: 400,
             improve_every: 10,
+            gap_target: 0.0,
         }
     }
 }
@@ -167,8 +180,9 @@ pub fn solve(
             best_cost: upper,
             lower_bound: relaxation.best_bound,
         });
-        if upper.is_some_and(|u| u - relaxation.best_bound <= 1e-9 * u.abs().max(1.0)) {
-            break; // Proven optimal.
+        let close = options.gap_target.max(1e-9);
+        if upper.is_some_and(|u| u - relaxation.best_bound <= close * u.abs().max(1.0)) {
+            break; // Proven optimal, or as close as asked.
         }
         if !relaxation.step(&step, upper) {
             break; // The steps became too small to move the bound.
