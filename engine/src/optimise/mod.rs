@@ -191,7 +191,8 @@ pub fn solve(
     let mut plan = best.unwrap_or_else(|| improve::plan_from(problem, &relaxation.evaluate(problem).choice));
     if !stopped {
         plan = improve::polish(problem, &plan);
-        let proven = plan.unassigned == 0 && plan.cost - relaxation.best_bound <= 1e-9 * plan.cost.abs().max(1.0);
+        let proven =
+            plan.unassigned == 0 && plan.cost - relaxation.best_bound <= 1e-9 * plan.cost.abs().max(1.0);
         // Tiny problems are settled exactly below; proven plans need nothing more.
         if problem.options.len() <= SMALL_OPTIONS_MAX && n > exact::ORDERS_MAX && !proven {
             plan = improve::kick_and_polish(problem, plan, stop);
