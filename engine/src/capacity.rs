@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::ids::{Day, NodeId};
+use crate::ids::{Day, NodeId, ZoneId};
 use crate::promise::CapacityUse;
 
 /// Orders and units committed for one node and day.
@@ -23,6 +23,26 @@ pub struct Load {
 pub struct ShipSlot {
     pub node: NodeId,
     pub day: Day,
+}
+
+/// What a routed order keeps beside its lines: the capacity its packages took, and what it
+/// promised (where it goes, by when) so that a re-route can price and date other plans for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Routed {
+    /// One per shipping node.
+    pub packages: Box<[ShipSlot]>,
+    pub zone: ZoneId,
+    /// The destination point's (lat, lon) bits, when one was given instead of the zone's centre.
+    pub point_bits: Option<(u32, u32)>,
+    /// The delivery day promised.
+    pub promised: Day,
+}
+
+impl Routed {
+    pub fn point(&self) -> Option<(f32, f32)> {
+        self.point_bits
+            .map(|(a, b)| (f32::from_bits(a), f32::from_bits(b)))
+    }
 }
 
 /// Capacity used, by node and day. Engine state: snapshots, the digest and the invariants see it.

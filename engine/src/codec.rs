@@ -205,6 +205,8 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
             order,
             lines,
             packages,
+            destination,
+            promised,
         } => {
             w.u8(kind::ROUTE_ORDER);
             w.request(*order);
@@ -214,6 +216,16 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
                 w.u32(p.node.raw());
                 w.u32(p.day.0);
             }
+            w.u32(destination.zone.0);
+            match destination.point {
+                Some((lat, lon)) => {
+                    w.u8(1);
+                    w.u32(lat.to_bits());
+                    w.u32(lon.to_bits());
+                }
+                None => w.u8(0),
+            }
+            w.u32(promised.0);
         }
         Command::Commit { request, hold } | Command::CancelAllocation { request, hold } => {
             let tag = if matches!(command, Command::Commit { .. }) {
@@ -399,10 +411,21 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
                     day: Day(r.u32("ship day")?),
                 });
             }
+            let zone = ZoneId(r.u32("destination zone")?);
+            let point = if r.bool("destination point flag")? {
+                Some((
+                    f32::from_bits(r.u32("latitude")?),
+                    f32::from_bits(r.u32("longitude")?),
+                ))
+            } else {
+                None
+            };
             Command::RouteOrder {
                 order,
                 lines,
                 packages,
+                destination: crate::promise::Destination { zone, point },
+                promised: Day(r.u32("promised day")?),
             }
         }
         kind::COMMIT => Command::Commit {

@@ -10,6 +10,7 @@ use crate::capacity::ShipSlot;
 use crate::hold::HoldState;
 use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
 use crate::network::{Capabilities, Lane, NodeSpec, ZoneSpec};
+use crate::promise::Destination;
 
 /// Which node a hold line should come from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +145,10 @@ pub enum Command {
         lines: Vec<HoldLineRequest>,
         /// One per shipping node.
         packages: Vec<ShipSlot>,
+        /// Where the order goes, and the delivery day promised: kept with the allocation for
+        /// re-routing.
+        destination: Destination,
+        promised: Day,
     },
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use smallvec::SmallVec;
 
-use crate::capacity::ShipSlot;
+use crate::capacity::Routed;
 use crate::ids::{Day, NodeId, RequestId, SkuId, Timestamp};
 
 /// Marks an `Any` line of a partial hold that found no node.
@@ -102,8 +102,8 @@ pub struct Hold {
     pub partial: bool,
     /// Commit plus one ship or cancel fit inline: the usual life of an order allocates nothing.
     pub ops: SmallVec<[OpRecord; 2]>,
-    /// For a routed order, the node capacity its packages took (one slot per shipping node).
-    pub routed: Option<Box<[ShipSlot]>>,
+    /// For a routed order: the node capacity its packages took and what it promised.
+    pub routed: Option<Box<Routed>>,
 }
 
 impl Hold {

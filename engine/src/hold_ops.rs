@@ -325,8 +325,8 @@ impl Engine {
             };
             (HoldState::Expired, outcome)
         } else {
-            if let (Some(book), Some(slots)) = (book.as_deref_mut(), &hold.routed) {
-                for &slot in slots.iter() {
+            if let (Some(book), Some(routed)) = (book.as_deref_mut(), &hold.routed) {
+                for &slot in routed.packages.iter() {
                     let package = hold.lines.iter().filter(|l| l.node == slot.node);
                     if package.clone().all(|l| l.remaining == l.granted) {
                         book.give_back(slot, package.map(|l| l.granted).sum());

@@ -116,11 +116,11 @@ impl Engine {
                 if hold.state == HoldState::Held && !in_heap.contains(&(hold.expires_at.0, *id)) {
                     return Err(ctx("held but missing from the expiry queue"));
                 }
-                if let Some(slots) = &hold.routed {
+                if let Some(routed) = &hold.routed {
                     if hold.state == HoldState::Held {
                         return Err(ctx("a routed order is a hold"));
                     }
-                    for slot in slots.iter() {
+                    for slot in routed.packages.iter() {
                         let mut package = hold.lines.iter().filter(|l| l.node == slot.node).peekable();
                         if package.peek().is_none() {
                             return Err(ctx("a package has no line"));

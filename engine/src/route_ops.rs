@@ -7,7 +7,7 @@
 
 use smallvec::SmallVec;
 
-use crate::capacity::ShipSlot;
+use crate::capacity::{Routed, ShipSlot};
 use crate::command::{
     Command, HoldLineRequest, HoldOutcome, LineRefusal, NodeChoice, Outcome, RefusalReason,
 };
@@ -17,6 +17,7 @@ use crate::hold_ops::{check_hold_statically, granted};
 use crate::ids::{Day, Timestamp};
 use crate::ledger::Engine;
 use crate::limits::LOOKAHEAD_DAYS_MAX;
+use crate::promise::Destination;
 
 impl Engine {
     pub(crate) fn apply_route(&self, now: Timestamp, command: &Command) -> Result<Outcome, EngineError> {
@@ -24,6 +25,8 @@ impl Engine {
             order,
             lines,
             packages,
+            destination,
+            promised,
         } = command
         else {
             unreachable!("not a route order")
@@ -50,7 +53,7 @@ impl Engine {
             }
             None => {}
         }
-        check_route_statically(lines, packages, today)?;
+        check_route_statically(lines, packages, destination, *promised, today)?;
         let mut book = self.capacity.write();
         let mut shards = self.lock_skus(lines.iter().map(|l| l.sku));
         let mut evaluated = self.evaluate_hold(&mut shards, lines, false, today)?;
@@ -115,7 +118,12 @@ impl Engine {
             state: HoldState::Committed,
             partial: false,
             ops: SmallVec::new(),
-            routed: Some(packages.as_slice().into()),
+            routed: Some(Box::new(Routed {
+                packages: packages.as_slice().into(),
+                zone: destination.zone,
+                point_bits: destination.point.map(|(lat, lon)| (lat.to_bits(), lon.to_bits())),
+                promised: *promised,
+            })),
         };
         let outcome = granted(&routed, false);
         requests.get(rs_idx).records.insert(*order, Record::Hold(routed));
@@ -130,10 +138,23 @@ impl Engine {
 fn check_route_statically(
     lines: &[HoldLineRequest],
     packages: &[ShipSlot],
+    destination: &Destination,
+    promised: Day,
     today: Day,
 ) -> Result<(), EngineError> {
     check_hold_statically(lines, 1, today)?;
+    if let Some((lat, lon)) = destination.point {
+        crate::network::check_point(lat, lon)?;
+    }
     let invalid = |what: String| Err(EngineError::InvalidOption { what });
+    if let Some(late) = packages.iter().map(|p| p.day).max()
+        && promised < late
+    {
+        return invalid(format!(
+            "promised delivery day {} is before a package's ship day {}",
+            promised.0, late.0
+        ));
+    }
     if packages.is_empty() || packages.len() > lines.len() {
         return invalid(format!(
             "a route order has one to {} packages (one per shipping node), not {}",

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::atp::{Dated, InboundLot};
-use crate::capacity::{CapacityBook, Load, ShipSlot};
+use crate::capacity::{CapacityBook, Load, Routed, ShipSlot};
 use crate::codec::{self, DecodeError, Reader, Writer};
 use crate::command::Command;
 use crate::hold::{DoneRecord, Hold, HoldLine, HoldOp, HoldState, OpRecord, Record, RequestShard};
@@ -394,12 +394,22 @@ pub(crate) fn encode_request_shard(rs: &RequestShard) -> Vec<u8> {
                     w.u8(op.op as u8);
                     w.u8(op.state_after as u8);
                 }
-                if let Some(slots) = &h.routed {
-                    w.len(slots.len());
-                    for slot in slots.iter() {
+                if let Some(routed) = &h.routed {
+                    w.len(routed.packages.len());
+                    for slot in routed.packages.iter() {
                         w.u32(slot.node.raw());
                         w.u32(slot.day.0);
                     }
+                    w.u32(routed.zone.0);
+                    match routed.point_bits {
+                        Some((lat, lon)) => {
+                            w.u8(1);
+                            w.u32(lat);
+                            w.u32(lon);
+                        }
+                        None => w.u8(0),
+                    }
+                    w.u32(routed.promised.0);
                 }
             }
         }
@@ -850,7 +860,18 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                             day: Day(r.u32("package ship day")?),
                         });
                     }
-                    Some(slots.into_boxed_slice())
+                    let zone = crate::ids::ZoneId(r.u32("destination zone")?);
+                    let point_bits = if r.bool("destination point flag")? {
+                        Some((r.u32("latitude")?, r.u32("longitude")?))
+                    } else {
+                        None
+                    };
+                    Some(Box::new(Routed {
+                        packages: slots.into_boxed_slice(),
+                        zone,
+                        point_bits,
+                        promised: Day(r.u32("promised day")?),
+                    }))
                 } else {
                     None
                 };

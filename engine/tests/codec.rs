@@ -175,6 +175,11 @@ fn command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(order, lines, packages)| Command::RouteOrder {
                 order,
+                destination: promised_engine::promise::Destination {
+                    zone: ZoneId(packages.len() as u32),
+                    point: (packages.len() % 2 == 0).then_some((12.5, -70.25))
+                },
+                promised: Day(lines.len() as u32 * 7),
                 lines,
                 packages: packages
                     .into_iter()

@@ -576,10 +576,17 @@ impl Replay {
                 }
                 let order = self.request_id(step.reuse);
                 self.hold_ids.push(order);
+                // Half the orders to a point, half to a zone's centre; promised a day or two after.
+                let destination = promised_engine::promise::Destination {
+                    zone: promised_engine::ZoneId(1 + (*day as u32 & 1)),
+                    point: (day & 2 == 0).then_some((40.5, -3.25)),
+                };
                 Command::RouteOrder {
                     order,
                     lines,
                     packages,
+                    destination,
+                    promised: day_offset(self.now, (*day).max(0) + 1 + (*day & 1)),
                 }
             }
             Op::Commit { pick } => {

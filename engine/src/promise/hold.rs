@@ -11,10 +11,10 @@ use crate::capacity::ShipSlot;
 use crate::command::{Command, HoldLineRequest, NodeChoice};
 use crate::error::EngineError;
 use crate::hold::Hold;
-use crate::ids::{Quantity, RequestId, Timestamp};
+use crate::ids::{Day, Quantity, RequestId, Timestamp};
 use crate::ledger::Engine;
 
-use super::{LevelPromise, PromiseRequest};
+use super::{Destination, LevelPromise, PromiseRequest};
 
 /// A promise and the command that holds (or routes) its plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,8 +34,15 @@ enum Act {
     Route,
 }
 
+/// What a route order keeps besides its lines.
+struct RouteParts {
+    packages: Vec<ShipSlot>,
+    destination: Destination,
+    promised: Day,
+}
+
 impl Act {
-    fn command(self, id: RequestId, lines: Vec<HoldLineRequest>, packages: Vec<ShipSlot>) -> Command {
+    fn command(self, id: RequestId, lines: Vec<HoldLineRequest>, route: RouteParts) -> Command {
         match self {
             Self::Hold { ttl_ms } => Command::Hold {
                 hold: id,
@@ -46,7 +53,9 @@ impl Act {
             Self::Route => Command::RouteOrder {
                 order: id,
                 lines,
-                packages,
+                packages: route.packages,
+                destination: route.destination,
+                promised: route.promised,
             },
         }
     }
@@ -124,15 +133,19 @@ impl Engine {
                 .collect();
             // In the cart's order, so refusals name the cart's lines.
             lines.sort_by_key(|l| l.0);
-            let packages = plan
-                .packages
-                .iter()
-                .map(|p| ShipSlot {
-                    node: p.node,
-                    day: p.ship_day,
-                })
-                .collect();
-            act.command(id, lines.into_iter().map(|l| l.1).collect(), packages)
+            let route = RouteParts {
+                packages: plan
+                    .packages
+                    .iter()
+                    .map(|p| ShipSlot {
+                        node: p.node,
+                        day: p.ship_day,
+                    })
+                    .collect(),
+                destination: request.destination,
+                promised: plan.delivery,
+            };
+            act.command(id, lines.into_iter().map(|l| l.1).collect(), route)
         });
         Ok(HoldPlan {
             promise: Some(promise),
@@ -154,6 +167,25 @@ fn repeat_of(first: &Hold, act: Act) -> Command {
             need_day: None,
         })
         .collect();
-    let packages = first.routed.as_deref().unwrap_or_default().to_vec();
-    act.command(first.id, lines, packages)
+    // A hold's id asked as a route (or the reverse) is answered `RequestIdReused` before the
+    // engine looks at the rest.
+    let route = match &first.routed {
+        Some(r) => RouteParts {
+            packages: r.packages.to_vec(),
+            destination: Destination {
+                zone: r.zone,
+                point: r.point(),
+            },
+            promised: r.promised,
+        },
+        None => RouteParts {
+            packages: Vec::new(),
+            destination: Destination {
+                zone: crate::ids::ZoneId(0),
+                point: None,
+            },
+            promised: Day(0),
+        },
+    };
+    act.command(first.id, lines, route)
 }

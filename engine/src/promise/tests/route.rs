@@ -71,14 +71,18 @@ fn routed_orders_fill_a_day_and_cancelling_gives_it_back() {
         Load { orders: 1, units: 1 }
     );
     let order = w.engine.hold(RequestId(902)).unwrap();
+    let routed = order.routed.as_deref().expect("a routed order");
     assert_eq!(
-        order.routed.as_deref(),
-        Some(
-            &[ShipSlot {
-                node: a,
-                day: MONDAY.plus(1)
-            }][..]
-        )
+        &routed.packages[..],
+        &[ShipSlot {
+            node: a,
+            day: MONDAY.plus(1)
+        }][..]
+    );
+    // What it promised is kept for re-routing: the destination and Wednesday's delivery.
+    assert_eq!(
+        (routed.zone, routed.point(), routed.promised),
+        (ZoneId(1), None, MONDAY.plus(2))
     );
     // The line needs its units on its ship day (a dated claim), like a promise-and-hold.
     assert_eq!(order.lines[0].need_day, MONDAY.plus(1));
@@ -292,6 +296,10 @@ fn malformed_route_orders_are_typed_errors() {
     };
     let slot = |node, day| ShipSlot { node, day };
     let before = w.engine.state_digest();
+    let zone1 = Destination {
+        zone: ZoneId(1),
+        point: None,
+    };
     for (lines, packages, code) in [
         (vec![], vec![slot(a, MONDAY)], ErrorCode::EmptyRequest),
         (vec![line(NodeChoice::Node(a))], vec![], ErrorCode::InvalidOption),
@@ -315,6 +323,12 @@ fn malformed_route_orders_are_typed_errors() {
             vec![slot(a, Day(MONDAY.0 - 2))],
             ErrorCode::InvalidOption,
         ),
+        // Promised before it ships.
+        (
+            vec![line(NodeChoice::Node(a))],
+            vec![slot(a, MONDAY.plus(4))],
+            ErrorCode::InvalidOption,
+        ),
         (
             vec![line(NodeChoice::Node(NodeId::from_raw(77)))],
             vec![slot(NodeId::from_raw(77), MONDAY)],
@@ -329,6 +343,8 @@ fn malformed_route_orders_are_typed_errors() {
                     order: RequestId(999),
                     lines,
                     packages,
+                    destination: zone1,
+                    promised: MONDAY.plus(3),
                 },
             )
             .unwrap_err();
