@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{Day, NodeId, ZoneId};
+use crate::network::ServiceLevel;
 use crate::promise::CapacityUse;
 
 /// Orders and units committed for one node and day.
@@ -36,6 +37,8 @@ pub struct Routed {
     pub point_bits: Option<(u32, u32)>,
     /// The delivery day promised.
     pub promised: Day,
+    /// The service level it was promised at.
+    pub level: ServiceLevel,
 }
 
 impl Routed {

@@ -63,6 +63,7 @@ mod kind {
     pub const UPSERT_ZONE: u8 = 16;
     pub const UPSERT_LANE: u8 = 17;
     pub const ROUTE_ORDER: u8 = 18;
+    pub const REROUTE: u8 = 19;
 }
 
 /// Appends the encoding of `command` to `out`.
@@ -207,6 +208,7 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
             packages,
             destination,
             promised,
+            level,
         } => {
             w.u8(kind::ROUTE_ORDER);
             w.request(*order);
@@ -226,6 +228,24 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
                 None => w.u8(0),
             }
             w.u32(promised.0);
+            w.u8(*level as u8);
+        }
+        Command::Reroute { request, moves } => {
+            w.u8(kind::REROUTE);
+            w.request(*request);
+            w.len(moves.len());
+            for m in moves {
+                w.request(m.order);
+                w.len(m.line_nodes.len());
+                for n in &m.line_nodes {
+                    w.u32(n.raw());
+                }
+                w.len(m.packages.len());
+                for p in &m.packages {
+                    w.u32(p.node.raw());
+                    w.u32(p.day.0);
+                }
+            }
         }
         Command::Commit { request, hold } | Command::CancelAllocation { request, hold } => {
             let tag = if matches!(command, Command::Commit { .. }) {
@@ -400,6 +420,31 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
                 partial,
             }
         }
+        kind::REROUTE => {
+            let request = r.request()?;
+            // A move is at least 16 + 4 + 4 + 4 + 8 bytes.
+            let n = r.len("moves", limits::REROUTE_MOVES_MAX, 36)?;
+            let mut moves = Vec::with_capacity(n);
+            for _ in 0..n {
+                let order = r.request()?;
+                let k = r.len("line nodes", limits::HOLD_LINES_MAX, 4)?;
+                let line_nodes = (0..k).map(|_| r.node()).collect::<Result<_, _>>()?;
+                let k = r.len("packages", limits::HOLD_LINES_MAX, 8)?;
+                let mut packages = Vec::with_capacity(k);
+                for _ in 0..k {
+                    packages.push(ShipSlot {
+                        node: r.node()?,
+                        day: Day(r.u32("ship day")?),
+                    });
+                }
+                moves.push(crate::reroute::RerouteMove {
+                    order,
+                    line_nodes,
+                    packages,
+                });
+            }
+            Command::Reroute { request, moves }
+        }
         kind::ROUTE_ORDER => {
             let order = r.request()?;
             let lines = read_hold_lines(&mut r)?;
@@ -426,6 +471,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
                 packages,
                 destination: crate::promise::Destination { zone, point },
                 promised: Day(r.u32("promised day")?),
+                level: r.level()?,
             }
         }
         kind::COMMIT => Command::Commit {
@@ -463,13 +509,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         kind::UPSERT_LANE => {
             let node = r.node()?;
             let zone = crate::ids::ZoneId(r.u32("zone")?);
-            let level_at = r.at;
-            let level = crate::network::ServiceLevel::from_u8(r.u8("service level")?).ok_or(
-                DecodeError::InvalidValue {
-                    at: level_at,
-                    field: "service level",
-                },
-            )?;
+            let level = r.level()?;
             Command::UpsertLane(crate::network::Lane {
                 node,
                 zone,
@@ -613,6 +653,14 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             _ => Err(DecodeError::InvalidValue { at, field }),
         }
+    }
+    pub(crate) fn level(&mut self) -> Result<crate::network::ServiceLevel, DecodeError> {
+        let at = self.at;
+        let raw = self.u8("service level")?;
+        crate::network::ServiceLevel::from_u8(raw).ok_or(DecodeError::InvalidValue {
+            at,
+            field: "service level",
+        })
     }
     pub(crate) fn quantity(&mut self) -> Result<Quantity, DecodeError> {
         let at = self.at;

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::capacity::ShipSlot;
 use crate::hold::HoldState;
 use crate::ids::{Day, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
-use crate::network::{Capabilities, Lane, NodeSpec, ZoneSpec};
+use crate::network::{Capabilities, Lane, NodeSpec, ServiceLevel, ZoneSpec};
 use crate::promise::Destination;
 
 /// Which node a hold line should come from.
@@ -149,6 +149,14 @@ pub enum Command {
         /// re-routing.
         destination: Destination,
         promised: Day,
+        /// The service level it was promised at (never `Pickup`: a pickup is not routed).
+        level: ServiceLevel,
+    },
+    /// Moves routed orders to new plans, every move or none (a batch re-route's apply).
+    /// `request` is its idempotency key.
+    Reroute {
+        request: RequestId,
+        moves: Vec<crate::reroute::RerouteMove>,
     },
 }
 
@@ -174,6 +182,7 @@ impl Command {
             Self::UpsertZone(_) => "upsert_zone",
             Self::UpsertLane(_) => "upsert_lane",
             Self::RouteOrder { .. } => "route_order",
+            Self::Reroute { .. } => "reroute",
         }
     }
 }
@@ -263,4 +272,5 @@ pub enum Outcome {
     },
     ZoneUpserted(ZoneId),
     LaneUpserted,
+    Reroute(crate::reroute::RerouteOutcome),
 }

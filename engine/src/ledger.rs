@@ -329,6 +329,7 @@ impl Engine {
             Command::UpsertZone(zone) => self.upsert_zone(now, command, zone),
             Command::UpsertLane(lane) => self.upsert_lane(now, command, lane),
             Command::RouteOrder { .. } => self.apply_route(now, command),
+            Command::Reroute { .. } => self.apply_reroute(now, command),
             _ => self.apply_feed(now, command),
         }
     }

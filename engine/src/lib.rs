@@ -32,7 +32,8 @@
 //! - [`capacity`]: node capacity used per ship day by routed orders;
 //! - `feed`, `hold_ops`, `route_ops`: applying feed, hold and route-order commands;
 //! - `invariants`, [`digest`]: self-checks and the canonical state hash;
-//! - [`optimise`]: the batch re-routing optimiser (assignment under capacities, with a lower bound);
+//! - [`optimise`]: the assignment optimiser of the explicit form (one capacity per option);
+//! - [`reroute`]: batch re-routing of open allocations (plans under stock and capacity limits);
 //! - [`codec`]: the stable binary encoding of commands, for the write-ahead log and replicas;
 //! - [`dataset`]: deterministic synthetic data sets (`small`, `retail`, `peak`).
 
@@ -54,6 +55,7 @@ pub mod limits;
 pub mod network;
 pub mod optimise;
 pub mod promise;
+pub mod reroute;
 mod route_ops;
 mod shard;
 pub mod snapshot;

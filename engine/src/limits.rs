@@ -55,6 +55,10 @@ pub const SKUS_MAX: usize = 1 << 24;
 /// dated events, so dates are bounded to keep day arithmetic in `u32` trivially safe.
 pub const LOOKAHEAD_DAYS_MAX: u32 = 730;
 
+/// Moves in one re-route command: its log record (about 50 bytes a move) stays well under the
+/// 16 MiB record limit. A larger plan is applied by narrower filters.
+pub const REROUTE_MOVES_MAX: usize = 200_000;
+
 /// Default time a finished request (a feed, a released or shipped hold) is remembered so that a
 /// retry with the same request id returns the first result: one day.
 pub const RETENTION_MS_DEFAULT: u64 = 86_400_000;

@@ -17,6 +17,7 @@ use crate::hold_ops::{check_hold_statically, granted};
 use crate::ids::{Day, Timestamp};
 use crate::ledger::Engine;
 use crate::limits::LOOKAHEAD_DAYS_MAX;
+use crate::network::ServiceLevel;
 use crate::promise::Destination;
 
 impl Engine {
@@ -27,6 +28,7 @@ impl Engine {
             packages,
             destination,
             promised,
+            level,
         } = command
         else {
             unreachable!("not a route order")
@@ -53,8 +55,20 @@ impl Engine {
             }
             None => {}
         }
-        check_route_statically(lines, packages, destination, *promised, today)?;
+        check_route_statically(lines, packages, destination, *promised, *level, today)?;
         let mut book = self.capacity.write();
+        // The book has forgotten the days before its floor (a tick moved it): a package there
+        // could be taken but never given back. Only a command stamped earlier than a tick that
+        // was applied before it meets this.
+        if let Some(slot) = packages.iter().find(|p| p.day < book.floor()) {
+            return Err(EngineError::InvalidOption {
+                what: format!(
+                    "package ship day {} is before day {}, the first day node capacity is still kept for",
+                    slot.day.0,
+                    book.floor().0
+                ),
+            });
+        }
         let mut shards = self.lock_skus(lines.iter().map(|l| l.sku));
         let mut evaluated = self.evaluate_hold(&mut shards, lines, false, today)?;
         let network = shards.any().network.clone();
@@ -123,6 +137,7 @@ impl Engine {
                 zone: destination.zone,
                 point_bits: destination.point.map(|(lat, lon)| (lat.to_bits(), lon.to_bits())),
                 promised: *promised,
+                level: *level,
             })),
         };
         let outcome = granted(&routed, false);
@@ -140,9 +155,15 @@ fn check_route_statically(
     packages: &[ShipSlot],
     destination: &Destination,
     promised: Day,
+    level: ServiceLevel,
     today: Day,
 ) -> Result<(), EngineError> {
     check_hold_statically(lines, 1, today)?;
+    if level == ServiceLevel::Pickup {
+        return Err(EngineError::InvalidOption {
+            what: "a pickup (BOPIS) is held at the store, not routed: route orders ship".into(),
+        });
+    }
     if let Some((lat, lon)) = destination.point {
         crate::network::check_point(lat, lon)?;
     }
@@ -166,7 +187,7 @@ fn check_route_statically(
         if packages[..i].iter().any(|p| p.node == slot.node) {
             return invalid(format!("node {} has two packages", slot.node.raw()));
         }
-        if slot.day.0 + 1 < today.0 || slot.day.0 > today.0 + LOOKAHEAD_DAYS_MAX {
+        if slot.day.0.saturating_add(1) < today.0 || slot.day.0 > today.0.saturating_add(LOOKAHEAD_DAYS_MAX) {
             return invalid(format!(
                 "package ship day {} is outside yesterday..today+{LOOKAHEAD_DAYS_MAX} (today is {})",
                 slot.day.0, today.0
@@ -183,4 +204,47 @@ fn check_route_statically(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::capacity::ShipSlot;
+    use crate::command::{Command, HoldLineRequest, NodeChoice};
+    use crate::error::ErrorCode;
+    use crate::ids::{Day, MS_PER_DAY, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
+    use crate::ledger::{Engine, EngineConfig};
+    use crate::network::ServiceLevel;
+    use crate::promise::Destination;
+
+    /// A route order stamped before a tick that was applied first ships on a day the book has
+    /// forgotten: refused before anything changes, not taken and never given back.
+    #[test]
+    fn a_package_before_the_books_floor_is_refused() {
+        let engine = Engine::new(EngineConfig::default());
+        let at = |day: u64| Timestamp(day * MS_PER_DAY + 9 * 3_600_000);
+        engine.apply(at(20), &Command::Tick).unwrap();
+        let before = engine.state_digest();
+        let node = NodeId::from_raw(0);
+        let route = Command::RouteOrder {
+            order: RequestId(7),
+            lines: vec![HoldLineRequest {
+                sku: SkuId::from_raw(0),
+                node: NodeChoice::Node(node),
+                quantity: Quantity::new(1).unwrap(),
+                need_day: None,
+            }],
+            packages: vec![ShipSlot { node, day: Day(10) }],
+            destination: Destination {
+                zone: ZoneId(1),
+                point: None,
+            },
+            promised: Day(12),
+            level: ServiceLevel::Ground,
+        };
+        // Day 10 is today for the order, but the tick of day 20 moved the floor to day 19.
+        let e = engine.apply(at(10), &route).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidOption, "{e}");
+        assert!(e.to_string().contains("before day 19"), "{e}");
+        assert_eq!(engine.state_digest(), before);
+    }
 }

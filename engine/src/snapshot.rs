@@ -410,6 +410,7 @@ pub(crate) fn encode_request_shard(rs: &RequestShard) -> Vec<u8> {
                         None => w.u8(0),
                     }
                     w.u32(routed.promised.0);
+                    w.u8(routed.level as u8);
                 }
             }
         }
@@ -776,7 +777,7 @@ fn decode_sku_shard(bytes: &[u8], network: Arc<Network>) -> Result<Shard, Decode
 
 /// The `&'static str` kind of a remembered feed command, from its stored name.
 fn static_kind(name: &str) -> Option<&'static str> {
-    const KINDS: [&str; 7] = [
+    const KINDS: [&str; 8] = [
         "set_on_hand",
         "adjust_on_hand",
         "set_safety_stock",
@@ -784,6 +785,7 @@ fn static_kind(name: &str) -> Option<&'static str> {
         "receive_inbound",
         "cancel_inbound",
         "return",
+        "reroute",
     ];
     KINDS.iter().find(|k| **k == name).copied()
 }
@@ -871,6 +873,7 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                         zone,
                         point_bits,
                         promised: Day(r.u32("promised day")?),
+                        level: r.level()?,
                     }))
                 } else {
                     None

@@ -180,6 +180,8 @@ fn command() -> impl Strategy<Value = Command> {
                     point: (packages.len() % 2 == 0).then_some((12.5, -70.25))
                 },
                 promised: Day(lines.len() as u32 * 7),
+                level: [ServiceLevel::Ground, ServiceLevel::TwoDay, ServiceLevel::NextDay]
+                    [packages.len() % 3],
                 lines,
                 packages: packages
                     .into_iter()

@@ -587,6 +587,11 @@ impl Replay {
                     packages,
                     destination,
                     promised: day_offset(self.now, (*day).max(0) + 1 + (*day & 1)),
+                    level: if day & 4 == 0 {
+                        promised_engine::network::ServiceLevel::Ground
+                    } else {
+                        promised_engine::network::ServiceLevel::TwoDay
+                    },
                 }
             }
             Op::Commit { pick } => {

@@ -180,8 +180,8 @@ pub fn outcome<'a>(
             let u = wire::SkuUpserted::create(b, &wire::SkuUpsertedArgs { sku: Some(sku) });
             (wire::ReplyBody::SkuUpserted, u.as_union_value())
         }
-        // Ticks come from the server itself; zones and lanes are not on the wire yet.
-        Outcome::Ticked { .. } | Outcome::ZoneUpserted(_) | Outcome::LaneUpserted => {
+        // Ticks come from the server itself; zones, lanes and re-routes are not on the wire yet.
+        Outcome::Ticked { .. } | Outcome::ZoneUpserted(_) | Outcome::LaneUpserted | Outcome::Reroute(_) => {
             let a = wire::Ack::create(b, &wire::AckArgs {});
             (wire::ReplyBody::Ack, a.as_union_value())
         }

@@ -13,6 +13,7 @@ use crate::error::EngineError;
 use crate::hold::Hold;
 use crate::ids::{Day, Quantity, RequestId, Timestamp};
 use crate::ledger::Engine;
+use crate::network::ServiceLevel;
 
 use super::{Destination, LevelPromise, PromiseRequest};
 
@@ -39,6 +40,7 @@ struct RouteParts {
     packages: Vec<ShipSlot>,
     destination: Destination,
     promised: Day,
+    level: ServiceLevel,
 }
 
 impl Act {
@@ -56,6 +58,7 @@ impl Act {
                 packages: route.packages,
                 destination: route.destination,
                 promised: route.promised,
+                level: route.level,
             },
         }
     }
@@ -144,6 +147,7 @@ impl Engine {
                     .collect(),
                 destination: request.destination,
                 promised: plan.delivery,
+                level: request.levels[0],
             };
             act.command(id, lines.into_iter().map(|l| l.1).collect(), route)
         });
@@ -177,6 +181,7 @@ fn repeat_of(first: &Hold, act: Act) -> Command {
                 point: r.point(),
             },
             promised: r.promised,
+            level: r.level,
         },
         None => RouteParts {
             packages: Vec::new(),
@@ -185,6 +190,7 @@ fn repeat_of(first: &Hold, act: Act) -> Command {
                 point: None,
             },
             promised: Day(0),
+            level: ServiceLevel::Ground,
         },
     };
     act.command(first.id, lines, route)

@@ -266,13 +266,13 @@ impl Engine {
 /// Great-circle distances from nodes to the destination: the zone's shared table when the
 /// destination is the zone's centre, else worked out once per request and node.
 #[derive(Default)]
-struct Distances<'a> {
+pub(crate) struct Distances<'a> {
     zone: Option<&'a [f64]>,
     point: std::collections::HashMap<NodeId, f64, ahash::RandomState>,
 }
 
 impl<'a> Distances<'a> {
-    fn to(network: &'a Network, dest: &Destination) -> Self {
+    pub(crate) fn to(network: &'a Network, dest: &Destination) -> Self {
         Self {
             zone: dest
                 .point
@@ -352,7 +352,7 @@ fn validate(network: &Network, request: &PromiseRequest) -> Result<Option<(f32, 
 }
 
 /// The lane from `node` to the destination at `level`, if there is one.
-fn lane(
+pub(crate) fn lane(
     network: &Network,
     node: NodeId,
     dest: &Destination,
@@ -378,7 +378,7 @@ fn lane(
     Some(lanes::lane_at_distance(node, dest.zone, km, level))
 }
 
-fn scaled(cents: u32, factor_milli: u32) -> u64 {
+pub(crate) fn scaled(cents: u32, factor_milli: u32) -> u64 {
     u64::from(cents) * u64::from(factor_milli) / 1000
 }
 

@@ -857,6 +857,7 @@ proptest! {
     }
 }
 
+mod reroute;
 mod route;
 
 #[test]

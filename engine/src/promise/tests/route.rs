@@ -345,6 +345,7 @@ fn malformed_route_orders_are_typed_errors() {
                     packages,
                     destination: zone1,
                     promised: MONDAY.plus(3),
+                    level: ServiceLevel::Ground,
                 },
             )
             .unwrap_err();

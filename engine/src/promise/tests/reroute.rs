@@ -1,0 +1,272 @@
+//! Batch re-routing of routed orders: dry runs, atomic applies, refusals that change nothing.
+
+use super::*;
+use crate::capacity::{Load, ShipSlot};
+use crate::network::NodeStatus;
+use crate::reroute::{LeftOutReason, RerouteFilter, RerouteOutcome, ReroutePolicy, solver::Effort};
+
+fn ground(s: SkuId, q: u32) -> PromiseRequest {
+    request(&[(s, q)], &[ServiceLevel::Ground], PromiseOptions::default())
+}
+
+fn route(w: &mut World, r: &PromiseRequest, order: u128) {
+    let plan = w.engine.plan_route(w.now, r, RequestId(order)).unwrap();
+    match w.apply(plan.command.expect("a plan")) {
+        Outcome::Route(crate::command::HoldOutcome::Granted { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A cheap DC `A` and a dearer one `B` (explicit lanes), 10 units of `S` at each.
+fn two_dcs() -> (World, NodeId, NodeId, SkuId) {
+    let mut w = World::new(at(MONDAY, 9));
+    let a = w.node(dc("A"));
+    let b = w.node(dc("B"));
+    let s = w.sku("S", Capabilities::default());
+    w.stock(s, a, 10);
+    w.stock(s, b, 10);
+    w.lane(a, ServiceLevel::Ground, 1, 400, 10);
+    w.lane(b, ServiceLevel::Ground, 2, 600, 10);
+    (w, a, b, s)
+}
+
+fn close(w: &mut World, name: &str) {
+    let mut spec = dc(name);
+    spec.status = NodeStatus::Closed;
+    w.apply(Command::UpsertNode(spec));
+}
+
+fn plan(w: &World, filter: &RerouteFilter) -> crate::reroute::RerouteReport {
+    w.engine
+        .plan_reroute(
+            w.now,
+            filter,
+            &ReroutePolicy::default(),
+            &Effort::default(),
+            &|| false,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_closed_dc_moves_its_orders_and_the_apply_is_all_at_once() {
+    let (mut w, a, b, s) = two_dcs();
+    for order in 0..3 {
+        route(&mut w, &ground(s, 2), 100 + order);
+    }
+    assert_eq!(w.engine.capacity_used(a, MONDAY), Load { orders: 3, units: 6 });
+    close(&mut w, "A");
+    let filter = RerouteFilter {
+        nodes: vec![a],
+        ..Default::default()
+    };
+    let report = plan(&w, &filter);
+    assert_eq!(report.orders, 3);
+    assert_eq!(report.broken_before, 3);
+    assert_eq!(report.moves.len(), 3);
+    assert!(report.left_out.is_empty());
+    assert_eq!(report.check.over, 0);
+    // B is the only plan: proven optimal. Two days from B instead of one from A: a day late.
+    let each = (600 + 2 * 10 + 500 + 100) as f64;
+    assert_eq!(report.cost_after, 3.0 * each);
+    assert!(report.lower_bound <= report.cost_after + 1e-6);
+    assert_eq!(report.gap, Some(0.0));
+    for m in &report.moves {
+        assert_eq!(m.to, vec![ShipSlot { node: b, day: MONDAY }]);
+        assert_eq!(m.delivery, MONDAY.plus(2));
+        assert_eq!(m.promised, Some(MONDAY.plus(1)));
+    }
+    // A dry run changed nothing.
+    let before = w.engine.state_digest();
+    let _ = plan(&w, &filter);
+    assert_eq!(w.engine.state_digest(), before);
+
+    let command = report.command(RequestId(7_000)).unwrap();
+    assert_eq!(
+        w.apply(command.clone()),
+        Outcome::Reroute(RerouteOutcome::Applied {
+            moved: 3,
+            repeated: false
+        })
+    );
+    w.engine.check_invariants().unwrap();
+    assert_eq!(w.engine.capacity_used(a, MONDAY), Load::default());
+    assert_eq!(w.engine.capacity_used(b, MONDAY), Load { orders: 3, units: 6 });
+    assert_eq!(w.engine.atp(s, b, w.now, None).unwrap(), 4);
+    let order = w.engine.hold(RequestId(100)).unwrap();
+    assert!(order.lines.iter().all(|l| l.node == b && l.remaining == 2));
+    // A retry answers the first answer and changes nothing.
+    let after = w.engine.state_digest();
+    assert_eq!(
+        w.apply(command),
+        Outcome::Reroute(RerouteOutcome::Applied {
+            moved: 3,
+            repeated: true
+        })
+    );
+    assert_eq!(w.engine.state_digest(), after);
+    // Nothing is left at A to move; cancelling a moved order gives back B's capacity.
+    assert_eq!(plan(&w, &filter).orders, 0);
+    w.apply(Command::CancelAllocation {
+        request: RequestId(7_001),
+        hold: RequestId(100),
+    });
+    assert_eq!(w.engine.capacity_used(b, MONDAY), Load { orders: 2, units: 4 });
+    assert_eq!(w.engine.atp(s, b, w.now, None).unwrap(), 6);
+}
+
+#[test]
+fn an_apply_that_no_longer_fits_changes_nothing() {
+    let (mut w, a, b, s) = two_dcs();
+    for order in 0..3 {
+        route(&mut w, &ground(s, 2), 100 + order);
+    }
+    close(&mut w, "A");
+    let report = plan(
+        &w,
+        &RerouteFilter {
+            nodes: vec![a],
+            ..Default::default()
+        },
+    );
+    // B's stock was counted down since the dry run: the third order no longer fits.
+    w.stock(s, b, 5);
+    let before = w.engine.state_digest();
+    match w.apply(report.command(RequestId(7_000)).unwrap()) {
+        Outcome::Reroute(RerouteOutcome::Refused { order, lines }) => {
+            assert_eq!(order, RequestId(102));
+            assert_eq!(lines[0].reason, crate::command::RefusalReason::InsufficientAtp);
+            assert_eq!(lines[0].available, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.engine.state_digest(), before);
+    w.engine.check_invariants().unwrap();
+}
+
+#[test]
+fn orders_with_no_plan_keep_their_allocation_and_are_reported() {
+    let (mut w, a, b, s) = two_dcs();
+    route(&mut w, &ground(s, 8), 100);
+    route(&mut w, &ground(s, 2), 101);
+    close(&mut w, "A");
+    // B has 10: both fit. With 9 only the 8-unit order or the 2-unit one fits.
+    w.stock(s, b, 9);
+    let report = plan(
+        &w,
+        &RerouteFilter {
+            nodes: vec![a],
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.moves.len(), 1);
+    assert_eq!(report.left_out.len(), 1);
+    assert_eq!(report.left_out[0].reason, LeftOutReason::NoRoom);
+    assert!(!report.left_out[0].current_ships);
+    assert_eq!(report.gap, None, "an order left out: no gap to claim");
+}
+
+#[test]
+fn a_full_day_spills_to_the_next_day_when_that_is_cheapest() {
+    let (mut w, _a, b, s) = two_dcs();
+    // A takes one order a day.
+    let mut spec = dc("A");
+    spec.capacity = DailyCapacity { orders: 1, units: 0 };
+    w.apply(Command::UpsertNode(spec));
+    let a = w.engine.node_id("A").unwrap();
+    // Routed before the limit existed? No: route to B by closing A first, then reopen A.
+    close(&mut w, "A");
+    route(&mut w, &ground(s, 1), 100);
+    route(&mut w, &ground(s, 1), 101);
+    let mut spec = dc("A");
+    spec.capacity = DailyCapacity { orders: 1, units: 0 };
+    w.apply(Command::UpsertNode(spec));
+    // Both sit at B (2 days, promised MONDAY + 2). A ships one today (1 day) and one tomorrow
+    // (2 days, on time): both cheaper than B.
+    let report = plan(
+        &w,
+        &RerouteFilter {
+            nodes: vec![b],
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.moves.len(), 2);
+    let mut days: Vec<Day> = report.moves.iter().map(|m| m.to[0].day).collect();
+    days.sort();
+    assert_eq!(days, vec![MONDAY, MONDAY.plus(1)]);
+    assert!(report.moves.iter().all(|m| m.to[0].node == a));
+    assert_eq!(report.check.over, 0);
+    w.apply(report.command(RequestId(9_000)).unwrap());
+    w.engine.check_invariants().unwrap();
+    assert_eq!(w.engine.capacity_used(a, MONDAY), Load { orders: 1, units: 1 });
+    assert_eq!(
+        w.engine.capacity_used(a, MONDAY.plus(1)),
+        Load { orders: 1, units: 1 }
+    );
+}
+
+#[test]
+fn bad_reroutes_are_typed_errors() {
+    let (mut w, a, _b, s) = two_dcs();
+    route(&mut w, &ground(s, 2), 100);
+    let before = w.engine.state_digest();
+    let e = |f: RerouteFilter| {
+        w.engine
+            .plan_reroute(w.now, &f, &ReroutePolicy::default(), &Effort::default(), &|| {
+                false
+            })
+            .unwrap_err()
+            .code()
+    };
+    use crate::error::ErrorCode;
+    assert_eq!(
+        e(RerouteFilter {
+            nodes: vec![NodeId::from_raw(99)],
+            ..Default::default()
+        }),
+        ErrorCode::UnknownNode
+    );
+    assert_eq!(
+        e(RerouteFilter {
+            orders: vec![RequestId(5)],
+            ..Default::default()
+        }),
+        ErrorCode::UnknownHold
+    );
+    let moves = |order, line_nodes: Vec<NodeId>, packages: Vec<ShipSlot>| Command::Reroute {
+        request: RequestId(8_000),
+        moves: vec![crate::reroute::RerouteMove {
+            order: RequestId(order),
+            line_nodes,
+            packages,
+        }],
+    };
+    let slot = ShipSlot { node: a, day: MONDAY };
+    for (command, code) in [
+        (
+            Command::Reroute {
+                request: RequestId(8_000),
+                moves: vec![],
+            },
+            ErrorCode::EmptyRequest,
+        ),
+        (moves(5, vec![a], vec![slot]), ErrorCode::UnknownHold),
+        (moves(100, vec![a, a], vec![slot]), ErrorCode::InvalidOption),
+        (moves(100, vec![a], vec![]), ErrorCode::InvalidOption),
+        (
+            moves(
+                100,
+                vec![a],
+                vec![ShipSlot {
+                    node: a,
+                    day: MONDAY.plus(800),
+                }],
+            ),
+            ErrorCode::InvalidOption,
+        ),
+    ] {
+        let err = w.engine.apply(w.now, &command).unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+    }
+    assert_eq!(w.engine.state_digest(), before);
+}

@@ -1,0 +1,351 @@
+//! Applying a re-route: every move or none, as one command (one log record).
+//!
+//! Under every request-shard lock, the capacity book and the SKU shards of the moved orders:
+//! check each move's shape against its order; give back every moved order's stock and capacity;
+//! then take each new plan as a route order would (stock on the package's ship day, the node's
+//! orders and units that day). If any new plan does not fit, everything taken is given back and
+//! every old plan taken again, exactly, and the command is refused with the order and reasons:
+//! nothing changed, nothing logged. Holds wait only while it runs.
+
+use smallvec::SmallVec;
+
+use crate::capacity::{CapacityBook, ShipSlot};
+use crate::command::{Command, HoldLineRequest, LineRefusal, NodeChoice, Outcome, RefusalReason};
+use crate::error::EngineError;
+use crate::hold::{DoneRecord, HoldLine, HoldState, Record};
+use crate::hold_ops::EvaluatedHold;
+use crate::ids::{Day, NodeId, Quantity, RequestId, Timestamp};
+use crate::ledger::{Engine, LockedShards};
+use crate::limits::{LOOKAHEAD_DAYS_MAX, REROUTE_MOVES_MAX};
+use crate::network::Network;
+
+/// One order's new plan: the node of each of its lines (in the order's line order) and one
+/// package per shipping node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RerouteMove {
+    pub order: RequestId,
+    pub line_nodes: Vec<NodeId>,
+    pub packages: Vec<ShipSlot>,
+}
+
+/// A re-route's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RerouteOutcome {
+    Applied {
+        moved: u32,
+        repeated: bool,
+    },
+    /// The plan no longer fits (stock or capacity moved since the dry run): the order, its
+    /// lines' reasons. Nothing changed.
+    Refused {
+        order: RequestId,
+        lines: Vec<LineRefusal>,
+    },
+}
+
+/// Checks the moves' shape, with no lock held.
+fn check_statically(moves: &[RerouteMove], today: Day) -> Result<(), EngineError> {
+    let invalid = |what: String| Err(EngineError::InvalidOption { what });
+    if moves.is_empty() {
+        return Err(EngineError::EmptyRequest);
+    }
+    if moves.len() > REROUTE_MOVES_MAX {
+        return Err(EngineError::CapacityExceeded {
+            what: "moves in one re-route",
+            max: REROUTE_MOVES_MAX,
+        });
+    }
+    let mut ids: Vec<RequestId> = moves.iter().map(|m| m.order).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return invalid(format!("order {} is moved twice", w[0]));
+    }
+    for m in moves {
+        if m.packages.is_empty() || m.packages.len() > m.line_nodes.len() {
+            return invalid(format!(
+                "order {}: one to {} packages, not {}",
+                m.order,
+                m.line_nodes.len(),
+                m.packages.len()
+            ));
+        }
+        for (i, p) in m.packages.iter().enumerate() {
+            if m.packages[..i].iter().any(|q| q.node == p.node) {
+                return invalid(format!(
+                    "order {}: node {} has two packages",
+                    m.order,
+                    p.node.raw()
+                ));
+            }
+            if p.day.0.saturating_add(1) < today.0 || p.day.0 > today.0.saturating_add(LOOKAHEAD_DAYS_MAX) {
+                return invalid(format!(
+                    "order {}: ship day {} is outside yesterday..today+{LOOKAHEAD_DAYS_MAX}",
+                    m.order, p.day.0
+                ));
+            }
+            if !m.line_nodes.contains(&p.node) {
+                return invalid(format!(
+                    "order {}: the package of node {} has no line",
+                    m.order,
+                    p.node.raw()
+                ));
+            }
+        }
+        if let Some(i) = m
+            .line_nodes
+            .iter()
+            .position(|n| !m.packages.iter().any(|p| p.node == *n))
+        {
+            return invalid(format!(
+                "order {}: line {i} does not name a node with a package",
+                m.order
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub(crate) fn apply_reroute(&self, now: Timestamp, command: &Command) -> Result<Outcome, EngineError> {
+        let Command::Reroute { request, moves } = command else {
+            unreachable!("not a re-route")
+        };
+        let today = now.day();
+        let mut requests = self.lock_all_requests();
+        let r_idx = self.request_shard_of(*request);
+        match requests.peek(r_idx).records.get(request) {
+            Some(Record::Done(d)) if d.kind == "reroute" => {
+                return Ok(Outcome::Reroute(RerouteOutcome::Applied {
+                    moved: moves.len() as u32,
+                    repeated: true,
+                }));
+            }
+            Some(Record::Done(d)) => {
+                return Err(EngineError::RequestIdReused {
+                    request: *request,
+                    first: d.kind,
+                });
+            }
+            Some(Record::Hold(_)) => {
+                return Err(EngineError::RequestIdReused {
+                    request: *request,
+                    first: "hold",
+                });
+            }
+            None => {}
+        }
+        check_statically(moves, today)?;
+        // Each move against its order: routed, committed, unshipped, one node per line.
+        let mut old: Vec<(SmallVec<[HoldLine; 2]>, Vec<ShipSlot>)> = Vec::with_capacity(moves.len());
+        for m in moves {
+            let hold = match requests
+                .peek(self.request_shard_of(m.order))
+                .records
+                .get(&m.order)
+            {
+                Some(Record::Hold(h)) => h,
+                _ => return Err(EngineError::UnknownHold(m.order)),
+            };
+            let open =
+                hold.state == HoldState::Committed && hold.lines.iter().all(|l| l.remaining == l.granted);
+            let Some(routed) = hold.routed.as_ref().filter(|_| open) else {
+                return Err(EngineError::WrongHoldState {
+                    hold: m.order,
+                    state: if hold.routed.is_none() {
+                        "not routed"
+                    } else {
+                        hold.state.name()
+                    },
+                    action: "reroute",
+                });
+            };
+            if m.line_nodes.len() != hold.lines.len() {
+                return Err(EngineError::InvalidOption {
+                    what: format!(
+                        "order {}: {} line nodes for an order of {} lines",
+                        m.order,
+                        m.line_nodes.len(),
+                        hold.lines.len()
+                    ),
+                });
+            }
+            old.push((hold.lines.clone(), routed.packages.to_vec()));
+        }
+        let mut book = self.capacity.write();
+        let mut shards = self.lock_skus(old.iter().flat_map(|o| o.0.iter().map(|l| l.sku)));
+        let network = shards.any().network.clone();
+        for (lines, packages) in &old {
+            self.give_back(&mut shards, &mut book, lines, packages);
+        }
+        let mut taken: Vec<SmallVec<[HoldLine; 2]>> = Vec::with_capacity(moves.len());
+        for (m, (lines, _)) in moves.iter().zip(&old) {
+            match self.take_plan(&mut shards, &mut book, &network, m, lines, today) {
+                Ok(plan) => taken.push(plan),
+                Err(refusal) => {
+                    // Undo in reverse: the new plans given back, the old ones taken again.
+                    for (m, plan) in moves.iter().zip(&taken).rev() {
+                        self.give_back(&mut shards, &mut book, plan, &m.packages);
+                    }
+                    for (lines, packages) in &old {
+                        self.retake(&mut shards, &mut book, lines, packages);
+                    }
+                    return refusal;
+                }
+            }
+        }
+        // Everything fits: the orders take their new plans.
+        for (m, plan) in moves.iter().zip(taken) {
+            let rs = requests.get(self.request_shard_of(m.order));
+            let hold = rs.hold_mut(&m.order).expect("checked above");
+            hold.lines = plan;
+            if let Some(routed) = hold.routed.as_mut() {
+                routed.packages = m.packages.as_slice().into();
+            }
+        }
+        let cap = self.retained_per_shard();
+        let rs = requests.get(r_idx);
+        rs.records
+            .insert(*request, Record::Done(DoneRecord { kind: "reroute" }));
+        rs.retain(now, *request, cap);
+        self.sequence(now, command);
+        Ok(Outcome::Reroute(RerouteOutcome::Applied {
+            moved: moves.len() as u32,
+            repeated: false,
+        }))
+    }
+
+    /// Gives back what an order's lines allocate and its packages' capacity.
+    fn give_back(
+        &self,
+        shards: &mut LockedShards<'_>,
+        book: &mut CapacityBook,
+        lines: &[HoldLine],
+        packages: &[ShipSlot],
+    ) {
+        for l in lines.iter().filter(|l| l.remaining > 0) {
+            let shard = shards.get(self.map.shard_of(l.sku));
+            let slot = self.map.slot_of(l.sku);
+            let idx = shard.position_index(slot, l.node).expect("allocated position");
+            shard.skus[slot].positions[idx].allocated -= l.remaining;
+            if l.future {
+                shard.dated_mut(slot, idx).remove_claim(l.need_day, l.remaining);
+                shard.release_dated_if_empty(slot, idx);
+            }
+        }
+        for &p in packages {
+            book.give_back(p, package_units(lines, p.node));
+        }
+    }
+
+    /// Takes an old plan again, exactly as it was (the undo of `give_back`).
+    fn retake(
+        &self,
+        shards: &mut LockedShards<'_>,
+        book: &mut CapacityBook,
+        lines: &[HoldLine],
+        packages: &[ShipSlot],
+    ) {
+        for l in lines.iter().filter(|l| l.remaining > 0) {
+            let shard = shards.get(self.map.shard_of(l.sku));
+            let slot = self.map.slot_of(l.sku);
+            let idx = shard.position_index(slot, l.node).expect("allocated position");
+            shard.skus[slot].positions[idx].allocated += l.remaining;
+            if l.future {
+                shard.dated_mut(slot, idx).add_claim(l.need_day, l.remaining);
+            }
+        }
+        for &p in packages {
+            // `give_back` left a forgotten day alone: so does this.
+            if p.day >= book.floor() {
+                book.take(p, package_units(lines, p.node));
+            }
+        }
+    }
+
+    /// Takes `m`'s new plan for the order's `lines` as a route order would, or says why not.
+    fn take_plan(
+        &self,
+        shards: &mut LockedShards<'_>,
+        book: &mut CapacityBook,
+        network: &Network,
+        m: &RerouteMove,
+        lines: &[HoldLine],
+        today: Day,
+    ) -> Result<SmallVec<[HoldLine; 2]>, Result<Outcome, EngineError>> {
+        let refuse = |lines: Vec<LineRefusal>| {
+            Err(Ok(Outcome::Reroute(RerouteOutcome::Refused {
+                order: m.order,
+                lines,
+            })))
+        };
+        let request: Vec<HoldLineRequest> = lines
+            .iter()
+            .zip(&m.line_nodes)
+            .map(|(l, &node)| {
+                let day = m
+                    .packages
+                    .iter()
+                    .find(|p| p.node == node)
+                    .map_or(today, |p| p.day);
+                HoldLineRequest {
+                    sku: l.sku,
+                    node: NodeChoice::Node(node),
+                    quantity: Quantity::new(i64::from(l.remaining)).expect("an allocated quantity is valid"),
+                    need_day: (day > today).then_some(day),
+                }
+            })
+            .collect();
+        let mut evaluated: EvaluatedHold = self.evaluate_hold(shards, &request, false, today).map_err(Err)?;
+        for slot in &m.packages {
+            let spec = network
+                .node(slot.node)
+                .ok_or(Err(EngineError::UnknownNodeId(slot.node)))?;
+            let units: u64 = request
+                .iter()
+                .filter(|l| l.node == NodeChoice::Node(slot.node))
+                .map(|l| u64::from(l.quantity.get()))
+                .sum();
+            let used = book.load(slot.node, slot.day);
+            let limit = |c: u32| if c == 0 { u64::MAX } else { u64::from(c) };
+            let units_left = limit(spec.capacity.units).saturating_sub(u64::from(used.units));
+            let orders_full = u64::from(used.orders) >= limit(spec.capacity.orders);
+            if slot.day >= book.floor() && !orders_full && units <= units_left {
+                continue;
+            }
+            for (i, l) in request.iter().enumerate() {
+                if l.node == NodeChoice::Node(slot.node)
+                    && !evaluated.refusals.iter().any(|r| usize::from(r.line_idx) == i)
+                {
+                    evaluated.refusals.push(LineRefusal {
+                        line_idx: i as u16,
+                        sku: l.sku,
+                        node: Some(slot.node),
+                        requested: l.quantity.get(),
+                        available: if orders_full {
+                            0
+                        } else {
+                            units_left.min(i64::MAX as u64) as i64
+                        },
+                        reason: RefusalReason::CapacityFull,
+                    });
+                }
+            }
+        }
+        if !evaluated.refusals.is_empty() {
+            evaluated.refusals.sort_unstable_by_key(|r| r.line_idx);
+            return refuse(evaluated.refusals);
+        }
+        self.take_stock(shards, &evaluated, true);
+        for &slot in &m.packages {
+            book.take(slot, package_units(&evaluated.plan, slot.node));
+        }
+        Ok(evaluated.plan)
+    }
+}
+
+fn package_units(lines: &[HoldLine], node: NodeId) -> u32 {
+    lines
+        .iter()
+        .filter(|l| l.node == node)
+        .fold(0u32, |a, l| a.saturating_add(l.remaining))
+}

@@ -1,0 +1,475 @@
+//! Assignment under many shared limits: every order takes one of its candidate plans, each plan
+//! uses some units of several resources (stock at a position, orders and units a node can ship
+//! on a day), no resource is used past its capacity, least total cost.
+//!
+//! The explicit form's solver ([`crate::optimise`]) has one resource per option; a routed order's
+//! plan draws on a position per line and on a node's day per package, so this one prices every
+//! resource:
+//!
+//! - **Bound**: the Lagrangian relaxation of every capacity. At prices `λ ≥ 0` each order takes
+//!   its plan of least `cost + Σ λ_r · use_r`; the sum of those minima less `Σ λ_r · capacity_r`
+//!   is a lower bound on the least cost of any plan that serves every order from its candidates.
+//!   Subgradient steps (Polyak's rule against the best plan's cost) raise it.
+//! - **Plans**: at the current prices, orders in order of regret (how much they lose if their
+//!   best plan is taken from them) take the cheapest-priced candidate that still fits; then
+//!   passes move each order to a cheaper plan that fits, and place orders left out.
+//!
+//! Orders are priced in parallel (rayon); the sums, the greedy and the moves run in order index
+//! order, so the same instance gives the same plan, bound and gap on any number of threads.
+
+use rayon::prelude::*;
+
+/// One candidate plan: its cost and the resources it uses (`uses[first..first + len]`).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub cost: f64,
+    pub first: u32,
+    pub len: u32,
+}
+
+/// Orders, their candidates (order `j`'s are `candidates[starts[j]..starts[j + 1]]`), and the
+/// resources with their capacities. Amounts are whole units.
+#[derive(Clone, Debug, Default)]
+pub struct Instance {
+    pub capacity: Vec<u64>,
+    pub starts: Vec<usize>,
+    pub candidates: Vec<Candidate>,
+    /// (resource, amount) pairs, `first..first + len` per candidate.
+    pub uses: Vec<(u32, u32)>,
+}
+
+impl Instance {
+    pub fn n_orders(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn candidates_of(&self, order: usize) -> &[Candidate] {
+        &self.candidates[self.starts[order]..self.starts[order + 1]]
+    }
+
+    pub fn uses_of(&self, c: &Candidate) -> &[(u32, u32)] {
+        &self.uses[c.first as usize..(c.first + c.len) as usize]
+    }
+
+    /// Appends an order; each candidate is its cost and its uses.
+    pub fn push_order<'a>(&mut self, candidates: impl IntoIterator<Item = (f64, &'a [(u32, u32)])>) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        for (cost, uses) in candidates {
+            let first = self.uses.len() as u32;
+            self.uses.extend_from_slice(uses);
+            self.candidates.push(Candidate {
+                cost,
+                first,
+                len: uses.len() as u32,
+            });
+        }
+        self.starts.push(self.candidates.len());
+    }
+}
+
+/// How long and how hard to work.
+#[derive(Clone, Debug)]
+pub struct Effort {
+    pub iterations_max: u32,
+    /// Build a plan every this many iterations.
+    pub plan_every: u32,
+    /// Stop once the best plan is within this fraction of the bound.
+    pub gap_target: f64,
+}
+
+impl Default for Effort {
+    fn default() -> Self {
+        Self {
+            iterations_max: 300,
+            plan_every: 10,
+            gap_target: 1e-4,
+        }
+    }
+}
+
+/// The plan found and its certificate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    /// Per order, the index of its chosen candidate within its own, or `None`.
+    pub choice: Vec<Option<u32>>,
+    pub cost: f64,
+    /// No assignment that serves every order from its candidates costs less.
+    pub lower_bound: f64,
+    /// (cost - bound) / cost when every order is served and the cost is positive.
+    pub gap: Option<f64>,
+    pub iterations: u32,
+    pub stopped: bool,
+}
+
+impl Assignment {
+    pub fn unassigned(&self) -> usize {
+        self.choice.iter().filter(|c| c.is_none()).count()
+    }
+}
+
+/// Resources used past capacity (sums in u64: a plan's uses are u32 each).
+fn fits(used: u64, amount: u32, capacity: u64) -> bool {
+    used + u64::from(amount) <= capacity
+}
+
+/// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
+/// (for the regret order).
+fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
+    (0..instance.n_orders())
+        .into_par_iter()
+        .with_min_len(512)
+        .map(|j| {
+            let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
+            for (i, c) in instance.candidates_of(j).iter().enumerate() {
+                let priced = c.cost
+                    + instance
+                        .uses_of(c)
+                        .iter()
+                        .map(|&(r, a)| prices[r as usize] * f64::from(a))
+                        .sum::<f64>();
+                if priced < best.1 {
+                    best = (i as u32, priced, best.1);
+                } else if priced < best.2 {
+                    best.2 = priced;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// Solves `instance`; `stop` is asked once an iteration.
+pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Assignment {
+    let n = instance.n_orders();
+    let m = instance.capacity.len();
+    let mut prices = vec![0.0f64; m];
+    let mut best: Option<(Vec<Option<u32>>, f64, usize)> = None;
+    let mut best_bound = f64::NEG_INFINITY;
+    let mut theta = 2.0f64;
+    let mut since_better = 0u32;
+    let mut iterations = 0u32;
+    let mut stopped = false;
+    let mut used = vec![0u64; m];
+    while iterations < effort.iterations_max.max(1) {
+        // The first iteration always runs: it gives the bound at zero prices.
+        if iterations > 0 && stop() {
+            stopped = true;
+            break;
+        }
+        let priced = price_orders(instance, &prices);
+        // Sums in order index order: the same bound on any number of threads.
+        let mut bound: f64 = priced.iter().map(|p| p.1).sum();
+        bound -= prices
+            .iter()
+            .zip(&instance.capacity)
+            .map(|(p, &c)| p * c as f64)
+            .sum::<f64>();
+        if n == 0 {
+            bound = 0.0;
+        }
+        if best_bound == f64::NEG_INFINITY || bound > best_bound + 1e-9 * best_bound.abs().max(1.0) {
+            best_bound = bound;
+            since_better = 0;
+        } else {
+            since_better += 1;
+            if since_better >= 8 {
+                theta = (theta / 2.0).max(1e-4);
+                since_better = 0;
+            }
+        }
+        if iterations % effort.plan_every.max(1) == 0 {
+            let plan = greedy(instance, &priced, &prices);
+            let plan = improve(instance, plan);
+            let (cost, left) = cost_of(instance, &plan);
+            if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
+                best = Some((plan, cost, left));
+            }
+        }
+        iterations += 1;
+        let upper = best.as_ref().filter(|b| b.2 == 0).map(|b| b.1);
+        if let Some(u) = upper
+            && u - best_bound <= effort.gap_target.max(1e-9) * u.abs().max(1.0)
+        {
+            break;
+        }
+        // The subgradient: use less capacity.
+        used.iter_mut().for_each(|u| *u = 0);
+        for (j, p) in priced.iter().enumerate() {
+            if p.0 == u32::MAX {
+                continue;
+            }
+            let c = &instance.candidates_of(j)[p.0 as usize];
+            for &(r, a) in instance.uses_of(c) {
+                used[r as usize] += u64::from(a);
+            }
+        }
+        let mut norm = 0.0;
+        let g: Vec<f64> = used
+            .iter()
+            .zip(&instance.capacity)
+            .zip(&prices)
+            .map(|((&u, &c), &p)| {
+                let g = u as f64 - c as f64;
+                // A free resource whose price is already 0 cannot go lower.
+                let g = if p <= 0.0 && g < 0.0 { 0.0 } else { g };
+                norm += g * g;
+                g
+            })
+            .collect();
+        if norm == 0.0 {
+            // The relaxed choice fits every capacity: it is optimal, and its plan is built below.
+            let choice: Vec<Option<u32>> = priced.iter().map(|p| (p.0 != u32::MAX).then_some(p.0)).collect();
+            let (cost, left) = cost_of(instance, &choice);
+            if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
+                best = Some((choice, cost, left));
+            }
+            break;
+        }
+        // Without a plan that serves everyone, aim a little above the bound.
+        let target = upper.unwrap_or(bound + 0.1 * bound.abs().max(1.0));
+        let step = theta * (target - bound).max(1e-6 * target.abs().max(1.0)) / norm;
+        for (p, g) in prices.iter_mut().zip(&g) {
+            *p = (*p + step * g).max(0.0);
+        }
+    }
+    let (choice, cost, left) = best.unwrap_or_else(|| {
+        let priced = price_orders(instance, &prices);
+        let plan = improve(instance, greedy(instance, &priced, &prices));
+        let (cost, left) = cost_of(instance, &plan);
+        (plan, cost, left)
+    });
+    // The bound is below every plan that serves everyone: clamp the rounding of long sums.
+    let lower_bound = match (n, left) {
+        (0, _) => 0.0,
+        (_, 0) => best_bound.min(cost),
+        _ => best_bound,
+    };
+    let negative = instance.candidates.iter().any(|c| c.cost < 0.0);
+    let gap = (left == 0 && cost > f64::EPSILON && !negative).then(|| ((cost - lower_bound) / cost).max(0.0));
+    Assignment {
+        choice,
+        cost,
+        lower_bound,
+        gap,
+        iterations,
+        stopped,
+    }
+}
+
+/// Total cost of the served orders, and how many are left out.
+pub fn cost_of(instance: &Instance, choice: &[Option<u32>]) -> (f64, usize) {
+    let mut cost = 0.0;
+    let mut left = 0;
+    for (j, c) in choice.iter().enumerate() {
+        match c {
+            Some(c) => cost += instance.candidates_of(j)[*c as usize].cost,
+            None => left += 1,
+        }
+    }
+    (cost, left)
+}
+
+/// Orders by regret, most first, each taking the cheapest-priced candidate that still fits.
+fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Vec<Option<u32>> {
+    let n = instance.n_orders();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let regret = |j: u32| {
+        let p = priced[j as usize];
+        if p.2.is_finite() { p.2 - p.1 } else { f64::INFINITY }
+    };
+    order.sort_by(|&a, &b| regret(b).total_cmp(&regret(a)).then(a.cmp(&b)));
+    let mut used = vec![0u64; instance.capacity.len()];
+    let mut choice = vec![None; n];
+    let mut ranked: Vec<(f64, u32)> = Vec::new();
+    for j in order {
+        let j = j as usize;
+        ranked.clear();
+        ranked.extend(instance.candidates_of(j).iter().enumerate().map(|(i, c)| {
+            let priced = c.cost
+                + instance
+                    .uses_of(c)
+                    .iter()
+                    .map(|&(r, a)| prices[r as usize] * f64::from(a))
+                    .sum::<f64>();
+            (priced, i as u32)
+        }));
+        ranked.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        for &(_, i) in &ranked {
+            let c = &instance.candidates_of(j)[i as usize];
+            let uses = instance.uses_of(c);
+            if uses
+                .iter()
+                .all(|&(r, a)| fits(used[r as usize], a, instance.capacity[r as usize]))
+            {
+                for &(r, a) in uses {
+                    used[r as usize] += u64::from(a);
+                }
+                choice[j] = Some(i);
+                break;
+            }
+        }
+    }
+    choice
+}
+
+/// Passes at most of the move phase.
+const PASSES_MAX: usize = 4;
+
+/// Moves each order to its cheapest candidate that fits once its own plan is given back, and
+/// places orders left out, until a pass changes nothing.
+fn improve(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> {
+    let mut used = vec![0u64; instance.capacity.len()];
+    for (j, c) in choice.iter().enumerate() {
+        if let Some(c) = c {
+            for &(r, a) in instance.uses_of(&instance.candidates_of(j)[*c as usize]) {
+                used[r as usize] += u64::from(a);
+            }
+        }
+    }
+    for _ in 0..PASSES_MAX {
+        let mut changed = false;
+        for (j, slot) in choice.iter_mut().enumerate() {
+            let cands = instance.candidates_of(j);
+            let here = slot.map(|c| &cands[c as usize]);
+            if let Some(h) = here {
+                for &(r, a) in instance.uses_of(h) {
+                    used[r as usize] -= u64::from(a);
+                }
+            }
+            let mut pick = *slot;
+            let mut pick_cost = here.map_or(f64::INFINITY, |h| h.cost);
+            for (i, c) in cands.iter().enumerate() {
+                if c.cost < pick_cost - 1e-9
+                    && instance
+                        .uses_of(c)
+                        .iter()
+                        .all(|&(r, a)| fits(used[r as usize], a, instance.capacity[r as usize]))
+                {
+                    pick = Some(i as u32);
+                    pick_cost = c.cost;
+                }
+            }
+            if pick != *slot {
+                changed = true;
+                *slot = pick;
+            }
+            if let Some(c) = pick {
+                for &(r, a) in instance.uses_of(&cands[c as usize]) {
+                    used[r as usize] += u64::from(a);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    choice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brute(instance: &Instance) -> Option<f64> {
+        fn go(inst: &Instance, j: usize, used: &mut Vec<u64>, cost: f64, best: &mut Option<f64>) {
+            if j == inst.n_orders() {
+                if best.is_none_or(|b| cost < b) {
+                    *best = Some(cost);
+                }
+                return;
+            }
+            for c in inst.candidates_of(j) {
+                let uses = inst.uses_of(c);
+                if uses
+                    .iter()
+                    .all(|&(r, a)| fits(used[r as usize], a, inst.capacity[r as usize]))
+                {
+                    uses.iter().for_each(|&(r, a)| used[r as usize] += u64::from(a));
+                    go(inst, j + 1, used, cost + c.cost, best);
+                    uses.iter().for_each(|&(r, a)| used[r as usize] -= u64::from(a));
+                }
+            }
+        }
+        let mut best = None;
+        go(instance, 0, &mut vec![0; instance.capacity.len()], 0.0, &mut best);
+        best
+    }
+
+    fn random_instance(seed: u64, orders: usize, resources: usize) -> Instance {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+        let mut inst = Instance {
+            capacity: (0..resources).map(|_| rng.random_range(1..6u64)).collect(),
+            ..Default::default()
+        };
+        for _ in 0..orders {
+            let cands: Vec<(f64, Vec<(u32, u32)>)> = (0..rng.random_range(1..4usize))
+                .map(|_| {
+                    let mut uses: Vec<(u32, u32)> = (0..rng.random_range(1..3usize))
+                        .map(|_| (rng.random_range(0..resources as u32), rng.random_range(1..3u32)))
+                        .collect();
+                    uses.sort_unstable();
+                    uses.dedup_by_key(|u| u.0);
+                    (f64::from(rng.random_range(1..50u32)), uses)
+                })
+                .collect();
+            inst.push_order(cands.iter().map(|(c, u)| (*c, u.as_slice())));
+        }
+        inst
+    }
+
+    /// Plans always fit; the bound never exceeds the optimum; the plan is never worse than the
+    /// bound allows.
+    #[test]
+    fn plans_fit_and_the_bound_is_below_the_optimum() {
+        for seed in 0..300 {
+            let inst = random_instance(seed, 6, 4);
+            let a = solve(&inst, &Effort::default(), &|| false);
+            let mut used = vec![0u64; inst.capacity.len()];
+            for (j, c) in a.choice.iter().enumerate() {
+                if let Some(c) = c {
+                    for &(r, q) in inst.uses_of(&inst.candidates_of(j)[*c as usize]) {
+                        used[r as usize] += u64::from(q);
+                    }
+                }
+            }
+            assert!(
+                used.iter().zip(&inst.capacity).all(|(u, c)| u <= c),
+                "seed {seed}"
+            );
+            if let Some(opt) = brute(&inst) {
+                assert!(
+                    a.lower_bound <= opt + 1e-6,
+                    "seed {seed}: bound {} > optimum {opt}",
+                    a.lower_bound
+                );
+                if a.unassigned() == 0 {
+                    assert!(a.cost >= opt - 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_plan_on_any_number_of_threads() {
+        let inst = random_instance(7, 3_000, 400);
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| solve(&inst, &Effort::default(), &|| false))
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn a_stop_is_reported() {
+        let inst = random_instance(3, 50, 10);
+        let a = solve(&inst, &Effort::default(), &|| true);
+        assert!(a.stopped);
+        assert_eq!(a.choice.len(), 50);
+    }
+}
