@@ -422,8 +422,8 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         }
         kind::REROUTE => {
             let request = r.request()?;
-            // A move is at least 16 + 4 + 4 + 4 + 8 bytes.
-            let n = r.len("moves", limits::REROUTE_MOVES_MAX, 36)?;
+            // A move is at least its id and two list lengths.
+            let n = r.len("moves", limits::REROUTE_MOVES_MAX, 24)?;
             let mut moves = Vec::with_capacity(n);
             for _ in 0..n {
                 let order = r.request()?;

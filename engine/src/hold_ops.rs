@@ -413,10 +413,13 @@ impl Engine {
     /// window. Takes every lock: it runs rarely (about once a second) and must be one atomic step.
     pub(crate) fn tick(&self, now: Timestamp, command: &Command) -> Outcome {
         let mut requests = self.lock_all_requests();
-        // No order ships before yesterday (a node west of UTC may still be on yesterday).
-        self.capacity
-            .write()
-            .forget_before(Day(now.day().0.saturating_sub(1)));
+        // No order ships before yesterday (a node west of UTC may still be on yesterday). The
+        // floor moves once a day: most ticks only read it, and take no write lock that would
+        // stop promises reading the book.
+        let floor = Day(now.day().0.saturating_sub(1));
+        if self.capacity.read().floor() < floor {
+            self.capacity.write().forget_before(floor);
+        }
         let mut shards = self.lock_all_skus();
         let horizon = Timestamp(now.0.saturating_sub(self.config.retention_ms));
         let cap = self.retained_per_shard();

@@ -188,6 +188,33 @@ fn command() -> impl Strategy<Value = Command> {
                     .map(|(node, d)| ShipSlot { node, day: Day(d) })
                     .collect()
             }),
+        (
+            request(),
+            prop::collection::vec(
+                (
+                    request(),
+                    prop::collection::vec(node(), 0..4),
+                    prop::collection::vec((node(), any::<u32>()), 0..4)
+                ),
+                0..5
+            )
+        )
+            .prop_map(|(request, moves)| Command::Reroute {
+                request,
+                moves: moves
+                    .into_iter()
+                    .map(
+                        |(order, line_nodes, packages)| promised_engine::reroute::RerouteMove {
+                            order,
+                            line_nodes,
+                            packages: packages
+                                .into_iter()
+                                .map(|(node, d)| ShipSlot { node, day: Day(d) })
+                                .collect(),
+                        }
+                    )
+                    .collect()
+            }),
         (request(), request()).prop_map(|(request, hold)| Command::Commit { request, hold }),
         (request(), request(), prop::collection::vec(line_quantity(), 0..6))
             .prop_map(|(request, hold, lines)| Command::Release { request, hold, lines }),

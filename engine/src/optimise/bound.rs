@@ -30,6 +30,18 @@ pub struct Evaluation {
     pub subgradient: Vec<f64>,
 }
 
+/// What a subgradient step did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The prices moved.
+    Moved,
+    /// The steps have become too small to move the bound.
+    Small,
+    /// The relaxed choice fits every node, and every priced node exactly: it is feasible, its
+    /// cost equals the bound at these prices, so (when every order has an option) it is optimal.
+    Feasible,
+}
+
 /// Iterations without a better bound before the step halves.
 const STALL_MAX: u32 = 10;
 /// Below this the steps no longer move the bound.
@@ -90,14 +102,10 @@ impl Relaxation {
     }
 
     /// Moves the prices along the subgradient towards `upper` (the best plan's cost, if any).
-    /// False when the steps have become too small to matter.
-    pub fn step(&mut self, at: &Evaluation, upper: Option<f64>) -> bool {
+    pub fn step(&mut self, at: &Evaluation, upper: Option<f64>) -> Step {
         if self.stall >= STALL_MAX {
             self.theta /= 2.0;
             self.stall = 0;
-        }
-        if self.theta < THETA_MIN {
-            return false;
         }
         // A node with slack and price 0 cannot go lower: it does not steer the step.
         let norm: f64 = at
@@ -108,13 +116,18 @@ impl Relaxation {
             .map(|(g, _)| g * g)
             .sum();
         if norm <= 0.0 {
-            return false; // The relaxed choice fits every node: it is optimal.
+            // No node is over-full, and every priced node is exactly full: complementary
+            // slackness holds, so the relaxed choice costs exactly the bound.
+            return Step::Feasible;
+        }
+        if self.theta < THETA_MIN {
+            return Step::Small;
         }
         let target = upper.unwrap_or(at.value + 0.05 * at.value.abs().max(1.0));
         let t = self.theta * (target - at.value).max(1e-9 * at.value.abs().max(1.0)) / norm;
         for (l, g) in self.lambda.iter_mut().zip(&at.subgradient) {
             *l = (*l + t * g).max(0.0);
         }
-        true
+        Step::Moved
     }
 }

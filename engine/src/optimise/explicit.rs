@@ -62,6 +62,11 @@ pub struct FormatError {
     pub reason: String,
 }
 
+/// Costs, loads and capacities larger than this in magnitude are refused: sums of a few million
+/// of them stay exact enough in `f64` for the bound, the gap and the capacity checks to mean
+/// something.
+pub const MAGNITUDE_MAX: f64 = 1e15;
+
 fn bad(at: impl Into<String>, reason: impl Into<String>) -> FormatError {
     FormatError {
         at: at.into(),
@@ -89,6 +94,12 @@ pub fn parse(text: &str) -> Result<Explicit, FormatError> {
                 format!("capacity {} (a finite number, 0 or more)", n.capacity),
             ));
         }
+        if n.capacity > MAGNITUDE_MAX {
+            return Err(bad(
+                at(),
+                format!("capacity {} (at most {MAGNITUDE_MAX:e})", n.capacity),
+            ));
+        }
         agents.push(Agent { capacity: n.capacity });
     }
     if u32::try_from(file.nodes.len()).is_err() {
@@ -99,6 +110,9 @@ pub fn parse(text: &str) -> Result<Explicit, FormatError> {
         ..Problem::default()
     };
     let mut order_seen: HashMap<&str, usize> = HashMap::with_capacity(file.orders.len());
+    // Per node, the last order that listed it: a node listed twice in one order is found in
+    // one look, whatever the number of options.
+    let mut listed_by: Vec<usize> = vec![usize::MAX; problem.agents.len()];
     for (j, order) in file.orders.iter().enumerate() {
         let at = || format!("orders[{j}] (id {:?})", order.id);
         if order.id.is_empty() {
@@ -116,14 +130,23 @@ pub fn parse(text: &str) -> Result<Explicit, FormatError> {
             let Some(&agent) = node_index.get(o.node.as_str()) else {
                 return Err(bad(at(), format!("unknown node {:?}", o.node)));
             };
-            if options.iter().any(|p: &OrderOption| p.agent == agent) {
+            if std::mem::replace(&mut listed_by[agent as usize], j) == j {
                 return Err(bad(at(), format!("node {:?} is listed twice", o.node)));
             }
             if !o.cost.is_finite() {
                 return Err(bad(at(), format!("cost {} (a finite number)", o.cost)));
             }
+            if o.cost.abs() > MAGNITUDE_MAX {
+                return Err(bad(
+                    at(),
+                    format!("cost {} (at most {MAGNITUDE_MAX:e} in magnitude)", o.cost),
+                ));
+            }
             if !o.load.is_finite() || o.load < 0.0 {
                 return Err(bad(at(), format!("load {} (a finite number, 0 or more)", o.load)));
+            }
+            if o.load > MAGNITUDE_MAX {
+                return Err(bad(at(), format!("load {} (at most {MAGNITUDE_MAX:e})", o.load)));
             }
             options.push(OrderOption {
                 agent,

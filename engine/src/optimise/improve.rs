@@ -36,14 +36,52 @@ fn fits(load: f64, capacity: f64) -> bool {
 
 /// Shift and swap passes at most (each pass is cheap; this only bounds a pathological case).
 const PASSES_MAX: usize = 100;
-/// Swaps look at every pair of orders: only for problems this small (orders x nodes).
+/// Swaps look at every pair of orders: only for problems with at most this many pairs
+/// (orders^2), so that a pass stays a few seconds at worst and large problems never run one.
+const SWAP_PAIRS_MAX: usize = 25_000_000;
+/// ...and whose (order, node) option table (4 bytes a cell) stays this small.
 const SWAP_CELLS_MAX: usize = 4_000_000;
+/// Orders between two looks at `stop` in the loops that place orders one at a time.
+const STOP_EVERY: usize = 64;
 
 struct State<'a> {
     problem: &'a Problem,
     choice: Vec<Option<u32>>,
     load: Vec<f64>,
 }
+
+/// A move that empties an over-full node: order `j` to its option `to`, at `per_load` extra
+/// cost per unit of load freed. Ordered for a max-heap so that the cheapest, then the lowest
+/// order index, comes out first.
+#[derive(Clone, Copy, Debug)]
+struct RepairMove {
+    per_load: f64,
+    j: usize,
+    to: u32,
+}
+
+impl Ord for RepairMove {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .per_load
+            .total_cmp(&self.per_load)
+            .then(other.j.cmp(&self.j))
+    }
+}
+
+impl PartialOrd for RepairMove {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for RepairMove {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for RepairMove {}
 
 impl State<'_> {
     fn agent_of(&self, j: usize) -> Option<usize> {
@@ -84,49 +122,74 @@ impl State<'_> {
         best
     }
 
+    /// Empties over-full nodes, in index order. A node's orders are priced once (each one's best
+    /// move: extra cost per unit of load freed, and where to) and taken cheapest first from a
+    /// heap, ties by order index. Moving orders off the node only fills the others, so a priced
+    /// move can only get dearer: one whose target no longer fits is priced again and put back,
+    /// and the one taken is always the cheapest move there is now. Orders that can go nowhere
+    /// leave the plan, those that free the most load first (ties by order index), only once no
+    /// move is left.
     fn repair(&mut self) {
+        use std::collections::BinaryHeap;
         let problem = self.problem;
-        let mut by_agent: Vec<Vec<usize>> = vec![Vec::new(); problem.agents.len()];
-        for j in 0..problem.n_orders() {
-            if let Some(a) = self.agent_of(j) {
-                by_agent[a].push(j);
-            }
-        }
-        for (a, mut on_a) in by_agent.into_iter().enumerate() {
-            if fits(self.load[a], problem.agents[a].capacity) {
+        let by_agent = self.by_agent();
+        for (a, on_a) in by_agent.into_iter().enumerate() {
+            let capacity = problem.agents[a].capacity;
+            if fits(self.load[a], capacity) {
                 continue;
             }
-            while !fits(self.load[a], problem.agents[a].capacity) {
-                // The move that costs least per unit of load it frees.
-                let pick = on_a
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, &j)| {
-                        let (to, extra) = self.best_move(j)?;
-                        let load = problem.options_of(j)[self.choice[j]? as usize].load.max(1e-12);
-                        Some((extra / load, k, to))
-                    })
-                    .min_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-                match pick {
-                    Some((_, k, to)) => {
-                        let j = on_a.swap_remove(k);
-                        self.assign(j, Some(to));
-                    }
-                    None => {
-                        // Nothing can go elsewhere: leave out the order that frees the most.
-                        let Some((k, _)) = on_a.iter().enumerate().max_by(|x, y| {
-                            let load =
-                                |j: usize| problem.options_of(j)[self.choice[j].unwrap() as usize].load;
-                            load(*x.1).total_cmp(&load(*y.1)).then(y.0.cmp(&x.0))
-                        }) else {
-                            break;
-                        };
-                        let j = on_a.swap_remove(k);
-                        self.assign(j, None);
-                    }
+            let state = &*self;
+            let priced: Vec<Option<RepairMove>> = on_a
+                .par_iter()
+                .with_min_len(1024)
+                .map(|&j| state.repair_move(j))
+                .collect();
+            let mut heap: BinaryHeap<RepairMove> = priced.into_iter().flatten().collect();
+            while !fits(self.load[a], capacity) {
+                let Some(m) = heap.pop() else { break };
+                let o = problem.options_of(m.j)[m.to as usize];
+                let b = o.agent as usize;
+                if fits(self.load[b] + o.load, problem.agents[b].capacity) {
+                    self.assign(m.j, Some(m.to));
+                } else if let Some(again) = self.repair_move(m.j) {
+                    heap.push(again);
                 }
             }
+            if fits(self.load[a], capacity) {
+                continue;
+            }
+            // Nothing more can go elsewhere: leave out the orders that free the most.
+            let mut left: Vec<(f64, usize)> = on_a
+                .iter()
+                .filter(|&&j| self.agent_of(j) == Some(a))
+                .map(|&j| {
+                    (
+                        problem.options_of(j)[self.choice[j].expect("on a") as usize].load,
+                        j,
+                    )
+                })
+                .collect();
+            left.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            for (_, j) in left {
+                if fits(self.load[a], capacity) {
+                    break;
+                }
+                self.assign(j, None);
+            }
         }
+    }
+
+    /// Order `j`'s best move off its node, priced per unit of load it frees.
+    fn repair_move(&self, j: usize) -> Option<RepairMove> {
+        let (to, extra) = self.best_move(j)?;
+        let load = self.problem.options_of(j)[self.choice[j]? as usize]
+            .load
+            .max(1e-12);
+        Some(RepairMove {
+            per_load: extra / load,
+            j,
+            to,
+        })
     }
 
     fn insert_left_out(&mut self) {
@@ -313,16 +376,23 @@ impl State<'_> {
         true
     }
 
-    /// Places left-out orders by ejecting another order, the cheapest way first.
-    fn insert_by_ejection(&mut self) {
+    /// Places left-out orders by ejecting another order, the cheapest way first. False when
+    /// `stop` cut it short (the plan is still feasible).
+    fn insert_by_ejection(&mut self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
+        let mut tried = 0usize;
         for j in 0..self.problem.n_orders() {
             if self.choice[j].is_none() {
+                if tried.is_multiple_of(STOP_EVERY) && stop() {
+                    return false;
+                }
+                tried += 1;
                 let by_agent = self.by_agent();
                 if let Some((_, to, k, k_to)) = self.best_ejection(j, &by_agent) {
                     self.eject(j, to, k, k_to);
                 }
             }
         }
+        true
     }
 
     /// One pass of improving ejections, found in parallel, applied in order of gain.
@@ -364,15 +434,14 @@ const EJECT_WORK_MAX: usize = 20_000_000;
 const POLISH_EJECT_WORK_MAX: usize = 1_000_000_000;
 
 /// Improves the best plan once more, with ejection chains when the problem is small enough.
-pub fn polish(problem: &Problem, plan: &Plan) -> Plan {
+/// `stop` is asked between passes; the flag is true when it cut the polish short (the plan is
+/// feasible and no worse either way).
+pub fn polish(problem: &Problem, plan: &Plan, stop: &(dyn Fn() -> bool + Sync)) -> (Plan, bool) {
     let (n, m) = (problem.n_orders(), problem.agents.len());
     let eject = n.saturating_mul(n).saturating_mul(m) <= POLISH_EJECT_WORK_MAX;
     let mut state = State::from_choice(problem, plan.choice.clone());
-    if eject {
-        state.insert_by_ejection();
-    }
-    local_search(&mut state, eject);
-    state.finish()
+    let finished = (!eject || state.insert_by_ejection(stop)) && local_search(&mut state, eject, stop);
+    (state.finish(), !finished)
 }
 
 /// Kicks of the iterated local search at most.
@@ -382,19 +451,20 @@ const KICK_WORK_MAX: usize = 1_000_000_000;
 
 /// Iterated local search for small problems: move a few orders to other options (chosen by a
 /// fixed-seed generator, so the result is the same every run), improve, keep the result if it
-/// is better. Escapes the local optima that shift, swap and ejection moves stop in.
-pub fn kick_and_polish(problem: &Problem, mut best: Plan, stop: &(dyn Fn() -> bool + Sync)) -> Plan {
+/// is better. Escapes the local optima that shift, swap and ejection moves stop in. The flag is
+/// true when `stop` cut the kicks short.
+pub fn kick_and_polish(problem: &Problem, mut best: Plan, stop: &(dyn Fn() -> bool + Sync)) -> (Plan, bool) {
     use rand::{Rng, SeedableRng};
     let (n, m) = (problem.n_orders(), problem.agents.len());
     if n < 2 || best.unassigned > 0 {
-        return best;
+        return (best, false);
     }
     let work = n.saturating_mul(n).saturating_mul(m).max(1);
     let kicks = KICKS_MAX.min(KICK_WORK_MAX / work);
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0x0005_EED0_F6A9);
     for kick in 0..kicks {
-        if kick % 64 == 0 && stop() {
-            break;
+        if kick.is_multiple_of(STOP_EVERY) && stop() {
+            return (best, true);
         }
         let mut state = State::from_choice(problem, best.choice.clone());
         for _ in 0..rng.random_range(2..=4usize) {
@@ -412,13 +482,16 @@ pub fn kick_and_polish(problem: &Problem, mut best: Plan, stop: &(dyn Fn() -> bo
                 }
             }
         }
-        local_search(&mut state, true);
+        let finished = local_search(&mut state, true, stop);
         let plan = state.finish();
         if plan.better_than(&best) {
             best = plan;
         }
+        if !finished {
+            return (best, true);
+        }
     }
-    best
+    (best, false)
 }
 
 impl<'a> State<'a> {
@@ -454,11 +527,14 @@ impl<'a> State<'a> {
     }
 }
 
-/// Shift, swap (small problems) and, with `eject`, ejection passes until none improves.
-fn local_search(state: &mut State<'_>, eject: bool) {
+/// Shift, swap (small problems) and, with `eject`, ejection passes until none improves. `stop`
+/// is asked before each pass; false when it cut the search short.
+fn local_search(state: &mut State<'_>, eject: bool, stop: &(dyn Fn() -> bool + Sync)) -> bool {
     let (n, m) = (state.problem.n_orders(), state.problem.agents.len());
-    // Option index by (order, node), for swaps on problems small enough to afford the table.
-    let index: Option<Vec<u32>> = (n.saturating_mul(m) <= SWAP_CELLS_MAX).then(|| {
+    // Swaps cost orders^2 a pass: only for problems small enough, with the option index by
+    // (order, node) that they need.
+    let swaps = n.saturating_mul(n) <= SWAP_PAIRS_MAX && n.saturating_mul(m) <= SWAP_CELLS_MAX;
+    let index: Option<Vec<u32>> = swaps.then(|| {
         let mut index = vec![u32::MAX; n * m];
         for j in 0..n {
             for (i, o) in state.problem.options_of(j).iter().enumerate() {
@@ -468,6 +544,9 @@ fn local_search(state: &mut State<'_>, eject: bool) {
         index
     });
     for _ in 0..PASSES_MAX {
+        if stop() {
+            return false;
+        }
         let shifted = state.shift_pass();
         let swapped = index.as_ref().is_some_and(|ix| state.swap_pass(ix, m));
         let ejected = !shifted && !swapped && eject && state.eject_pass();
@@ -475,6 +554,7 @@ fn local_search(state: &mut State<'_>, eject: bool) {
             break;
         }
     }
+    true
 }
 
 /// A feasible plan built from a relaxed choice (`u32::MAX`: none) and improved.
@@ -485,10 +565,22 @@ pub fn plan_from(problem: &Problem, relaxed: &[u32]) -> Plan {
     state.insert_left_out();
     let (n, m) = (problem.n_orders(), problem.agents.len());
     let eject = n.saturating_mul(n).saturating_mul(m) <= EJECT_WORK_MAX;
+    // Not stopped: a plan is built in one go (the solve asks `stop` between iterations).
+    let never = || false;
     if eject {
-        state.insert_by_ejection();
+        state.insert_by_ejection(&never);
     }
-    local_search(&mut state, eject);
+    local_search(&mut state, eject, &never);
     state.insert_left_out();
     state.finish()
+}
+
+/// The repair step alone, from a relaxed choice (`u32::MAX`: none): the tests compare it with
+/// the one-move-at-a-time rule it implements.
+#[cfg(test)]
+pub(super) fn repaired(problem: &Problem, relaxed: &[u32]) -> Vec<Option<u32>> {
+    let choice = relaxed.iter().map(|&c| (c != u32::MAX).then_some(c)).collect();
+    let mut state = State::from_choice(problem, choice);
+    state.repair();
+    state.choice
 }

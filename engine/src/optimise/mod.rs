@@ -147,7 +147,8 @@ impl Solution {
 }
 
 /// Solves `problem`: the best plan found, the best lower bound, the gap. `stop` is asked once an
-/// iteration; `progress` hears about each one.
+/// iteration, and every so often in the final polish and searches; `progress` hears about each
+/// iteration.
 pub fn solve(
     problem: &Problem,
     options: &SolveOptions,
@@ -159,14 +160,17 @@ pub fn solve(
     let mut best: Option<improve::Plan> = None;
     let mut iteration = 0;
     let mut stopped = false;
-    // An order with a single option has no choice: bounds and plans both start from there.
+    // The cost of a relaxed choice that fit every node with complete slackness, every order
+    // assigned: the optimum itself.
+    let mut optimum: Option<f64> = None;
     while iteration < options.iterations_max {
         if stop() {
             stopped = true;
             break;
         }
         let step = relaxation.evaluate(problem);
-        if iteration % options.improve_every.max(1) == 0 {
+        let built = iteration % options.improve_every.max(1) == 0;
+        if built {
             let plan = improve::plan_from(problem, &step.choice);
             if best.as_ref().is_none_or(|b| plan.better_than(b)) {
                 best = Some(plan);
@@ -184,35 +188,62 @@ pub fn solve(
         if upper.is_some_and(|u| u - relaxation.best_bound <= close * u.abs().max(1.0)) {
             break; // Proven optimal, or as close as asked.
         }
-        if !relaxation.step(&step, upper) {
-            break; // The steps became too small to move the bound.
+        match relaxation.step(&step, upper) {
+            bound::Step::Moved => {}
+            bound::Step::Small => break, // The steps became too small to move the bound.
+            bound::Step::Feasible => {
+                // The relaxed choice fits: a plan from it (repair has nothing to do) is optimal
+                // when it assigns every order.
+                if !built {
+                    let plan = improve::plan_from(problem, &step.choice);
+                    if best.as_ref().is_none_or(|b| plan.better_than(b)) {
+                        best = Some(plan);
+                    }
+                }
+                if step.choice.iter().all(|&c| c != u32::MAX) {
+                    optimum = Some(relaxed_cost(problem, &step.choice));
+                }
+                break;
+            }
         }
     }
     let mut plan = best.unwrap_or_else(|| improve::plan_from(problem, &relaxation.evaluate(problem).choice));
+    let mut lower_bound = if n == 0 { 0.0 } else { relaxation.best_bound };
+    if let Some(optimum) = optimum
+        && plan.unassigned == 0
+    {
+        // The optimum is known: no plan costs less (up to rounding in the sums).
+        lower_bound = lower_bound.max(optimum.min(plan.cost));
+    }
+    let proven = |plan: &improve::Plan, bound: f64| {
+        plan.unassigned == 0 && plan.cost - bound <= 1e-9 * plan.cost.abs().max(1.0)
+    };
     if !stopped {
-        plan = improve::polish(problem, &plan);
-        let proven =
-            plan.unassigned == 0 && plan.cost - relaxation.best_bound <= 1e-9 * plan.cost.abs().max(1.0);
+        let mut cut;
+        (plan, cut) = improve::polish(problem, &plan, stop);
+        stopped |= cut;
         // Tiny problems are settled exactly below; proven plans need nothing more.
-        if problem.options.len() <= SMALL_OPTIONS_MAX && n > exact::ORDERS_MAX && !proven {
-            plan = improve::kick_and_polish(problem, plan, stop);
+        if !stopped
+            && problem.options.len() <= SMALL_OPTIONS_MAX
+            && n > exact::ORDERS_MAX
+            && !proven(&plan, lower_bound)
+        {
+            (plan, cut) = improve::kick_and_polish(problem, plan, stop);
+            stopped |= cut;
         }
     }
-    let mut lower_bound = if n == 0 { 0.0 } else { relaxation.best_bound };
     if n <= exact::ORDERS_MAX && !stopped {
         // Small enough to settle: search every assignment, cut by the plan found so far.
-        if let Some(proven) = exact::solve(problem, &plan) {
-            lower_bound = proven.cost;
-            plan = proven;
+        match exact::solve(problem, &plan, stop) {
+            exact::Exact::Done(Some(exact)) => {
+                lower_bound = exact.cost;
+                plan = exact;
+            }
+            exact::Exact::Done(None) | exact::Exact::Budget => {}
+            exact::Exact::Stopped => stopped = true,
         }
     }
-    let gap = (plan.unassigned == 0).then(|| {
-        if plan.cost.abs() < f64::EPSILON {
-            0.0
-        } else {
-            ((plan.cost - lower_bound) / plan.cost.abs()).max(0.0)
-        }
-    });
+    let gap = gap_of(problem, &plan, lower_bound);
     Solution {
         choice: plan.choice,
         cost: plan.cost,
@@ -222,6 +253,42 @@ pub fn solve(
         stopped,
     }
 }
+
+/// The cost of a relaxed choice in which every order has an option.
+fn relaxed_cost(problem: &Problem, choice: &[u32]) -> f64 {
+    choice
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| problem.options_of(j)[c as usize].cost)
+        .sum()
+}
+
+/// `(cost - bound) / |cost|`, at least 0, when every order is assigned and a relative gap means
+/// something: not when some option costs less than 0 (costs of both signs can cancel out, and
+/// the ratio then says nothing about how far from the optimum the plan is), nor when the plan's
+/// cost is 0 or negligible against the problem's cost scale (the sum over orders of their
+/// largest absolute option cost).
+fn gap_of(problem: &Problem, plan: &improve::Plan, lower_bound: f64) -> Option<f64> {
+    if plan.unassigned > 0 || problem.options.iter().any(|o| o.cost < 0.0) {
+        return None;
+    }
+    let scale: f64 = (0..problem.n_orders())
+        .map(|j| {
+            problem
+                .options_of(j)
+                .iter()
+                .map(|o| o.cost.abs())
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    if plan.cost.abs() <= GAP_COST_NEGLIGIBLE * scale || plan.cost == 0.0 {
+        return None;
+    }
+    Some(((plan.cost - lower_bound) / plan.cost.abs()).max(0.0))
+}
+
+/// A plan's cost at most this fraction of the problem's cost scale counts as 0 (see `gap_of`).
+const GAP_COST_NEGLIGIBLE: f64 = 1e-9;
 
 #[cfg(test)]
 mod tests;

@@ -75,7 +75,7 @@ pub(crate) fn evaluate(lines: &[LineChoices], choice: &[usize], ship: &ShipFn<'_
     let mut cost = 0u64;
     for (line, &c) in lines.iter().zip(choice) {
         let cand = &line.candidates[c];
-        cost += cand.unit_cost;
+        cost = cost.saturating_add(cand.unit_cost);
         match packages.iter_mut().find(|p| p.0 == cand.node) {
             Some(p) => {
                 p.1 = p.1.max(cand.ready);
@@ -87,8 +87,8 @@ pub(crate) fn evaluate(lines: &[LineChoices], choice: &[usize], ship: &ShipFn<'_
     let mut date = 0;
     for (node, ready, units, package_cost, transit) in packages {
         let s = ship(node, ready, units)?;
-        date = date.max(s.day.0 + transit);
-        cost += package_cost;
+        date = date.max(s.day.0.saturating_add(transit));
+        cost = cost.saturating_add(package_cost);
     }
     Some((date, cost))
 }
@@ -108,6 +108,8 @@ struct Search<'a, 'f> {
     memo: &'a mut ShipMemo,
     /// Branches left to visit.
     budget: u32,
+    /// A branch was left unvisited for want of budget: the result is not proven.
+    cut: bool,
 }
 
 /// Ship days already worked out in one promise: the same package shape recurs across branches,
@@ -124,9 +126,11 @@ pub(crate) struct ShipMemo {
 const MEMO_BITS: u32 = 10;
 
 impl ShipMemo {
+    /// Slots are stamped 0, a generation no promise ever has (`begin` skips it), so nothing is
+    /// remembered until the first `begin`.
     pub fn new() -> Self {
         Self {
-            generation: 0,
+            generation: 1,
             slots: vec![(0, 0, 0, 0, None); 1 << MEMO_BITS],
         }
     }
@@ -135,8 +139,9 @@ impl ShipMemo {
     pub fn begin(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
-            // Wrapped: slots of generation 0 could look current.
-            self.slots.iter_mut().for_each(|s| s.0 = u32::MAX);
+            // Wrapped: every stamp from 1 up may come round again. Stamp every slot 0, which
+            // no generation has, and start again at 1.
+            self.slots.iter_mut().for_each(|s| s.0 = 0);
             self.generation = 1;
         }
     }
@@ -180,7 +185,7 @@ impl Search<'_, '_> {
                 return false;
             };
             date = date.max(solo);
-            cost += unit;
+            cost = cost.saturating_add(unit);
         }
         self.better((date, cost))
     }
@@ -191,6 +196,9 @@ impl Search<'_, '_> {
 
     fn go(&mut self, depth: usize, cost: u64) {
         if self.budget == 0 {
+            // Only a branch left unvisited makes the search inexact: one that used its budget
+            // to the last branch and finished is exact.
+            self.cut = true;
             return;
         }
         self.budget -= 1;
@@ -219,14 +227,14 @@ impl Search<'_, '_> {
             let (ready, units) = match at {
                 Some(i) => (
                     self.packages[i].ready.max(cand.ready),
-                    self.packages[i].units + line.units,
+                    self.packages[i].units.saturating_add(line.units),
                 ),
                 None => (cand.ready, line.units),
             };
             let Some(s) = self.ship(cand.node, ready, units) else {
                 continue;
             };
-            let delivery = s.day.0 + cand.transit;
+            let delivery = s.day.0.saturating_add(cand.transit);
             let others = self
                 .packages
                 .iter()
@@ -235,10 +243,12 @@ impl Search<'_, '_> {
                 .map(|(_, p)| p.delivery)
                 .max()
                 .unwrap_or(0);
-            let new_cost = cost + cand.unit_cost + if at.is_none() { cand.package_cost } else { 0 };
+            let new_cost = cost
+                .saturating_add(cand.unit_cost)
+                .saturating_add(if at.is_none() { cand.package_cost } else { 0 });
             let bound = (
                 others.max(delivery).max(self.date_bound[depth + 1]),
-                new_cost + self.cost_bound[depth + 1],
+                new_cost.saturating_add(self.cost_bound[depth + 1]),
             );
             if !self.better(bound) {
                 continue;
@@ -302,7 +312,7 @@ pub(crate) fn drop_dominated(lines: &mut [LineChoices]) -> Vec<u8> {
             if uses[c.node.index()] > 1 {
                 return true;
             }
-            let total = c.unit_cost + c.package_cost;
+            let total = c.unit_cost.saturating_add(c.package_cost);
             let keep = total < cheapest;
             cheapest = cheapest.min(total);
             keep
@@ -312,7 +322,8 @@ pub(crate) fn drop_dominated(lines: &mut [LineChoices]) -> Vec<u8> {
 }
 
 /// The earliest, then cheapest, plan with at most `max_packages` packages; `None` if there is
-/// none (a line without candidates, or no combination that can ship).
+/// none (a line without candidates, or no combination that can ship) or if the budget ran out
+/// before any plan was found (`search_outcome` tells the two apart).
 pub(crate) fn search(
     lines: &[LineChoices],
     uses: &[u8],
@@ -321,8 +332,47 @@ pub(crate) fn search(
     memo: &mut ShipMemo,
     budget: u32,
 ) -> Option<Solution> {
+    match search_outcome(lines, uses, max_packages, ship, memo, budget) {
+        Searched::Found(best) => Some(best),
+        Searched::NoPlan | Searched::GaveUp => None,
+    }
+}
+
+/// How a search ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Searched {
+    /// The best plan (exact, or the best found when the budget ran out: `exact` says which).
+    Found(Solution),
+    /// Every branch was searched (or cut by a bound): no plan exists.
+    NoPlan,
+    /// The budget ran out before any plan was found: one may exist. Not a shortfall the
+    /// caller may report as certain.
+    GaveUp,
+}
+
+/// `search`, telling "no plan exists" from "the budget ran out before a plan was found".
+pub(crate) fn search_outcome(
+    lines: &[LineChoices],
+    uses: &[u8],
+    max_packages: usize,
+    ship: &ShipFn<'_>,
+    memo: &mut ShipMemo,
+    budget: u32,
+) -> Searched {
+    run(lines, uses, max_packages, ship, memo, budget).0
+}
+
+/// The search, and the branches it visited.
+fn run(
+    lines: &[LineChoices],
+    uses: &[u8],
+    max_packages: usize,
+    ship: &ShipFn<'_>,
+    memo: &mut ShipMemo,
+    budget: u32,
+) -> (Searched, u32) {
     if lines.is_empty() || lines.iter().any(|l| l.candidates.is_empty()) || max_packages == 0 {
-        return None;
+        return (Searched::NoPlan, 0);
     }
     let mut order: Vec<usize> = (0..lines.len()).collect();
     order.sort_by_key(|&i| (lines[i].candidates.len(), i));
@@ -333,7 +383,7 @@ pub(crate) fn search(
         let solo = line.candidates.iter().map(|c| c.solo).min().unwrap_or(0);
         let cheapest = line.candidates.iter().map(|c| c.unit_cost).min().unwrap_or(0);
         date_bound[d] = date_bound[d + 1].max(solo);
-        cost_bound[d] = cost_bound[d + 1] + cheapest;
+        cost_bound[d] = cost_bound[d + 1].saturating_add(cheapest);
     }
     let mut s = Search {
         lines,
@@ -347,6 +397,7 @@ pub(crate) fn search(
         packages: Vec::with_capacity(max_packages.min(n)),
         memo,
         budget,
+        cut: false,
     };
     // The fast path first: the best single node that has every line (one package).
     let first = &lines[0];
@@ -357,7 +408,7 @@ pub(crate) fn search(
         }
         choice[0] = ci;
         let mut units = first.units;
-        let (mut ready, mut cost) = (cand.ready, cand.unit_cost + cand.package_cost);
+        let (mut ready, mut cost) = (cand.ready, cand.unit_cost.saturating_add(cand.package_cost));
         let everywhere = lines.iter().enumerate().skip(1).all(|(li, l)| {
             let Some(at) = l.candidates.iter().position(|c| c.node == cand.node) else {
                 return false;
@@ -365,15 +416,15 @@ pub(crate) fn search(
             choice[li] = at;
             units = units.saturating_add(l.units);
             ready = ready.max(l.candidates[at].ready);
-            cost += l.candidates[at].unit_cost;
+            cost = cost.saturating_add(l.candidates[at].unit_cost);
             true
         });
         if everywhere
             && let Some(day) = s.ship(cand.node, ready, units)
-            && s.better((day.day.0 + cand.transit, cost))
+            && s.better((day.day.0.saturating_add(cand.transit), cost))
         {
             s.best = Some(Solution {
-                key: (day.day.0 + cand.transit, cost),
+                key: (day.day.0.saturating_add(cand.transit), cost),
                 choice: choice.clone(),
                 exact: true,
             });
@@ -392,11 +443,13 @@ pub(crate) fn search(
         });
     }
     s.go(0, 0);
-    let exhausted = s.budget == 0;
-    s.best.map(|b| Solution {
-        exact: !exhausted,
-        ..b
-    })
+    let (cut, visited) = (s.cut, budget - s.budget);
+    let searched = match s.best {
+        Some(b) => Searched::Found(Solution { exact: !cut, ..b }),
+        None if cut => Searched::GaveUp,
+        None => Searched::NoPlan,
+    };
+    (searched, visited)
 }
 
 /// Up to `max_packages` nodes, each the one that can ship the most lines still open (earliest,
@@ -425,7 +478,7 @@ pub(crate) fn greedy_cover(lines: &[LineChoices], max_packages: usize) -> Vec<Op
                 if let Some(c) = line.candidates.iter().find(|c| c.node == node) {
                     n += 1;
                     date = date.max(c.solo);
-                    cost += c.unit_cost + c.package_cost;
+                    cost = cost.saturating_add(c.unit_cost.saturating_add(c.package_cost));
                 }
             }
             let better = match best {
@@ -511,5 +564,86 @@ mod tests {
             }
         }
         assert_eq!(Some(best.key), brute);
+    }
+
+    #[test]
+    fn a_search_that_finishes_on_its_last_branch_is_exact() {
+        let ship = |_: NodeId, ready: Day, _: u32| {
+            Some(ShipDay {
+                day: ready,
+                binding: Binding::Transit,
+            })
+        };
+        let mut memo = ShipMemo::new();
+        memo.begin();
+        let mut lines = everywhere(4, 5);
+        let uses = drop_dominated(&mut lines);
+        let (full, visited) = run(&lines, &uses, 3, &ship, &mut memo, SEARCH_BUDGET);
+        let Searched::Found(best) = full else {
+            panic!("{full:?}")
+        };
+        assert!(best.exact && visited > 1);
+        // Exactly the branches it needs: finished, so exact.
+        let (just, _) = run(&lines, &uses, 3, &ship, &mut memo, visited);
+        assert_eq!(just, Searched::Found(best.clone()));
+        // One fewer: a branch was left unvisited.
+        let (short, _) = run(&lines, &uses, 3, &ship, &mut memo, visited - 1);
+        assert!(
+            matches!(short, Searched::Found(Solution { exact: false, .. })),
+            "{short:?}"
+        );
+    }
+
+    #[test]
+    fn a_budget_spent_before_any_plan_is_not_a_proof_that_none_exists() {
+        // One package of at most two units, for three lines: a full search proves there is no
+        // plan, but only on the third line; a search cut before that has proven nothing.
+        let two = |_: NodeId, ready: Day, units: u32| {
+            (units <= 2).then_some(ShipDay {
+                day: ready,
+                binding: Binding::Transit,
+            })
+        };
+        let mut memo = ShipMemo::new();
+        memo.begin();
+        let mut lines = everywhere(3, 4);
+        let uses = drop_dominated(&mut lines);
+        assert_eq!(
+            search_outcome(&lines, &uses, 1, &two, &mut memo, SEARCH_BUDGET),
+            Searched::NoPlan
+        );
+        assert_eq!(
+            search_outcome(&lines, &uses, 1, &two, &mut memo, 3),
+            Searched::GaveUp
+        );
+        assert_eq!(search(&lines, &uses, 1, &two, &mut memo, 3), None);
+    }
+
+    #[test]
+    fn the_memo_forgets_across_a_generation_wrap() {
+        let node = NodeId::from_raw(0);
+        let on = |d: u32| {
+            move |_: NodeId, _: Day, _: u32| {
+                Some(ShipDay {
+                    day: Day(d),
+                    binding: Binding::Transit,
+                })
+            }
+        };
+        let mut memo = ShipMemo::new();
+        // Before any `begin`, the slots' initial contents are not a remembered day.
+        assert_eq!(memo.get(node, Day(0), 0, &on(5)).map(|s| s.day), Some(Day(5)));
+        memo.begin();
+        assert_eq!(memo.get(node, Day(3), 1, &on(7)).map(|s| s.day), Some(Day(7)));
+        assert_eq!(memo.get(node, Day(3), 1, &on(9)).map(|s| s.day), Some(Day(7)));
+        // Wrap, then count every generation up to the last one before the next wrap.
+        memo.generation = u32::MAX;
+        memo.begin();
+        assert_eq!(memo.generation, 1);
+        memo.generation = u32::MAX - 1;
+        memo.begin();
+        assert_eq!(memo.generation, u32::MAX);
+        // The slot written before the wrap must not look current.
+        assert_eq!(memo.get(node, Day(3), 1, &on(9)).map(|s| s.day), Some(Day(9)));
     }
 }

@@ -20,10 +20,15 @@ use crate::ledger::Engine;
 use crate::network::{Network, NodeKind, NodeStatus};
 use crate::promise::{self, NoCapacityUsed};
 
+/// The price of keeping a plan that can no longer ship: above any real plan's, so an order
+/// keeps it only when nothing else fits (and is then reported left out).
+pub const BROKEN_CENTS: f64 = 1e9;
 /// Candidates an order keeps at most (its current plan always among them).
-pub const CANDIDATES_MAX: usize = 12;
+pub const CANDIDATES_MAX: usize = 14;
 /// Single-node plans that also get a candidate one ship day later.
 const LATER_DAY_NODES: usize = 3;
+/// Later working days each of them gets.
+const LATER_DAYS: usize = 2;
 /// Nodes per line the split search tries, and partial plans it keeps.
 const SPLIT_NODES_PER_LINE: usize = 4;
 const SPLIT_BEAM: usize = 8;
@@ -45,6 +50,8 @@ pub struct PlanCandidate {
     pub cost: f64,
     pub delivery: Day,
     pub current: bool,
+    /// The current plan of an order that can no longer ship it (priced at [`BROKEN_CENTS`]).
+    pub broken: bool,
 }
 
 /// A line's offer at one node: what shipping the line from there costs.
@@ -137,7 +144,6 @@ impl Context<'_> {
         line_node: &[NodeId],
         offers: &[Vec<LineOffer>],
         days: Option<&[ShipSlot]>,
-        later: bool,
     ) -> Option<PlanCandidate> {
         let mut packages: SmallVec<[ShipSlot; 2]> = SmallVec::new();
         let mut cost = 0u64;
@@ -156,14 +162,7 @@ impl Context<'_> {
             cost += package_cost;
             let day = match days {
                 Some(slots) => slots.iter().find(|s| s.node == node)?.day,
-                None => {
-                    let first = self.ship(node, units, None)?;
-                    if later {
-                        self.ship(node, units, Some(first))?
-                    } else {
-                        first
-                    }
-                }
+                None => self.ship(node, units, None)?,
             };
             packages.push(ShipSlot { node, day });
             delivery = delivery.max(day.plus(transit));
@@ -188,6 +187,7 @@ impl Context<'_> {
             cost: total as f64,
             delivery,
             current,
+            broken: false,
         })
     }
 
@@ -206,8 +206,22 @@ impl Context<'_> {
         // The current plan, on its own days, if its nodes still ship.
         if !order.packages.is_empty() && order.lines.iter().all(|l| l.2 != NO_NODE) {
             let nodes: SmallVec<[NodeId; 4]> = order.lines.iter().map(|l| l.2).collect();
-            if let Some(c) = self.price(order, &nodes, &offers, Some(&order.packages), false) {
-                out.push(c);
+            match self.price(order, &nodes, &offers, Some(&order.packages)) {
+                Some(c) => out.push(c),
+                // It no longer ships (a closed node, a lost lane), but until it moves it keeps
+                // what it holds: a candidate at a price no real plan reaches.
+                None => {
+                    let mut packages = order.packages.clone();
+                    packages.sort_unstable_by_key(|p| p.node);
+                    out.push(PlanCandidate {
+                        line_node: nodes,
+                        packages,
+                        cost: BROKEN_CENTS,
+                        delivery: Day(0),
+                        current: true,
+                        broken: true,
+                    });
+                }
             }
         }
         // Single nodes: those that offer every line.
@@ -216,7 +230,7 @@ impl Context<'_> {
             .filter(|o| offers[1..].iter().all(|l| l.iter().any(|x| x.node == o.node)))
             .filter_map(|o| {
                 let nodes: SmallVec<[NodeId; 4]> = order.lines.iter().map(|_| o.node).collect();
-                self.price(order, &nodes, &offers, None, false)
+                self.price(order, &nodes, &offers, None)
             })
             .collect();
         singles.sort_by(|a, b| {
@@ -225,11 +239,22 @@ impl Context<'_> {
                 .then(a.packages[0].node.cmp(&b.packages[0].node))
         });
         singles.truncate(CANDIDATES_MAX);
-        let later: Vec<PlanCandidate> = singles
-            .iter()
-            .take(LATER_DAY_NODES)
-            .filter_map(|c| self.price(order, &c.line_node, &offers, None, true))
-            .collect();
+        // The best nodes also a working day and two later: how a plan routes around full days.
+        let mut later: Vec<PlanCandidate> = Vec::new();
+        for c in singles.iter().take(LATER_DAY_NODES) {
+            let mut prev = c.packages.clone();
+            for _ in 0..LATER_DAYS {
+                let units = order.lines.iter().fold(0u32, |a, l| a.saturating_add(l.1));
+                let Some(day) = self.ship(prev[0].node, units, Some(prev[0].day)) else {
+                    break;
+                };
+                prev[0].day = day;
+                let Some(p) = self.price(order, &c.line_node, &offers, Some(&prev)) else {
+                    break;
+                };
+                later.push(p);
+            }
+        }
         out.extend(singles);
         out.extend(later);
         // Splits: a beam over lines, each line at one of its cheapest nodes.
@@ -305,7 +330,7 @@ impl Context<'_> {
         }
         beam.iter()
             .filter(|(_, nodes)| nodes.iter().any(|n| *n != nodes[0]))
-            .filter_map(|(_, nodes)| self.price(order, nodes, offers, None, false))
+            .filter_map(|(_, nodes)| self.price(order, nodes, offers, None))
             .collect()
     }
 }

@@ -321,13 +321,15 @@ impl Engine {
             stopped: solved.stopped,
             check,
         };
+        let mut broken_kept = 0usize;
         for ((order, plans), choice) in orders.iter().zip(&plans).zip(&solved.choice) {
-            let current = plans.iter().find(|p| p.current);
+            let current = plans.iter().find(|p| p.current && !p.broken);
             match current {
                 Some(c) => report.cost_before += c.cost,
                 None if !order.packages.is_empty() => report.broken_before += 1,
                 None => {}
             }
+            let kept_broken = choice.is_some_and(|i| plans[i as usize].broken);
             match choice {
                 None => report.left_out.push(LeftOut {
                     order: order.id,
@@ -338,6 +340,18 @@ impl Engine {
                     },
                     current_ships: current.is_some(),
                 }),
+                Some(_) if kept_broken => {
+                    broken_kept += 1;
+                    report.left_out.push(LeftOut {
+                        order: order.id,
+                        reason: if plans.len() == 1 {
+                            LeftOutReason::NoPlan
+                        } else {
+                            LeftOutReason::NoRoom
+                        },
+                        current_ships: false,
+                    });
+                }
                 Some(i) if !plans[*i as usize].current => {
                     let p: &PlanCandidate = &plans[*i as usize];
                     report.moves.push(OrderMove {
@@ -353,6 +367,10 @@ impl Engine {
                 }
                 Some(_) => {}
             }
+        }
+        if broken_kept > 0 {
+            // The cost then holds penalties, not prices: no gap to claim.
+            report.gap = None;
         }
         Ok(report)
     }
@@ -391,6 +409,10 @@ impl Engine {
                 uses.push(u);
             }
             instance.push_order(cands.iter().zip(&uses).map(|(c, u)| (c.cost, u.as_slice())));
+            instance
+                .stay
+                .push(cands.iter().position(|c| c.current).map(|i| i as u32));
+            instance.fallback.push(cands.iter().any(|c| c.broken));
         }
         (instance, resources)
     }

@@ -36,6 +36,12 @@ pub struct Instance {
     pub candidates: Vec<Candidate>,
     /// (resource, amount) pairs, `first..first + len` per candidate.
     pub uses: Vec<(u32, u32)>,
+    /// Per order (or empty: none), the candidate it keeps when no other fits: an order that
+    /// already holds a plan is never left with none, so it keeps what that plan uses.
+    pub stay: Vec<Option<u32>>,
+    /// Per order (or empty: none), its stay is only a fallback (a plan that no longer ships):
+    /// never chosen while another fits, and not a way to serve the order (left out if kept).
+    pub fallback: Vec<bool>,
 }
 
 impl Instance {
@@ -45,6 +51,11 @@ impl Instance {
 
     pub fn candidates_of(&self, order: usize) -> &[Candidate] {
         &self.candidates[self.starts[order]..self.starts[order + 1]]
+    }
+
+    /// Candidate `i` of order `j` serves it (is not a fallback).
+    pub fn serves(&self, j: usize, i: usize) -> bool {
+        !(self.fallback.get(j) == Some(&true) && self.stay[j] == Some(i as u32))
     }
 
     pub fn uses_of(&self, c: &Candidate) -> &[(u32, u32)] {
@@ -84,7 +95,7 @@ impl Default for Effort {
         Self {
             iterations_max: 300,
             plan_every: 10,
-            gap_target: 1e-4,
+            gap_target: 5e-4,
         }
     }
 }
@@ -109,6 +120,9 @@ impl Assignment {
     }
 }
 
+/// Iterations over which the bound must rise by a millionth for the steps to go on.
+const STALL_ITERATIONS: usize = 40;
+
 /// Resources used past capacity (sums in u64: a plan's uses are u32 each).
 fn fits(used: u64, amount: u32, capacity: u64) -> bool {
     used + u64::from(amount) <= capacity
@@ -123,6 +137,9 @@ fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
         .map(|j| {
             let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
             for (i, c) in instance.candidates_of(j).iter().enumerate() {
+                if !instance.serves(j, i) {
+                    continue;
+                }
                 let priced = c.cost
                     + instance
                         .uses_of(c)
@@ -152,6 +169,8 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     let mut iterations = 0u32;
     let mut stopped = false;
     let mut used = vec![0u64; m];
+    // The bound STALL_ITERATIONS ago: when it has barely moved since, more steps do not pay.
+    let mut bounds: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
     while iterations < effort.iterations_max.max(1) {
         // The first iteration always runs: it gives the bound at zero prices.
         if iterations > 0 && stop() {
@@ -179,15 +198,21 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
                 since_better = 0;
             }
         }
-        if iterations % effort.plan_every.max(1) == 0 {
-            let plan = greedy(instance, &priced, &prices);
-            let plan = improve(instance, plan);
+        if iterations.is_multiple_of(effort.plan_every.max(1)) {
+            let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
             let (cost, left) = cost_of(instance, &plan);
             if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
                 best = Some((plan, cost, left));
             }
         }
         iterations += 1;
+        bounds.push_back(best_bound);
+        if bounds.len() > STALL_ITERATIONS {
+            let then = bounds.pop_front().expect("non-empty");
+            if best_bound - then <= 1e-6 * best_bound.abs().max(1.0) {
+                break;
+            }
+        }
         let upper = best.as_ref().filter(|b| b.2 == 0).map(|b| b.1);
         if let Some(u) = upper
             && u - best_bound <= effort.gap_target.max(1e-9) * u.abs().max(1.0)
@@ -221,6 +246,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         if norm == 0.0 {
             // The relaxed choice fits every capacity: it is optimal, and its plan is built below.
             let choice: Vec<Option<u32>> = priced.iter().map(|p| (p.0 != u32::MAX).then_some(p.0)).collect();
+            let choice = settle(instance, choice);
             let (cost, left) = cost_of(instance, &choice);
             if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
                 best = Some((choice, cost, left));
@@ -236,7 +262,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     }
     let (choice, cost, left) = best.unwrap_or_else(|| {
         let priced = price_orders(instance, &prices);
-        let plan = improve(instance, greedy(instance, &priced, &prices));
+        let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
         let (cost, left) = cost_of(instance, &plan);
         (plan, cost, left)
     });
@@ -264,8 +290,8 @@ pub fn cost_of(instance: &Instance, choice: &[Option<u32>]) -> (f64, usize) {
     let mut left = 0;
     for (j, c) in choice.iter().enumerate() {
         match c {
-            Some(c) => cost += instance.candidates_of(j)[*c as usize].cost,
-            None => left += 1,
+            Some(c) if instance.serves(j, *c as usize) => cost += instance.candidates_of(j)[*c as usize].cost,
+            _ => left += 1,
         }
     }
     (cost, left)
@@ -286,15 +312,22 @@ fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Ve
     for j in order {
         let j = j as usize;
         ranked.clear();
-        ranked.extend(instance.candidates_of(j).iter().enumerate().map(|(i, c)| {
-            let priced = c.cost
-                + instance
-                    .uses_of(c)
-                    .iter()
-                    .map(|&(r, a)| prices[r as usize] * f64::from(a))
-                    .sum::<f64>();
-            (priced, i as u32)
-        }));
+        ranked.extend(
+            instance
+                .candidates_of(j)
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| instance.serves(j, *i))
+                .map(|(i, c)| {
+                    let priced = c.cost
+                        + instance
+                            .uses_of(c)
+                            .iter()
+                            .map(|&(r, a)| prices[r as usize] * f64::from(a))
+                            .sum::<f64>();
+                    (priced, i as u32)
+                }),
+        );
         ranked.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
         for &(_, i) in &ranked {
             let c = &instance.candidates_of(j)[i as usize];
@@ -312,6 +345,52 @@ fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Ve
         }
     }
     choice
+}
+
+/// Puts every order left out that has a plan to keep back on it, and sends back to their own
+/// plans (or out, for orders with none) the moved orders that then overfill a resource, in
+/// order index order, until nothing is over. The plans orders keep fitted together before the
+/// re-route, so this ends with a plan that fits unless the limits themselves were lowered below
+/// what the kept plans use (the check then reports it).
+fn settle(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> {
+    if instance.stay.is_empty() {
+        return choice;
+    }
+    let uses_of = |j: usize, c: Option<u32>| {
+        c.map_or(&[][..], |c| {
+            instance.uses_of(&instance.candidates_of(j)[c as usize])
+        })
+    };
+    let mut used = vec![0u64; instance.capacity.len()];
+    for (j, c) in choice.iter_mut().enumerate() {
+        if c.is_none() {
+            *c = instance.stay[j];
+        }
+        for &(r, a) in uses_of(j, *c) {
+            used[r as usize] += u64::from(a);
+        }
+    }
+    let over = |used: &[u64], r: u32| used[r as usize] > instance.capacity[r as usize];
+    loop {
+        let mut changed = false;
+        for (j, slot) in choice.iter_mut().enumerate() {
+            let c = *slot;
+            if c.is_none() || c == instance.stay[j] || !uses_of(j, c).iter().any(|&(r, _)| over(&used, r)) {
+                continue;
+            }
+            for &(r, a) in uses_of(j, c) {
+                used[r as usize] -= u64::from(a);
+            }
+            *slot = instance.stay[j];
+            for &(r, a) in uses_of(j, *slot) {
+                used[r as usize] += u64::from(a);
+            }
+            changed = true;
+        }
+        if !changed {
+            return choice;
+        }
+    }
 }
 
 /// Passes at most of the move phase.
@@ -341,7 +420,8 @@ fn improve(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>
             let mut pick = *slot;
             let mut pick_cost = here.map_or(f64::INFINITY, |h| h.cost);
             for (i, c) in cands.iter().enumerate() {
-                if c.cost < pick_cost - 1e-9
+                if instance.serves(j, i)
+                    && c.cost < pick_cost - 1e-9
                     && instance
                         .uses_of(c)
                         .iter()
