@@ -5,7 +5,9 @@
 //! cheaper than a granted one, and would flatter the numbers).
 
 use promised_engine::dataset::{DataSet, DataSetSpec, GenPosition, PopularitySampler};
-use promised_engine::{Command, Engine, EngineConfig, NodeId, RequestId, SkuId, Timestamp};
+use promised_engine::network::ServiceLevel;
+use promised_engine::promise::{CartLine, Destination, PromiseOptions, PromiseRequest};
+use promised_engine::{Command, Engine, EngineConfig, NodeId, Quantity, RequestId, SkuId, Timestamp, ZoneId};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
@@ -161,6 +163,40 @@ impl BenchWorld {
         (0..n)
             .map(|_| self.positions[rng.random_range(0..self.positions.len())])
             .collect()
+    }
+
+    /// A cart of `size` distinct SKUs drawn by popularity, each of a quantity in `quantity`, to
+    /// a random zone, asking `levels`.
+    pub fn cart(
+        &self,
+        rng: &mut Pcg64Mcg,
+        popularity: &PopularitySampler,
+        size: usize,
+        quantity: std::ops::RangeInclusive<i64>,
+        levels: &[ServiceLevel],
+    ) -> PromiseRequest {
+        let mut skus = Vec::with_capacity(size);
+        while skus.len() < size {
+            let s = self.sku_ids[popularity.sample(rng) as usize];
+            if !skus.contains(&s) {
+                skus.push(s);
+            }
+        }
+        PromiseRequest {
+            lines: skus
+                .into_iter()
+                .map(|sku| CartLine {
+                    sku,
+                    quantity: Quantity::new(rng.random_range(quantity.clone())).expect("in range"),
+                })
+                .collect(),
+            destination: Destination {
+                zone: ZoneId(rng.random_range(0..self.dataset.zones.len() as u32)),
+                point: None,
+            },
+            levels: levels.to_vec(),
+            options: PromiseOptions::default(),
+        }
     }
 
     pub fn rng(seed: u64) -> Pcg64Mcg {

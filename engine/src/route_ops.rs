@@ -7,17 +7,17 @@
 
 use smallvec::SmallVec;
 
-use crate::capacity::{Routed, ShipSlot};
+use crate::capacity::{CapacityBook, Routed, ShipSlot};
 use crate::command::{
     Command, HoldLineRequest, HoldOutcome, LineRefusal, NodeChoice, Outcome, RefusalReason,
 };
 use crate::error::EngineError;
 use crate::hold::{Hold, HoldState, Record};
 use crate::hold_ops::{check_hold_statically, granted};
-use crate::ids::{Day, Timestamp};
+use crate::ids::{Day, NodeId, Timestamp};
 use crate::ledger::Engine;
 use crate::limits::LOOKAHEAD_DAYS_MAX;
-use crate::network::ServiceLevel;
+use crate::network::{Network, ServiceLevel};
 use crate::promise::Destination;
 
 impl Engine {
@@ -57,55 +57,11 @@ impl Engine {
         }
         check_route_statically(lines, packages, destination, *promised, *level, today)?;
         let mut book = self.capacity.write();
-        // The book has forgotten the days before its floor (a tick moved it): a package there
-        // could be taken but never given back. Only a command stamped earlier than a tick that
-        // was applied before it meets this.
-        if let Some(slot) = packages.iter().find(|p| p.day < book.floor()) {
-            return Err(EngineError::InvalidOption {
-                what: format!(
-                    "package ship day {} is before day {}, the first day node capacity is still kept for",
-                    slot.day.0,
-                    book.floor().0
-                ),
-            });
-        }
+        check_floor(&book, packages)?;
         let mut shards = self.lock_skus(lines.iter().map(|l| l.sku));
         let mut evaluated = self.evaluate_hold(&mut shards, lines, false, today)?;
         let network = shards.any().network.clone();
-        for slot in packages {
-            let spec = network
-                .node(slot.node)
-                .ok_or(EngineError::UnknownNodeId(slot.node))?;
-            let units: u64 = lines
-                .iter()
-                .filter(|l| l.node == NodeChoice::Node(slot.node))
-                .map(|l| u64::from(l.quantity.get()))
-                .sum();
-            let used = book.load(slot.node, slot.day);
-            let limit = |c: u32| if c == 0 { u64::MAX } else { u64::from(c) };
-            let units_left = limit(spec.capacity.units).saturating_sub(u64::from(used.units));
-            let orders_full = u64::from(used.orders) >= limit(spec.capacity.orders);
-            if !orders_full && units <= units_left && u64::from(used.units) + units <= u64::from(u32::MAX) {
-                continue;
-            }
-            for (i, l) in lines.iter().enumerate() {
-                let refused = evaluated.refusals.iter().any(|r| usize::from(r.line_idx) == i);
-                if l.node == NodeChoice::Node(slot.node) && !refused {
-                    evaluated.refusals.push(LineRefusal {
-                        line_idx: i as u16,
-                        sku: l.sku,
-                        node: Some(slot.node),
-                        requested: l.quantity.get(),
-                        available: if orders_full {
-                            0
-                        } else {
-                            units_left.min(i64::MAX as u64) as i64
-                        },
-                        reason: RefusalReason::CapacityFull,
-                    });
-                }
-            }
-        }
+        refuse_full_days(&book, &network, lines, packages, &mut evaluated.refusals)?;
         if !evaluated.refusals.is_empty() {
             evaluated.refusals.sort_unstable_by_key(|r| r.line_idx);
             return Ok(Outcome::Route(HoldOutcome::Refused {
@@ -176,31 +132,112 @@ fn check_route_statically(
             promised.0, late.0
         ));
     }
-    if packages.is_empty() || packages.len() > lines.len() {
-        return invalid(format!(
+    let line_nodes: Vec<Option<NodeId>> = lines
+        .iter()
+        .map(|l| match l.node {
+            NodeChoice::Node(n) => Some(n),
+            NodeChoice::Any => None,
+        })
+        .collect();
+    check_packages(&line_nodes, packages, today).or_else(invalid)?;
+    Ok(())
+}
+
+/// Checks packages against the nodes their lines ship from (`None`: a line with no node): one
+/// to as many packages as lines, one per node, each with a line, every line at a package's node,
+/// shipping from yesterday (west of UTC) to the end of the look-ahead horizon. Says what is wrong.
+pub(crate) fn check_packages(
+    line_nodes: &[Option<NodeId>],
+    packages: &[ShipSlot],
+    today: Day,
+) -> Result<(), String> {
+    if packages.is_empty() || packages.len() > line_nodes.len() {
+        return Err(format!(
             "a route order has one to {} packages (one per shipping node), not {}",
-            lines.len(),
+            line_nodes.len(),
             packages.len()
         ));
     }
     for (i, slot) in packages.iter().enumerate() {
         if packages[..i].iter().any(|p| p.node == slot.node) {
-            return invalid(format!("node {} has two packages", slot.node.raw()));
+            return Err(format!("node {} has two packages", slot.node.raw()));
         }
         if slot.day.0.saturating_add(1) < today.0 || slot.day.0 > today.0.saturating_add(LOOKAHEAD_DAYS_MAX) {
-            return invalid(format!(
+            return Err(format!(
                 "package ship day {} is outside yesterday..today+{LOOKAHEAD_DAYS_MAX} (today is {})",
                 slot.day.0, today.0
             ));
         }
-        if !lines.iter().any(|l| l.node == NodeChoice::Node(slot.node)) {
-            return invalid(format!("the package of node {} has no line", slot.node.raw()));
+        if !line_nodes.contains(&Some(slot.node)) {
+            return Err(format!("the package of node {} has no line", slot.node.raw()));
         }
     }
-    for (i, l) in lines.iter().enumerate() {
-        match l.node {
-            NodeChoice::Node(n) if packages.iter().any(|p| p.node == n) => {}
-            _ => return invalid(format!("line {i} does not name a node with a package")),
+    match line_nodes
+        .iter()
+        .position(|n| !n.is_some_and(|n| packages.iter().any(|p| p.node == n)))
+    {
+        Some(i) => Err(format!("line {i} does not name a node with a package")),
+        None => Ok(()),
+    }
+}
+
+/// The book has forgotten the days before its floor (a tick moved it): a package there could be
+/// taken but never given back. Only a command stamped earlier than a tick applied before it
+/// meets this.
+pub(crate) fn check_floor(book: &CapacityBook, packages: &[ShipSlot]) -> Result<(), EngineError> {
+    match packages.iter().find(|p| p.day < book.floor()) {
+        Some(slot) => Err(EngineError::InvalidOption {
+            what: format!(
+                "package ship day {} is before day {}, the first day node capacity is still kept for",
+                slot.day.0,
+                book.floor().0
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses (`CapacityFull`, `available` = units left, 0 when the order count is full) every line
+/// of a package whose node has no room for it on its ship day.
+pub(crate) fn refuse_full_days(
+    book: &CapacityBook,
+    network: &Network,
+    lines: &[HoldLineRequest],
+    packages: &[ShipSlot],
+    refusals: &mut Vec<LineRefusal>,
+) -> Result<(), EngineError> {
+    for slot in packages {
+        let spec = network
+            .node(slot.node)
+            .ok_or(EngineError::UnknownNodeId(slot.node))?;
+        let units: u64 = lines
+            .iter()
+            .filter(|l| l.node == NodeChoice::Node(slot.node))
+            .map(|l| u64::from(l.quantity.get()))
+            .sum();
+        let used = book.load(slot.node, slot.day);
+        let limit = |c: u32| if c == 0 { u64::MAX } else { u64::from(c) };
+        let units_left = limit(spec.capacity.units).saturating_sub(u64::from(used.units));
+        let orders_full = u64::from(used.orders) >= limit(spec.capacity.orders);
+        if !orders_full && units <= units_left && u64::from(used.units) + units <= u64::from(u32::MAX) {
+            continue;
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let refused = refusals.iter().any(|r| usize::from(r.line_idx) == i);
+            if l.node == NodeChoice::Node(slot.node) && !refused {
+                refusals.push(LineRefusal {
+                    line_idx: i as u16,
+                    sku: l.sku,
+                    node: Some(slot.node),
+                    requested: l.quantity.get(),
+                    available: if orders_full {
+                        0
+                    } else {
+                        units_left.min(i64::MAX as u64) as i64
+                    },
+                    reason: RefusalReason::CapacityFull,
+                });
+            }
         }
     }
     Ok(())

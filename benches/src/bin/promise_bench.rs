@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use promised_benches::BenchWorld;
+use promised_engine::ZoneId;
 use promised_engine::dataset::DataSetSpec;
 use promised_engine::promise::lanes::SHIPPING;
-use promised_engine::promise::{CartLine, Destination, ListingPair, PromiseOptions, PromiseRequest};
-use promised_engine::{Quantity, ZoneId};
+use promised_engine::promise::{Destination, ListingPair, PromiseRequest};
 use rand::Rng;
 
 /// The server's allocator: promises allocate their candidate lists, and glibc's malloc made
@@ -54,30 +54,7 @@ fn main() -> anyhow::Result<()> {
     for &size in &args.sizes {
         let mut rng = BenchWorld::rng(size as u64);
         let carts: Vec<PromiseRequest> = (0..args.carts)
-            .map(|_| {
-                let mut skus = Vec::with_capacity(size);
-                while skus.len() < size {
-                    let s = world.sku_ids[popularity.sample(&mut rng) as usize];
-                    if !skus.contains(&s) {
-                        skus.push(s);
-                    }
-                }
-                PromiseRequest {
-                    lines: skus
-                        .into_iter()
-                        .map(|sku| CartLine {
-                            sku,
-                            quantity: Quantity::new(rng.random_range(1..=3)).expect("in range"),
-                        })
-                        .collect(),
-                    destination: Destination {
-                        zone: ZoneId(rng.random_range(0..zones)),
-                        point: None,
-                    },
-                    levels: levels.clone(),
-                    options: PromiseOptions::default(),
-                }
-            })
+            .map(|_| world.cart(&mut rng, &popularity, size, 1..=3, &levels))
             .collect();
         let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
         let mut complete = 0usize;

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use promised_benches::BenchWorld;
+use promised_engine::RequestId;
 use promised_engine::command::{Command, Outcome};
 use promised_engine::dataset::DataSetSpec;
 use promised_engine::network::{NodeStatus, ServiceLevel};
-use promised_engine::promise::{CartLine, Destination, PromiseOptions, PromiseRequest};
+use promised_engine::promise::PromiseRequest;
 use promised_engine::reroute::{RerouteFilter, ReroutePolicy, solver::Effort};
-use promised_engine::{Quantity, RequestId, ZoneId};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -49,33 +49,11 @@ fn main() -> anyhow::Result<()> {
     let world = BenchWorld::new(&spec);
     eprintln!("{} loaded in {:.1} s", args.set, t.elapsed().as_secs_f64());
     let popularity = world.popularity();
-    let zones = world.dataset.zones.len() as u32;
     let mut rng = BenchWorld::rng(42);
     let carts: Vec<PromiseRequest> = (0..args.orders)
         .map(|_| {
             let size = rng.random_range(1..=3usize);
-            let mut skus = Vec::with_capacity(size);
-            while skus.len() < size {
-                let s = world.sku_ids[popularity.sample(&mut rng) as usize];
-                if !skus.contains(&s) {
-                    skus.push(s);
-                }
-            }
-            PromiseRequest {
-                lines: skus
-                    .into_iter()
-                    .map(|sku| CartLine {
-                        sku,
-                        quantity: Quantity::new(1).expect("in range"),
-                    })
-                    .collect(),
-                destination: Destination {
-                    zone: ZoneId(rng.random_range(0..zones)),
-                    point: None,
-                },
-                levels: vec![ServiceLevel::Ground],
-                options: PromiseOptions::default(),
-            }
+            world.cart(&mut rng, &popularity, size, 1..=1, &[ServiceLevel::Ground])
         })
         .collect();
     let t = Instant::now();

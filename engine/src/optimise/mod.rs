@@ -281,10 +281,17 @@ fn gap_of(problem: &Problem, plan: &improve::Plan, lower_bound: f64) -> Option<f
                 .fold(0.0, f64::max)
         })
         .sum();
-    if plan.cost.abs() <= GAP_COST_NEGLIGIBLE * scale || plan.cost == 0.0 {
+    relative_gap(plan.cost, lower_bound, scale)
+}
+
+/// (cost - bound) / cost, or `None` when the cost is 0 or negligible against `scale` (the sum
+/// over orders of their dearest option): a relative gap of nothing says nothing. The caller
+/// has checked that every order is served and no cost is negative.
+pub(crate) fn relative_gap(cost: f64, lower_bound: f64, scale: f64) -> Option<f64> {
+    if cost.abs() <= GAP_COST_NEGLIGIBLE * scale || cost == 0.0 {
         return None;
     }
-    Some(((plan.cost - lower_bound) / plan.cost.abs()).max(0.0))
+    Some(((cost - lower_bound) / cost.abs()).max(0.0))
 }
 
 /// A plan's cost at most this fraction of the problem's cost scale counts as 0 (see `gap_of`).

@@ -529,14 +529,17 @@ mod tests {
             .collect()
     }
 
+    /// Every node ships the day its stock is there.
+    fn ships_when_ready(_: NodeId, ready: Day, _: u32) -> Option<ShipDay> {
+        Some(ShipDay {
+            day: ready,
+            binding: Binding::Transit,
+        })
+    }
+
     #[test]
     fn the_budget_stops_a_search_built_to_defeat_the_bounds() {
-        let ship = |_: NodeId, ready: Day, _: u32| {
-            Some(ShipDay {
-                day: ready,
-                binding: Binding::Transit,
-            })
-        };
+        let ship = ships_when_ready;
         let mut memo = ShipMemo::new();
         memo.begin();
         let lines = everywhere(10, 40);
@@ -568,12 +571,7 @@ mod tests {
 
     #[test]
     fn a_search_that_finishes_on_its_last_branch_is_exact() {
-        let ship = |_: NodeId, ready: Day, _: u32| {
-            Some(ShipDay {
-                day: ready,
-                binding: Binding::Transit,
-            })
-        };
+        let ship = ships_when_ready;
         let mut memo = ShipMemo::new();
         memo.begin();
         let mut lines = everywhere(4, 5);

@@ -10,14 +10,15 @@
 use smallvec::SmallVec;
 
 use crate::capacity::{CapacityBook, ShipSlot};
-use crate::command::{Command, HoldLineRequest, LineRefusal, NodeChoice, Outcome, RefusalReason};
+use crate::command::{Command, HoldLineRequest, LineRefusal, NodeChoice, Outcome};
 use crate::error::EngineError;
 use crate::hold::{DoneRecord, HoldLine, HoldState, Record};
 use crate::hold_ops::EvaluatedHold;
 use crate::ids::{Day, NodeId, Quantity, RequestId, Timestamp};
 use crate::ledger::{Engine, LockedShards};
-use crate::limits::{LOOKAHEAD_DAYS_MAX, REROUTE_MOVES_MAX};
+use crate::limits::REROUTE_MOVES_MAX;
 use crate::network::Network;
+use crate::route_ops::{check_floor, check_packages, refuse_full_days};
 
 /// One order's new plan: the node of each of its lines (in the order's line order) and one
 /// package per shipping node.
@@ -61,46 +62,9 @@ fn check_statically(moves: &[RerouteMove], today: Day) -> Result<(), EngineError
         return invalid(format!("order {} is moved twice", w[0]));
     }
     for m in moves {
-        if m.packages.is_empty() || m.packages.len() > m.line_nodes.len() {
-            return invalid(format!(
-                "order {}: one to {} packages, not {}",
-                m.order,
-                m.line_nodes.len(),
-                m.packages.len()
-            ));
-        }
-        for (i, p) in m.packages.iter().enumerate() {
-            if m.packages[..i].iter().any(|q| q.node == p.node) {
-                return invalid(format!(
-                    "order {}: node {} has two packages",
-                    m.order,
-                    p.node.raw()
-                ));
-            }
-            if p.day.0.saturating_add(1) < today.0 || p.day.0 > today.0.saturating_add(LOOKAHEAD_DAYS_MAX) {
-                return invalid(format!(
-                    "order {}: ship day {} is outside yesterday..today+{LOOKAHEAD_DAYS_MAX}",
-                    m.order, p.day.0
-                ));
-            }
-            if !m.line_nodes.contains(&p.node) {
-                return invalid(format!(
-                    "order {}: the package of node {} has no line",
-                    m.order,
-                    p.node.raw()
-                ));
-            }
-        }
-        if let Some(i) = m
-            .line_nodes
-            .iter()
-            .position(|n| !m.packages.iter().any(|p| p.node == *n))
-        {
-            return invalid(format!(
-                "order {}: line {i} does not name a node with a package",
-                m.order
-            ));
-        }
+        let line_nodes: Vec<Option<NodeId>> = m.line_nodes.iter().copied().map(Some).collect();
+        check_packages(&line_nodes, &m.packages, today)
+            .or_else(|what| invalid(format!("order {}: {what}", m.order)))?;
     }
     Ok(())
 }
@@ -172,10 +136,13 @@ impl Engine {
             old.push((hold.lines.clone(), routed.packages.to_vec()));
         }
         let mut book = self.capacity.write();
+        for m in moves {
+            check_floor(&book, &m.packages)?;
+        }
         let mut shards = self.lock_skus(old.iter().flat_map(|o| o.0.iter().map(|l| l.sku)));
         let network = shards.any().network.clone();
         for (lines, packages) in &old {
-            self.give_back(&mut shards, &mut book, lines, packages);
+            self.shift(&mut shards, &mut book, lines, packages, false);
         }
         let mut taken: Vec<SmallVec<[HoldLine; 2]>> = Vec::with_capacity(moves.len());
         for (m, (lines, _)) in moves.iter().zip(&old) {
@@ -184,10 +151,10 @@ impl Engine {
                 Err(refusal) => {
                     // Undo in reverse: the new plans given back, the old ones taken again.
                     for (m, plan) in moves.iter().zip(&taken).rev() {
-                        self.give_back(&mut shards, &mut book, plan, &m.packages);
+                        self.shift(&mut shards, &mut book, plan, &m.packages, false);
                     }
                     for (lines, packages) in &old {
-                        self.retake(&mut shards, &mut book, lines, packages);
+                        self.shift(&mut shards, &mut book, lines, packages, true);
                     }
                     return refusal;
                 }
@@ -214,50 +181,41 @@ impl Engine {
         }))
     }
 
-    /// Gives back what an order's lines allocate and its packages' capacity.
-    fn give_back(
+    /// Gives back what an order's lines allocate and its packages' capacity, or, with `take`,
+    /// takes exactly that again (the undo).
+    fn shift(
         &self,
         shards: &mut LockedShards<'_>,
         book: &mut CapacityBook,
         lines: &[HoldLine],
         packages: &[ShipSlot],
+        take: bool,
     ) {
         for l in lines.iter().filter(|l| l.remaining > 0) {
             let shard = shards.get(self.map.shard_of(l.sku));
             let slot = self.map.slot_of(l.sku);
             let idx = shard.position_index(slot, l.node).expect("allocated position");
-            shard.skus[slot].positions[idx].allocated -= l.remaining;
-            if l.future {
-                shard.dated_mut(slot, idx).remove_claim(l.need_day, l.remaining);
-                shard.release_dated_if_empty(slot, idx);
+            let p = &mut shard.skus[slot].positions[idx];
+            if take {
+                p.allocated += l.remaining;
+                if l.future {
+                    shard.dated_mut(slot, idx).add_claim(l.need_day, l.remaining);
+                }
+            } else {
+                p.allocated -= l.remaining;
+                if l.future {
+                    shard.dated_mut(slot, idx).remove_claim(l.need_day, l.remaining);
+                    shard.release_dated_if_empty(slot, idx);
+                }
             }
         }
         for &p in packages {
-            book.give_back(p, package_units(lines, p.node));
-        }
-    }
-
-    /// Takes an old plan again, exactly as it was (the undo of `give_back`).
-    fn retake(
-        &self,
-        shards: &mut LockedShards<'_>,
-        book: &mut CapacityBook,
-        lines: &[HoldLine],
-        packages: &[ShipSlot],
-    ) {
-        for l in lines.iter().filter(|l| l.remaining > 0) {
-            let shard = shards.get(self.map.shard_of(l.sku));
-            let slot = self.map.slot_of(l.sku);
-            let idx = shard.position_index(slot, l.node).expect("allocated position");
-            shard.skus[slot].positions[idx].allocated += l.remaining;
-            if l.future {
-                shard.dated_mut(slot, idx).add_claim(l.need_day, l.remaining);
-            }
-        }
-        for &p in packages {
-            // `give_back` left a forgotten day alone: so does this.
-            if p.day >= book.floor() {
-                book.take(p, package_units(lines, p.node));
+            let units = package_units(lines, p.node);
+            // The book ignores giving back to a forgotten day: so does taking again.
+            if !take {
+                book.give_back(p, units);
+            } else if p.day >= book.floor() {
+                book.take(p, units);
             }
         }
     }
@@ -296,41 +254,7 @@ impl Engine {
             })
             .collect();
         let mut evaluated: EvaluatedHold = self.evaluate_hold(shards, &request, false, today).map_err(Err)?;
-        for slot in &m.packages {
-            let spec = network
-                .node(slot.node)
-                .ok_or(Err(EngineError::UnknownNodeId(slot.node)))?;
-            let units: u64 = request
-                .iter()
-                .filter(|l| l.node == NodeChoice::Node(slot.node))
-                .map(|l| u64::from(l.quantity.get()))
-                .sum();
-            let used = book.load(slot.node, slot.day);
-            let limit = |c: u32| if c == 0 { u64::MAX } else { u64::from(c) };
-            let units_left = limit(spec.capacity.units).saturating_sub(u64::from(used.units));
-            let orders_full = u64::from(used.orders) >= limit(spec.capacity.orders);
-            if slot.day >= book.floor() && !orders_full && units <= units_left {
-                continue;
-            }
-            for (i, l) in request.iter().enumerate() {
-                if l.node == NodeChoice::Node(slot.node)
-                    && !evaluated.refusals.iter().any(|r| usize::from(r.line_idx) == i)
-                {
-                    evaluated.refusals.push(LineRefusal {
-                        line_idx: i as u16,
-                        sku: l.sku,
-                        node: Some(slot.node),
-                        requested: l.quantity.get(),
-                        available: if orders_full {
-                            0
-                        } else {
-                            units_left.min(i64::MAX as u64) as i64
-                        },
-                        reason: RefusalReason::CapacityFull,
-                    });
-                }
-            }
-        }
+        refuse_full_days(book, network, &request, &m.packages, &mut evaluated.refusals).map_err(Err)?;
         if !evaluated.refusals.is_empty() {
             evaluated.refusals.sort_unstable_by_key(|r| r.line_idx);
             return refuse(evaluated.refusals);

@@ -241,10 +241,10 @@ impl Context<'_> {
         singles.truncate(CANDIDATES_MAX);
         // The best nodes also a working day and two later: how a plan routes around full days.
         let mut later: Vec<PlanCandidate> = Vec::new();
+        let units = order.lines.iter().fold(0u32, |a, l| a.saturating_add(l.1));
         for c in singles.iter().take(LATER_DAY_NODES) {
             let mut prev = c.packages.clone();
             for _ in 0..LATER_DAYS {
-                let units = order.lines.iter().fold(0u32, |a, l| a.saturating_add(l.1));
                 let Some(day) = self.ship(prev[0].node, units, Some(prev[0].day)) else {
                     break;
                 };
@@ -290,47 +290,34 @@ impl Context<'_> {
             r.sort_by_key(|o| (o.unit_cost + o.package_cost, o.node));
             r.truncate(SPLIT_NODES_PER_LINE);
         }
-        // Partial plans: (estimated cost, nodes so far).
-        let mut beam: Vec<(u64, SmallVec<[NodeId; 4]>)> = vec![(0, SmallVec::new())];
-        for (i, line) in ranked.iter().enumerate() {
+        // Partial plans: (estimated cost, packages so far, each line's node so far).
+        let mut beam: Vec<(u64, usize, SmallVec<[NodeId; 4]>)> = vec![(0, 0, SmallVec::new())];
+        for line in &ranked {
             let mut next = Vec::with_capacity(beam.len() * line.len());
-            for (est, nodes) in &beam {
+            for (est, packages, nodes) in &beam {
                 for o in line {
                     let new_node = !nodes.contains(&o.node);
-                    let distinct = nodes.iter().fold(SmallVec::<[NodeId; 4]>::new(), |mut s, n| {
-                        if !s.contains(n) {
-                            s.push(*n);
-                        }
-                        s
-                    });
-                    if new_node && distinct.len() >= max_packages {
+                    if new_node && *packages >= max_packages {
                         continue;
                     }
-                    let add = o.unit_cost
-                        + if new_node {
-                            o.package_cost
-                                + if nodes.is_empty() {
-                                    0
-                                } else {
-                                    self.policy.package_cents
-                                }
-                        } else {
-                            0
-                        };
+                    let add = match (new_node, *packages) {
+                        (false, _) => 0,
+                        (true, 0) => o.package_cost,
+                        (true, _) => o.package_cost + self.policy.package_cents,
+                    };
                     let mut n = nodes.clone();
                     n.push(o.node);
-                    next.push((est + add, n));
+                    next.push((est + o.unit_cost + add, packages + usize::from(new_node), n));
                 }
             }
             next.sort();
             next.dedup();
             next.truncate(SPLIT_BEAM);
             beam = next;
-            debug_assert!(beam.iter().all(|b| b.1.len() == i + 1));
         }
         beam.iter()
-            .filter(|(_, nodes)| nodes.iter().any(|n| *n != nodes[0]))
-            .filter_map(|(_, nodes)| self.price(order, nodes, offers, None))
+            .filter(|(_, packages, _)| *packages > 1)
+            .filter_map(|(_, _, nodes)| self.price(order, nodes, offers, None))
             .collect()
     }
 }

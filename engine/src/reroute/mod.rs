@@ -86,8 +86,11 @@ impl Default for ReroutePolicy {
     }
 }
 
-/// An order as the re-route sees it: lines (SKU, units, current node), current packages, and
-/// what it promised.
+/// The current node of a line of an order not routed yet (no current plan, no move cost).
+pub const NO_CURRENT_NODE: NodeId = NO_NODE;
+
+/// An order as the re-route sees it: lines (SKU, units, current node or [`NO_CURRENT_NODE`]),
+/// current packages, and what it promised.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpenOrder {
     pub id: RequestId,
@@ -444,6 +447,3 @@ fn check(instance: &solver::Instance, choice: &[Option<u32>], resources: &[Resou
     }
     out
 }
-
-/// A line node of `NO_NODE` marks a line of an order that has no current plan.
-pub const NO_CURRENT_NODE: NodeId = NO_NODE;

@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+use crate::optimise::{Solution, relative_gap};
+
 /// One candidate plan: its cost and the resources it uses (`uses[first..first + len]`).
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -56,6 +58,23 @@ impl Instance {
     /// Candidate `i` of order `j` serves it (is not a fallback).
     pub fn serves(&self, j: usize, i: usize) -> bool {
         !(self.fallback.get(j) == Some(&true) && self.stay[j] == Some(i as u32))
+    }
+
+    /// `c`'s cost plus what its uses cost at `prices`.
+    fn priced(&self, c: &Candidate, prices: &[f64]) -> f64 {
+        c.cost
+            + self
+                .uses_of(c)
+                .iter()
+                .map(|&(r, a)| prices[r as usize] * f64::from(a))
+                .sum::<f64>()
+    }
+
+    /// `c` fits in what `used` leaves of every resource (sums in u64: each use is a u32).
+    fn fits(&self, c: &Candidate, used: &[u64]) -> bool {
+        self.uses_of(c)
+            .iter()
+            .all(|&(r, a)| used[r as usize] + u64::from(a) <= self.capacity[r as usize])
     }
 
     pub fn uses_of(&self, c: &Candidate) -> &[(u32, u32)] {
@@ -100,33 +119,8 @@ impl Default for Effort {
     }
 }
 
-/// The plan found and its certificate.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Assignment {
-    /// Per order, the index of its chosen candidate within its own, or `None`.
-    pub choice: Vec<Option<u32>>,
-    pub cost: f64,
-    /// No assignment that serves every order from its candidates costs less.
-    pub lower_bound: f64,
-    /// (cost - bound) / cost when every order is served and the cost is positive.
-    pub gap: Option<f64>,
-    pub iterations: u32,
-    pub stopped: bool,
-}
-
-impl Assignment {
-    pub fn unassigned(&self) -> usize {
-        self.choice.iter().filter(|c| c.is_none()).count()
-    }
-}
-
 /// Iterations over which the bound must rise by a millionth for the steps to go on.
 const STALL_ITERATIONS: usize = 40;
-
-/// Resources used past capacity (sums in u64: a plan's uses are u32 each).
-fn fits(used: u64, amount: u32, capacity: u64) -> bool {
-    used + u64::from(amount) <= capacity
-}
 
 /// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
 /// (for the regret order).
@@ -140,12 +134,7 @@ fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
                 if !instance.serves(j, i) {
                     continue;
                 }
-                let priced = c.cost
-                    + instance
-                        .uses_of(c)
-                        .iter()
-                        .map(|&(r, a)| prices[r as usize] * f64::from(a))
-                        .sum::<f64>();
+                let priced = instance.priced(c, prices);
                 if priced < best.1 {
                     best = (i as u32, priced, best.1);
                 } else if priced < best.2 {
@@ -158,7 +147,7 @@ fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
 }
 
 /// Solves `instance`; `stop` is asked once an iteration.
-pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Assignment {
+pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Solution {
     let n = instance.n_orders();
     let m = instance.capacity.len();
     let mut prices = vec![0.0f64; m];
@@ -273,8 +262,21 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         _ => best_bound,
     };
     let negative = instance.candidates.iter().any(|c| c.cost < 0.0);
-    let gap = (left == 0 && cost > f64::EPSILON && !negative).then(|| ((cost - lower_bound) / cost).max(0.0));
-    Assignment {
+    let scale: f64 = (0..n)
+        .map(|j| {
+            instance
+                .candidates_of(j)
+                .iter()
+                .map(|c| c.cost.abs())
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    let gap = if left == 0 && !negative {
+        relative_gap(cost, lower_bound, scale)
+    } else {
+        None
+    };
+    Solution {
         choice,
         cost,
         lower_bound,
@@ -318,24 +320,13 @@ fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Ve
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| instance.serves(j, *i))
-                .map(|(i, c)| {
-                    let priced = c.cost
-                        + instance
-                            .uses_of(c)
-                            .iter()
-                            .map(|&(r, a)| prices[r as usize] * f64::from(a))
-                            .sum::<f64>();
-                    (priced, i as u32)
-                }),
+                .map(|(i, c)| (instance.priced(c, prices), i as u32)),
         );
         ranked.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
         for &(_, i) in &ranked {
             let c = &instance.candidates_of(j)[i as usize];
             let uses = instance.uses_of(c);
-            if uses
-                .iter()
-                .all(|&(r, a)| fits(used[r as usize], a, instance.capacity[r as usize]))
-            {
+            if instance.fits(c, &used) {
                 for &(r, a) in uses {
                     used[r as usize] += u64::from(a);
                 }
@@ -420,13 +411,7 @@ fn improve(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>
             let mut pick = *slot;
             let mut pick_cost = here.map_or(f64::INFINITY, |h| h.cost);
             for (i, c) in cands.iter().enumerate() {
-                if instance.serves(j, i)
-                    && c.cost < pick_cost - 1e-9
-                    && instance
-                        .uses_of(c)
-                        .iter()
-                        .all(|&(r, a)| fits(used[r as usize], a, instance.capacity[r as usize]))
-                {
+                if instance.serves(j, i) && c.cost < pick_cost - 1e-9 && instance.fits(c, &used) {
                     pick = Some(i as u32);
                     pick_cost = c.cost;
                 }
@@ -462,10 +447,7 @@ mod tests {
             }
             for c in inst.candidates_of(j) {
                 let uses = inst.uses_of(c);
-                if uses
-                    .iter()
-                    .all(|&(r, a)| fits(used[r as usize], a, inst.capacity[r as usize]))
-                {
+                if inst.fits(c, used) {
                     uses.iter().for_each(|&(r, a)| used[r as usize] += u64::from(a));
                     go(inst, j + 1, used, cost + c.cost, best);
                     uses.iter().for_each(|&(r, a)| used[r as usize] -= u64::from(a));
