@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let plan_s = t.elapsed().as_secs_f64();
     println!(
-        "{} on {} thread(s): {} open orders ({} candidates), {} broken; select {select_s:.2} s, plan {plan_s:.2} s; {} moves, {} left out; cost {:.0} -> {:.0}, bound {:.0}, gap {}; {} iterations; {} resources over",
+        "{} on {} thread(s): {} open orders ({} candidates), {} broken; select {select_s:.2} s, plan {plan_s:.2} s; {} moves, {} left out; cost {:.0} -> {:.0} + {:.0} penalties, bound {:.0}, gap {}; {} iterations; {} resources over",
         args.set,
         rayon::current_num_threads(),
         report.orders,
@@ -122,10 +122,11 @@ fn main() -> anyhow::Result<()> {
         report.left_out.len(),
         report.cost_before,
         report.cost_after,
+        report.penalties,
         report.lower_bound,
         report
             .gap
-            .map_or("none (orders left out)".to_string(), |g| format!(
+            .map_or("none (orders with no plan at all)".to_string(), |g| format!(
                 "{:.4}%",
                 100.0 * g
             )),

@@ -20,9 +20,6 @@ use crate::ledger::Engine;
 use crate::network::{Network, NodeKind, NodeStatus};
 use crate::promise::{self, NoCapacityUsed};
 
-/// The price of keeping a plan that can no longer ship: above any real plan's, so an order
-/// keeps it only when nothing else fits (and is then reported left out).
-pub const BROKEN_CENTS: f64 = 1e9;
 /// Candidates an order keeps at most (its current plan always among them).
 pub const CANDIDATES_MAX: usize = 14;
 /// Single-node plans that also get a candidate one ship day later.
@@ -50,7 +47,8 @@ pub struct PlanCandidate {
     pub cost: f64,
     pub delivery: Day,
     pub current: bool,
-    /// The current plan of an order that can no longer ship it (priced at [`BROKEN_CENTS`]).
+    /// The current plan of an order that can no longer ship it, priced at the policy's
+    /// `unserved_cents`: kept (and reported left out) only when moving costs more than that.
     pub broken: bool,
 }
 
@@ -216,7 +214,7 @@ impl Context<'_> {
                     out.push(PlanCandidate {
                         line_node: nodes,
                         packages,
-                        cost: BROKEN_CENTS,
+                        cost: self.policy.unserved_cents as f64,
                         delivery: Day(0),
                         current: true,
                         broken: true,

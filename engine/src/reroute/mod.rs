@@ -71,6 +71,10 @@ pub struct ReroutePolicy {
     /// Node kinds that may ship (empty: all).
     pub kinds: Vec<NodeKind>,
     pub ship_from_store: bool,
+    /// Per order left on a plan that no longer ships (a closed node), in cents: what the
+    /// optimiser weighs against moving it at great cost. Keeps the problem always solvable, so
+    /// the bound and gap mean something even when some orders cannot be served.
+    pub unserved_cents: u64,
 }
 
 impl Default for ReroutePolicy {
@@ -82,6 +86,7 @@ impl Default for ReroutePolicy {
             max_packages: 3,
             kinds: Vec::new(),
             ship_from_store: true,
+            unserved_cents: 50_000,
         }
     }
 }
@@ -188,8 +193,12 @@ pub struct RerouteReport {
     pub cost_before: f64,
     /// What the new plan costs, over the orders it serves.
     pub cost_after: f64,
-    /// No plan from the candidates that serves every order costs less.
+    /// `unserved_cents` for each order left on a plan that no longer ships.
+    pub penalties: f64,
+    /// No plan from the candidates has a lower `cost_after + penalties`.
     pub lower_bound: f64,
+    /// (cost_after + penalties - lower_bound) / (cost_after + penalties); `None` when an order
+    /// has no candidate at all.
     pub gap: Option<f64>,
     pub iterations: u32,
     pub stopped: bool,
@@ -318,13 +327,13 @@ impl Engine {
             broken_before: 0,
             cost_before: 0.0,
             cost_after: solved.cost,
+            penalties: 0.0,
             lower_bound: solved.lower_bound,
             gap: solved.gap,
             iterations: solved.iterations,
             stopped: solved.stopped,
             check,
         };
-        let mut broken_kept = 0usize;
         for ((order, plans), choice) in orders.iter().zip(&plans).zip(&solved.choice) {
             let current = plans.iter().find(|p| p.current && !p.broken);
             match current {
@@ -344,7 +353,8 @@ impl Engine {
                     current_ships: current.is_some(),
                 }),
                 Some(_) if kept_broken => {
-                    broken_kept += 1;
+                    report.penalties += policy.unserved_cents as f64;
+                    report.cost_after -= policy.unserved_cents as f64;
                     report.left_out.push(LeftOut {
                         order: order.id,
                         reason: if plans.len() == 1 {
@@ -370,10 +380,6 @@ impl Engine {
                 }
                 Some(_) => {}
             }
-        }
-        if broken_kept > 0 {
-            // The cost then holds penalties, not prices: no gap to claim.
-            report.gap = None;
         }
         Ok(report)
     }
@@ -415,7 +421,6 @@ impl Engine {
             instance
                 .stay
                 .push(cands.iter().position(|c| c.current).map(|i| i as u32));
-            instance.fallback.push(cands.iter().any(|c| c.broken));
         }
         (instance, resources)
     }

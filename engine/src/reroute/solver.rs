@@ -41,9 +41,6 @@ pub struct Instance {
     /// Per order (or empty: none), the candidate it keeps when no other fits: an order that
     /// already holds a plan is never left with none, so it keeps what that plan uses.
     pub stay: Vec<Option<u32>>,
-    /// Per order (or empty: none), its stay is only a fallback (a plan that no longer ships):
-    /// never chosen while another fits, and not a way to serve the order (left out if kept).
-    pub fallback: Vec<bool>,
 }
 
 impl Instance {
@@ -53,11 +50,6 @@ impl Instance {
 
     pub fn candidates_of(&self, order: usize) -> &[Candidate] {
         &self.candidates[self.starts[order]..self.starts[order + 1]]
-    }
-
-    /// Candidate `i` of order `j` serves it (is not a fallback).
-    pub fn serves(&self, j: usize, i: usize) -> bool {
-        !(self.fallback.get(j) == Some(&true) && self.stay[j] == Some(i as u32))
     }
 
     /// `c`'s cost plus what its uses cost at `prices`.
@@ -121,19 +113,19 @@ impl Default for Effort {
 
 /// Iterations over which the bound must rise by a millionth for the steps to go on.
 const STALL_ITERATIONS: usize = 40;
+/// Instances with at most this many candidates in all are small (a few hundred orders).
+const SMALL_CANDIDATES_MAX: usize = 5_000;
 
 /// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
-/// (for the regret order).
-fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
-    (0..instance.n_orders())
-        .into_par_iter()
+/// (for the regret order), into `out`.
+fn price_orders(instance: &Instance, prices: &[f64], out: &mut Vec<(u32, f64, f64)>) {
+    out.resize(instance.n_orders(), (u32::MAX, 0.0, 0.0));
+    out.par_iter_mut()
         .with_min_len(512)
-        .map(|j| {
+        .enumerate()
+        .for_each(|(j, out)| {
             let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
             for (i, c) in instance.candidates_of(j).iter().enumerate() {
-                if !instance.serves(j, i) {
-                    continue;
-                }
                 let priced = instance.priced(c, prices);
                 if priced < best.1 {
                     best = (i as u32, priced, best.1);
@@ -141,14 +133,73 @@ fn price_orders(instance: &Instance, prices: &[f64]) -> Vec<(u32, f64, f64)> {
                     best.2 = priced;
                 }
             }
-            best
-        })
-        .collect()
+            *out = best;
+        });
+}
+
+/// The same problem without the resources that no assignment can overfill (their capacity
+/// covers the most every order could draw on them): most stock positions in a re-route. The
+/// plans that fit are the same; the passes over orders touch far fewer resources.
+pub fn tightened(instance: &Instance) -> Instance {
+    let m = instance.capacity.len();
+    let mut demand = vec![0u64; m];
+    let mut most: Vec<(u32, u32)> = Vec::new();
+    for j in 0..instance.n_orders() {
+        most.clear();
+        for c in instance.candidates_of(j) {
+            most.extend_from_slice(instance.uses_of(c));
+        }
+        most.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        most.dedup_by_key(|u| u.0);
+        for &(r, a) in &most {
+            demand[r as usize] += u64::from(a);
+        }
+    }
+    let mut id = vec![u32::MAX; m];
+    let mut capacity = Vec::new();
+    for r in 0..m {
+        if demand[r] > instance.capacity[r] {
+            id[r] = capacity.len() as u32;
+            capacity.push(instance.capacity[r]);
+        }
+    }
+    let mut out = Instance {
+        capacity,
+        starts: instance.starts.clone(),
+        candidates: Vec::with_capacity(instance.candidates.len()),
+        uses: Vec::new(),
+        stay: instance.stay.clone(),
+    };
+    for c in &instance.candidates {
+        let first = out.uses.len() as u32;
+        out.uses.extend(
+            instance
+                .uses_of(c)
+                .iter()
+                .filter(|u| id[u.0 as usize] != u32::MAX)
+                .map(|&(r, a)| (id[r as usize], a)),
+        );
+        out.candidates.push(Candidate {
+            cost: c.cost,
+            first,
+            len: out.uses.len() as u32 - first,
+        });
+    }
+    out
 }
 
 /// Solves `instance`; `stop` is asked once an iteration.
 pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Solution {
+    let tight = tightened(instance);
+    let instance = &tight;
     let n = instance.n_orders();
+    // Small problems cost little an iteration: many more, and a plan from each.
+    let small = instance.candidates.len() <= SMALL_CANDIDATES_MAX;
+    let (iterations_max, plan_every, stall) = if small {
+        (effort.iterations_max.max(3_000), 1, 10 * STALL_ITERATIONS)
+    } else {
+        (effort.iterations_max, effort.plan_every.max(1), STALL_ITERATIONS)
+    };
     let m = instance.capacity.len();
     let mut prices = vec![0.0f64; m];
     let mut best: Option<(Vec<Option<u32>>, f64, usize)> = None;
@@ -158,17 +209,19 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     let mut iterations = 0u32;
     let mut stopped = false;
     let mut used = vec![0u64; m];
+    let mut priced = Vec::new();
     // The bound STALL_ITERATIONS ago: when it has barely moved since, more steps do not pay.
     let mut bounds: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-    while iterations < effort.iterations_max.max(1) {
+    while iterations < iterations_max.max(1) {
         // The first iteration always runs: it gives the bound at zero prices.
         if iterations > 0 && stop() {
             stopped = true;
             break;
         }
-        let priced = price_orders(instance, &prices);
+        price_orders(instance, &prices, &mut priced);
         // Sums in order index order: the same bound on any number of threads.
-        let mut bound: f64 = priced.iter().map(|p| p.1).sum();
+        // Orders with no candidate at all are left out of the bound (and of every plan).
+        let mut bound: f64 = priced.iter().filter(|p| p.0 != u32::MAX).map(|p| p.1).sum();
         bound -= prices
             .iter()
             .zip(&instance.capacity)
@@ -187,7 +240,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
                 since_better = 0;
             }
         }
-        if iterations.is_multiple_of(effort.plan_every.max(1)) {
+        if iterations.is_multiple_of(plan_every) {
             let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
             let (cost, left) = cost_of(instance, &plan);
             if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
@@ -196,7 +249,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         }
         iterations += 1;
         bounds.push_back(best_bound);
-        if bounds.len() > STALL_ITERATIONS {
+        if bounds.len() > stall {
             let then = bounds.pop_front().expect("non-empty");
             if best_bound - then <= 1e-6 * best_bound.abs().max(1.0) {
                 break;
@@ -219,19 +272,17 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
                 used[r as usize] += u64::from(a);
             }
         }
-        let mut norm = 0.0;
-        let g: Vec<f64> = used
+        // A free resource whose price is already 0 cannot go lower.
+        let slope = |u: u64, c: u64, p: f64| {
+            let g = u as f64 - c as f64;
+            if p <= 0.0 && g < 0.0 { 0.0 } else { g }
+        };
+        let norm: f64 = used
             .iter()
             .zip(&instance.capacity)
             .zip(&prices)
-            .map(|((&u, &c), &p)| {
-                let g = u as f64 - c as f64;
-                // A free resource whose price is already 0 cannot go lower.
-                let g = if p <= 0.0 && g < 0.0 { 0.0 } else { g };
-                norm += g * g;
-                g
-            })
-            .collect();
+            .map(|((&u, &c), &p)| slope(u, c, p).powi(2))
+            .sum();
         if norm == 0.0 {
             // The relaxed choice fits every capacity: it is optimal, and its plan is built below.
             let choice: Vec<Option<u32>> = priced.iter().map(|p| (p.0 != u32::MAX).then_some(p.0)).collect();
@@ -242,19 +293,22 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             }
             break;
         }
-        // Without a plan that serves everyone, aim a little above the bound.
-        let target = upper.unwrap_or(bound + 0.1 * bound.abs().max(1.0));
+        // Aim at the best plan, but no more than 5% above the bound: early plans are poor, and
+        // a far target makes steps that overshoot every price.
+        let near = bound + 0.05 * bound.abs().max(1.0);
+        let target = upper.map_or(near, |u| u.min(near));
         let step = theta * (target - bound).max(1e-6 * target.abs().max(1.0)) / norm;
-        for (p, g) in prices.iter_mut().zip(&g) {
-            *p = (*p + step * g).max(0.0);
+        for ((p, &u), &c) in prices.iter_mut().zip(&used).zip(&instance.capacity) {
+            *p = (*p + step * slope(u, c, *p)).max(0.0);
         }
     }
-    let (choice, cost, left) = best.unwrap_or_else(|| {
-        let priced = price_orders(instance, &prices);
+    let (choice, _, _) = best.unwrap_or_else(|| {
+        price_orders(instance, &prices, &mut priced);
         let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
-        let (cost, left) = cost_of(instance, &plan);
-        (plan, cost, left)
+        (plan, 0.0, 0)
     });
+    let choice = if stopped { choice } else { eject(instance, choice) };
+    let (cost, left) = cost_of(instance, &choice);
     // The bound is below every plan that serves everyone: clamp the rounding of long sums.
     let lower_bound = match (n, left) {
         (0, _) => 0.0,
@@ -292,8 +346,8 @@ pub fn cost_of(instance: &Instance, choice: &[Option<u32>]) -> (f64, usize) {
     let mut left = 0;
     for (j, c) in choice.iter().enumerate() {
         match c {
-            Some(c) if instance.serves(j, *c as usize) => cost += instance.candidates_of(j)[*c as usize].cost,
-            _ => left += 1,
+            Some(c) => cost += instance.candidates_of(j)[*c as usize].cost,
+            None => left += 1,
         }
     }
     (cost, left)
@@ -319,7 +373,6 @@ fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Ve
                 .candidates_of(j)
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| instance.serves(j, *i))
                 .map(|(i, c)| (instance.priced(c, prices), i as u32)),
         );
         ranked.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
@@ -384,6 +437,155 @@ fn settle(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>>
     }
 }
 
+/// Orders a blocked resource's users are tried in, at most, per ejection.
+const EJECT_TRIES: usize = 64;
+/// Ejection passes at most.
+const EJECT_PASSES: usize = 3;
+
+/// Ejection moves for the final plan: an order takes a cheaper candidate that does not fit yet
+/// by moving other orders off the resources it lacks (each to its cheapest candidate that fits
+/// without them), when the orders' costs together go down. Frees the days and positions that
+/// greedy filled in its order, so orders it left on dear plans get cheap ones. In order index
+/// order, re-checked against the loads as they are: the same on any number of threads.
+fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> {
+    let m = instance.capacity.len();
+    let uses_of = |j: usize, c: Option<u32>| {
+        c.map_or(&[][..], |c| {
+            instance.uses_of(&instance.candidates_of(j)[c as usize])
+        })
+    };
+    let cost_at =
+        |j: usize, c: Option<u32>| c.map_or(f64::INFINITY, |c| instance.candidates_of(j)[c as usize].cost);
+    let mut used = vec![0u64; m];
+    // Who may use each resource (stale entries are skipped when read).
+    let mut users: Vec<Vec<u32>> = vec![Vec::new(); m];
+    for (j, &c) in choice.iter().enumerate() {
+        for &(r, a) in uses_of(j, c) {
+            used[r as usize] += u64::from(a);
+            users[r as usize].push(j as u32);
+        }
+    }
+    let mut ranked: Vec<u32> = Vec::new();
+    for _ in 0..EJECT_PASSES {
+        let mut changed = false;
+        for j in 0..choice.len() {
+            let here = choice[j];
+            ranked.clear();
+            ranked.extend(
+                (0..instance.candidates_of(j).len() as u32)
+                    .filter(|&i| cost_at(j, Some(i)) < cost_at(j, here) - 1e-9),
+            );
+            ranked.sort_by(|&a, &b| {
+                cost_at(j, Some(a))
+                    .total_cmp(&cost_at(j, Some(b)))
+                    .then(a.cmp(&b))
+            });
+            for &to in &ranked {
+                if let Some(moved) = try_eject(instance, &mut choice, &mut used, &users, j, to) {
+                    for (k, c) in moved {
+                        for &(r, _) in uses_of(k, c) {
+                            users[r as usize].push(k as u32);
+                        }
+                    }
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    choice
+}
+
+/// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
+/// lacks, if that lowers the total cost; returns the orders moved (with their new candidates).
+fn try_eject(
+    instance: &Instance,
+    choice: &mut [Option<u32>],
+    used: &mut [u64],
+    users: &[Vec<u32>],
+    j: usize,
+    to: u32,
+) -> Option<Vec<(usize, Option<u32>)>> {
+    let uses_of = |j: usize, c: Option<u32>| {
+        c.map_or(&[][..], |c| {
+            instance.uses_of(&instance.candidates_of(j)[c as usize])
+        })
+    };
+    let cost_at = |j: usize, c: Option<u32>| c.map_or(0.0, |c| instance.candidates_of(j)[c as usize].cost);
+    let apply = |used: &mut [u64], k: usize, from: Option<u32>, to: Option<u32>| {
+        for &(r, a) in uses_of(k, from) {
+            used[r as usize] -= u64::from(a);
+        }
+        for &(r, a) in uses_of(k, to) {
+            used[r as usize] += u64::from(a);
+        }
+    };
+    let here = choice[j];
+    apply(used, j, here, None);
+    let target = instance.candidates_of(j)[to as usize];
+    // Serving an order left out is worth any price.
+    let mut gain = here.map_or(f64::INFINITY, |_| cost_at(j, here) - target.cost);
+    let mut moved: Vec<(usize, Option<u32>, Option<u32>)> = Vec::new();
+    let mut ok = true;
+    for &(r, a) in instance.uses_of(&target) {
+        let cap = instance.capacity[r as usize];
+        let mut tries = 0;
+        for &k in &users[r as usize] {
+            if used[r as usize] + u64::from(a) <= cap {
+                break;
+            }
+            let k = k as usize;
+            let from = choice[k];
+            if k == j || tries >= EJECT_TRIES || !uses_of(k, from).iter().any(|u| u.0 == r) {
+                continue;
+            }
+            tries += 1;
+            // k's cheapest other candidate that fits and leaves r alone.
+            apply(used, k, from, None);
+            let mut pick: Option<(u32, f64)> = None;
+            for (i, c) in instance.candidates_of(k).iter().enumerate() {
+                if Some(i as u32) != from
+                    && !instance.uses_of(c).iter().any(|u| u.0 == r)
+                    && instance.fits(c, used)
+                    && pick.is_none_or(|p| c.cost < p.1)
+                {
+                    pick = Some((i as u32, c.cost));
+                }
+            }
+            match pick {
+                Some((i, cost)) if gain - (cost - cost_at(k, from)) > 1e-9 => {
+                    gain -= cost - cost_at(k, from);
+                    apply(used, k, None, Some(i));
+                    choice[k] = Some(i);
+                    moved.push((k, from, Some(i)));
+                }
+                _ => apply(used, k, None, from),
+            }
+        }
+        if used[r as usize] + u64::from(a) > cap {
+            ok = false;
+            break;
+        }
+    }
+    if ok && gain > 1e-9 && instance.fits(&target, used) {
+        apply(used, j, None, Some(to));
+        choice[j] = Some(to);
+        let mut out: Vec<(usize, Option<u32>)> = moved.iter().map(|m| (m.0, m.2)).collect();
+        out.push((j, Some(to)));
+        return Some(out);
+    }
+    // Undo, last first.
+    for &(k, from, to) in moved.iter().rev() {
+        apply(used, k, to, from);
+        choice[k] = from;
+    }
+    apply(used, j, None, here);
+    None
+}
+
 /// Passes at most of the move phase.
 const PASSES_MAX: usize = 4;
 
@@ -411,7 +613,7 @@ fn improve(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>
             let mut pick = *slot;
             let mut pick_cost = here.map_or(f64::INFINITY, |h| h.cost);
             for (i, c) in cands.iter().enumerate() {
-                if instance.serves(j, i) && c.cost < pick_cost - 1e-9 && instance.fits(c, &used) {
+                if c.cost < pick_cost - 1e-9 && instance.fits(c, &used) {
                     pick = Some(i as u32);
                     pick_cost = c.cost;
                 }
@@ -512,6 +714,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Dropping the resources no assignment can overfill changes no optimum, and drops them.
+    #[test]
+    fn tightening_keeps_the_optimum() {
+        let mut dropped = 0;
+        for seed in 0..200 {
+            let mut inst = random_instance(seed, 5, 4);
+            // One resource nobody can overfill.
+            inst.capacity[0] = 1_000;
+            let tight = tightened(&inst);
+            dropped += inst.capacity.len() - tight.capacity.len();
+            assert!(tight.capacity.len() < inst.capacity.len(), "seed {seed}");
+            assert_eq!(brute(&tight), brute(&inst), "seed {seed}");
+        }
+        assert!(dropped >= 200);
     }
 
     #[test]

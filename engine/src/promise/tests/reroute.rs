@@ -163,7 +163,21 @@ fn orders_with_no_plan_keep_their_allocation_and_are_reported() {
     assert_eq!(report.left_out.len(), 1);
     assert_eq!(report.left_out[0].reason, LeftOutReason::NoRoom);
     assert!(!report.left_out[0].current_ships);
-    assert_eq!(report.gap, None, "an order left out: no gap to claim");
+    // The order left out costs its penalty; the bound is the linear relaxation's (the 2-unit
+    // order served, 7/8 of the 8-unit one: 1,230 + 7/8 x 1,230 + 1/8 x 50,000 cents), below
+    // the best whole plan (one served, one left: 1,230 + 50,000), so the gap is honest.
+    let policy = ReroutePolicy::default();
+    assert_eq!(report.penalties, policy.unserved_cents as f64);
+    let each = (600 + 10 * 2 + 500 + 100) as f64;
+    let served = report.moves[0].cost_after;
+    assert!(served == each || served == (600 + 10 * 8 + 500 + 100) as f64);
+    let objective = report.cost_after + report.penalties;
+    assert!(report.lower_bound <= objective + 1e-6);
+    let gap = report.gap.expect("every order has a candidate");
+    assert!(
+        gap > 0.5,
+        "a whole order's penalty separates the plan from the relaxation: {gap}"
+    );
 }
 
 #[test]
