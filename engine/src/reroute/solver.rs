@@ -6,13 +6,18 @@
 //! plan draws on a position per line and on a node's day per package, so this one prices every
 //! resource:
 //!
+//! - **Presolve**: resources whose capacity covers the most every order could draw on them
+//!   (most stock positions) can never bind and are dropped ([`tightened`]).
 //! - **Bound**: the Lagrangian relaxation of every capacity. At prices `λ ≥ 0` each order takes
 //!   its plan of least `cost + Σ λ_r · use_r`; the sum of those minima less `Σ λ_r · capacity_r`
-//!   is a lower bound on the least cost of any plan that serves every order from its candidates.
-//!   Subgradient steps (Polyak's rule against the best plan's cost) raise it.
+//!   is a lower bound on the least cost of any assignment of a candidate to every order.
+//!   Subgradient steps (Polyak's rule, aimed at the best plan but at most 5% above the bound)
+//!   raise it, until the gap target, a stall, or the iteration limit.
 //! - **Plans**: at the current prices, orders in order of regret (how much they lose if their
 //!   best plan is taken from them) take the cheapest-priced candidate that still fits; then
-//!   passes move each order to a cheaper plan that fits, and place orders left out.
+//!   passes move each order to a cheaper plan that fits; `settle` keeps orders on their own
+//!   plans where needed. The best plan then gets ejection moves: an order reaches a cheaper
+//!   candidate by moving others off the resources it lacks.
 //!
 //! Orders are priced in parallel (rayon); the sums, the greedy and the moves run in order index
 //! order, so the same instance gives the same plan, bound and gap on any number of threads.
@@ -439,6 +444,8 @@ fn settle(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>>
 
 /// Orders a blocked resource's users are tried in, at most, per ejection.
 const EJECT_TRIES: usize = 64;
+/// Cheaper candidates an order tries to reach by ejection, cheapest first.
+const EJECT_TARGETS: usize = 4;
 /// Ejection passes at most.
 const EJECT_PASSES: usize = 3;
 
@@ -480,6 +487,7 @@ fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> 
                     .total_cmp(&cost_at(j, Some(b)))
                     .then(a.cmp(&b))
             });
+            ranked.truncate(EJECT_TARGETS);
             for &to in &ranked {
                 if let Some(moved) = try_eject(instance, &mut choice, &mut used, &users, j, to) {
                     for (k, c) in moved {
