@@ -269,25 +269,33 @@ fn relaxed_cost(problem: &Problem, choice: &[u32]) -> f64 {
 /// cost is 0 or negligible against the problem's cost scale (the sum over orders of their
 /// largest absolute option cost).
 fn gap_of(problem: &Problem, plan: &improve::Plan, lower_bound: f64) -> Option<f64> {
-    if plan.unassigned > 0 || problem.options.iter().any(|o| o.cost < 0.0) {
-        return None;
-    }
-    let scale: f64 = (0..problem.n_orders())
-        .map(|j| {
-            problem
-                .options_of(j)
-                .iter()
-                .map(|o| o.cost.abs())
-                .fold(0.0, f64::max)
-        })
-        .sum();
-    relative_gap(plan.cost, lower_bound, scale)
+    let costs = (0..problem.n_orders()).map(|j| problem.options_of(j).iter().map(|o| o.cost));
+    relative_gap(plan.cost, lower_bound, plan.unassigned, costs)
 }
 
-/// (cost - bound) / cost, or `None` when the cost is 0 or negligible against `scale` (the sum
-/// over orders of their dearest option): a relative gap of nothing says nothing. The caller
-/// has checked that every order is served and no cost is negative.
-pub(crate) fn relative_gap(cost: f64, lower_bound: f64, scale: f64) -> Option<f64> {
+/// (cost - bound) / cost, or `None` when an order is left out, a cost is negative, or the cost
+/// is 0 or negligible against the problem's scale (the sum over orders of their dearest option
+/// cost, from `costs`, one iterator per order): a relative gap of nothing says nothing.
+pub(crate) fn relative_gap<O: Iterator<Item = f64>>(
+    cost: f64,
+    lower_bound: f64,
+    unassigned: usize,
+    costs: impl Iterator<Item = O>,
+) -> Option<f64> {
+    if unassigned > 0 {
+        return None;
+    }
+    let mut scale = 0.0;
+    for order in costs {
+        let mut dearest = 0.0f64;
+        for c in order {
+            if c < 0.0 {
+                return None;
+            }
+            dearest = dearest.max(c);
+        }
+        scale += dearest;
+    }
     if cost.abs() <= GAP_COST_NEGLIGIBLE * scale || cost == 0.0 {
         return None;
     }

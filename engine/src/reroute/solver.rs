@@ -320,21 +320,8 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         (_, 0) => best_bound.min(cost),
         _ => best_bound,
     };
-    let negative = instance.candidates.iter().any(|c| c.cost < 0.0);
-    let scale: f64 = (0..n)
-        .map(|j| {
-            instance
-                .candidates_of(j)
-                .iter()
-                .map(|c| c.cost.abs())
-                .fold(0.0, f64::max)
-        })
-        .sum();
-    let gap = if left == 0 && !negative {
-        relative_gap(cost, lower_bound, scale)
-    } else {
-        None
-    };
+    let costs = (0..n).map(|j| instance.candidates_of(j).iter().map(|c| c.cost));
+    let gap = relative_gap(cost, lower_bound, left, costs);
     Solution {
         choice,
         cost,
