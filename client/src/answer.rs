@@ -159,7 +159,7 @@ pub struct ListedDelivery {
 }
 
 /// Every successful reply body.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
     Hold(HoldOutcome),
     HoldChange(HoldChange),
@@ -189,6 +189,8 @@ pub enum Answer {
     Listing(Vec<Option<ListedDelivery>>),
     /// A promise-and-hold: the level's promise (`None` on a retry: the first hold's answer
     /// stands) and the hold's answer (`None`: nothing to hold).
+    /// Boxed: a plan is much larger than the other answers.
+    Reroute(Box<RerouteAnswer>),
     PromiseHeld {
         promise: Option<LevelAnswer>,
         held: Option<HoldOutcome>,
@@ -205,6 +207,52 @@ fn optional(s: Option<&str>) -> Option<String> {
 
 fn id(r: Option<&wire::RequestId>) -> RequestId {
     r.map_or(RequestId(0), RequestId::from_wire)
+}
+
+/// One order's move in a re-route plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RerouteMove {
+    pub order: RequestId,
+    /// (node, ship day) per package, before and after.
+    pub from: Vec<(String, u32)>,
+    pub to: Vec<(String, u32)>,
+    /// The new node of each line, in the order's line order.
+    pub line_nodes: Vec<String>,
+    pub cost_before_cents: Option<f64>,
+    pub cost_after_cents: f64,
+    pub delivery_day: u32,
+    pub promised_day: u32,
+}
+
+/// A re-route's plan, its certificate and, when applied, what came of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RerouteAnswer {
+    pub orders: u64,
+    pub candidates: u64,
+    pub moves_total: u64,
+    /// The first `moves_max` moves.
+    pub moves: Vec<RerouteMove>,
+    pub left_out: Vec<RequestId>,
+    pub broken_before: u64,
+    pub cost_before_cents: f64,
+    pub cost_after_cents: f64,
+    pub penalties_cents: f64,
+    pub lower_bound_cents: f64,
+    pub gap: Option<f64>,
+    pub iterations: u32,
+    pub stopped: bool,
+    pub over: u64,
+    pub applied: bool,
+    pub repeated: bool,
+    /// An apply refused because stock or capacity moved since the plan: the first order that no
+    /// longer fits and its lines.
+    pub refused: Option<(RequestId, Vec<LineRefusal>)>,
+}
+
+fn slots(
+    v: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<wire::ShipSlotValue<'_>>>>,
+) -> Vec<(String, u32)> {
+    v.iter().flatten().map(|s| (string(s.node()), s.day())).collect()
 }
 
 /// A reply's body, or the server's error.
@@ -329,6 +377,48 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
                 (None, None) => None,
             };
             Answer::PromiseHeld { promise, held }
+        }
+        B::RerouteValue => {
+            let r = reply.result_as_reroute_value().ok_or_else(unknown)?;
+            Answer::Reroute(Box::new(RerouteAnswer {
+                orders: r.orders(),
+                candidates: r.candidates(),
+                moves_total: r.moves_total(),
+                moves: r
+                    .moves()
+                    .iter()
+                    .flatten()
+                    .map(|m| RerouteMove {
+                        order: id(m.order()),
+                        from: slots(m.from()),
+                        to: slots(m.to()),
+                        line_nodes: m.line_nodes().iter().flatten().map(str::to_string).collect(),
+                        cost_before_cents: m.has_cost_before().then(|| m.cost_before_cents()),
+                        cost_after_cents: m.cost_after_cents(),
+                        delivery_day: m.delivery_day(),
+                        promised_day: m.promised_day(),
+                    })
+                    .collect(),
+                left_out: r.left_out().iter().flatten().map(RequestId::from_wire).collect(),
+                broken_before: r.broken_before(),
+                cost_before_cents: r.cost_before_cents(),
+                cost_after_cents: r.cost_after_cents(),
+                penalties_cents: r.penalties_cents(),
+                lower_bound_cents: r.lower_bound_cents(),
+                gap: r.has_gap().then(|| r.gap()),
+                iterations: r.iterations(),
+                stopped: r.stopped(),
+                over: r.over(),
+                applied: r.applied(),
+                repeated: r.repeated(),
+                refused: r.refused_order().map(|o| {
+                    let lines = match r.refused().map(|x| hold_refused(&x)) {
+                        Some(HoldOutcome::Refused(lines)) => lines,
+                        _ => Vec::new(),
+                    };
+                    (RequestId::from_wire(o), lines)
+                }),
+            }))
         }
         B::ListingValue => {
             let l = reply.result_as_listing_value().ok_or_else(unknown)?;

@@ -9,11 +9,11 @@ use promised_schemas::wire;
 use tokio::sync::mpsc;
 
 use crate::answer::{
-    Answer, HoldChange, HoldOutcome, HoldView, LevelAnswer, ListedDelivery, LowStock, Position,
+    Answer, HoldChange, HoldOutcome, HoldView, LevelAnswer, ListedDelivery, LowStock, Position, RerouteAnswer,
 };
 use crate::connection::{Connection, Decoded, Dial, Session};
 use crate::error::{ClientError, ServerError};
-use crate::ops::{Hold, LineQuantity, NodeSpec, Op, PromiseCart, RequestId, ServiceLevel};
+use crate::ops::{Hold, LineQuantity, NodeSpec, Op, PromiseCart, RequestId, Reroute, ServiceLevel};
 use crate::tls::TlsConfig;
 
 /// Settings of a [`Client`]. `ClientConfig::new(addr)` gives sensible defaults.
@@ -446,6 +446,16 @@ impl Client {
         match self.call(&Op::RouteOrder { cart, order }).await? {
             Answer::PromiseHeld { promise, held } => Ok((promise, held)),
             other => Self::unexpected("RouteOrder", other),
+        }
+    }
+
+    /// Re-routes open allocations (admin role): the plan, its lower bound and gap, and with
+    /// `apply` set, the plan applied as one logged command, every move or none (a refusal names
+    /// the first order that no longer fits). Retried with the same apply id, it is applied once.
+    pub async fn reroute(&self, reroute: Reroute) -> Result<RerouteAnswer, ClientError> {
+        match self.call(&Op::Reroute(reroute)).await? {
+            Answer::Reroute(r) => Ok(*r),
+            other => Self::unexpected("Reroute", other),
         }
     }
 

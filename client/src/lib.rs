@@ -35,13 +35,14 @@ mod tls;
 pub use answer::{
     Answer, Binding, GrantedLine, HoldChange, HoldGranted, HoldLineView, HoldOutcome, HoldState, HoldView,
     InboundLot, LevelAnswer, LineRefusal, ListedDelivery, LowStock, Position, PromisedPackage, PromisedPlan,
-    RefusalReason, ServiceLevel, Shortfall,
+    RefusalReason, RerouteAnswer, RerouteMove, ServiceLevel, Shortfall,
 };
 pub use client::{BatchResult, Client, ClientConfig, Subscription};
 pub use connection::Session;
 pub use error::{ClientError, ErrorCode, ServerError};
 pub use ops::{
     AdjustReason, Hold, HoldLine, LineQuantity, NodeKind, NodeSpec, NodeStatus, Op, PromiseCart, RequestId,
+    Reroute,
 };
 pub use promised_schemas::wire::Role;
 pub use tls::TlsConfig;

@@ -140,6 +140,51 @@ impl NodeSpec {
     }
 }
 
+/// A batch re-route of open allocations (admin role): which orders (every non-empty filter
+/// must match), the cost model's penalties, and whether to apply the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reroute {
+    /// Orders with a package at one of these nodes.
+    pub nodes: Vec<String>,
+    /// Orders with a line of one of these SKUs.
+    pub skus: Vec<String>,
+    /// Orders with a package shipping on these days (since the Unix epoch), inclusive.
+    pub ship_days: Option<(u32, u32)>,
+    /// Only these orders.
+    pub orders: Vec<RequestId>,
+    pub package_cents: u64,
+    pub late_day_cents: u64,
+    pub move_cents: u64,
+    pub unserved_cents: u64,
+    pub max_packages: u8,
+    /// `None`: the server's default (30 s).
+    pub time_limit: Option<Duration>,
+    /// Moves listed in the answer at most.
+    pub moves_max: u32,
+    /// Apply the plan under this id (retried safely); `None`: a dry run.
+    pub apply: Option<RequestId>,
+}
+
+impl Reroute {
+    /// A dry run of every open order at `nodes`, with the default penalties.
+    pub fn at_nodes(nodes: &[&str]) -> Self {
+        Self {
+            nodes: nodes.iter().map(|n| (*n).to_string()).collect(),
+            skus: Vec::new(),
+            ship_days: None,
+            orders: Vec::new(),
+            package_cents: 300,
+            late_day_cents: 500,
+            move_cents: 100,
+            unserved_cents: 50_000,
+            max_packages: 3,
+            time_limit: None,
+            moves_max: 1_000,
+            apply: None,
+        }
+    }
+}
+
 /// A cart to promise: where it goes, the levels asked, and the rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PromiseCart {
@@ -312,6 +357,7 @@ pub enum Op {
         cart: PromiseCart,
         order: RequestId,
     },
+    Reroute(Reroute),
 }
 
 impl Op {
@@ -362,6 +408,7 @@ impl Op {
             Self::Promise(_) => O::Promise,
             Self::PromiseAndHold { .. } => O::PromiseAndHold,
             Self::RouteOrder { .. } => O::RouteOrder,
+            Self::Reroute(_) => O::Reroute,
             Self::ListingPromise { .. } => O::ListingPromise,
         }
     }
@@ -790,6 +837,39 @@ impl Op {
                         promise: Some(promise),
                         hold: Some(&id),
                         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                    },
+                )
+                .as_union_value()
+            }
+            Self::Reroute(r) => {
+                let nodes: Vec<_> = r.nodes.iter().map(|n| b.create_string(n)).collect();
+                let nodes = b.create_vector(&nodes);
+                let skus: Vec<_> = r.skus.iter().map(|s| b.create_string(s)).collect();
+                let skus = b.create_vector(&skus);
+                let orders: Vec<wire::RequestId> = r.orders.iter().map(|o| o.wire()).collect();
+                let orders = b.create_vector(&orders);
+                let request = r.apply.map(RequestId::wire);
+                let (first, last) = r.ship_days.unwrap_or((0, 0));
+                wire::Reroute::create(
+                    b,
+                    &wire::RerouteArgs {
+                        nodes: Some(nodes),
+                        skus: Some(skus),
+                        has_ship_days: r.ship_days.is_some(),
+                        first_ship_day: first,
+                        last_ship_day: last,
+                        orders: Some(orders),
+                        package_cents: r.package_cents,
+                        late_day_cents: r.late_day_cents,
+                        move_cents: r.move_cents,
+                        unserved_cents: r.unserved_cents,
+                        max_packages: r.max_packages,
+                        time_limit_ms: r
+                            .time_limit
+                            .map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)),
+                        moves_max: r.moves_max,
+                        apply: r.apply.is_some(),
+                        request: request.as_ref(),
                     },
                 )
                 .as_union_value()

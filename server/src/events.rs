@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use flatbuffers::FlatBufferBuilder;
 use promised_engine::command::{Command, HoldOutcome, Outcome};
+use promised_engine::reroute::RerouteOutcome;
 use promised_engine::{Engine, NodeId, SkuId, Timestamp};
 use promised_schemas::{frame, wire};
 use tokio::sync::broadcast;
@@ -128,6 +129,15 @@ fn touched(engine: &Engine, command: &Command, outcome: &Outcome) -> Vec<(SkuId,
             | Command::Return { sku, node, .. },
             Outcome::Fed { .. },
         ) => vec![(*sku, *node)],
+        // The positions the moved orders took (the ones they left only rose).
+        (
+            Command::Reroute { moves, .. },
+            Outcome::Reroute(RerouteOutcome::Applied { repeated: false, .. }),
+        ) => moves
+            .iter()
+            .filter_map(|m| engine.hold(m.order))
+            .flat_map(|h| h.lines.iter().map(|l| (l.sku, l.node)).collect::<Vec<_>>())
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -2,9 +2,11 @@
 //! back into the caller's string ids.
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
-use promised_engine::command::{HoldOutcome, Outcome, RefusalReason};
+use promised_engine::capacity::ShipSlot;
+use promised_engine::command::{HoldOutcome, LineRefusal, Outcome, RefusalReason};
 use promised_engine::hold::HoldState;
 use promised_engine::ids::{RequestId, Timestamp};
+use promised_engine::reroute::{RerouteOutcome, RerouteReport};
 use promised_engine::{Engine, NodeId, SkuId};
 use promised_schemas::wire;
 
@@ -102,29 +104,132 @@ fn hold_outcome<'a>(b: &mut FlatBufferBuilder<'a>, engine: &Engine, h: &HoldOutc
             (wire::ReplyBody::HoldGranted, g.as_union_value())
         }
         HoldOutcome::Refused { lines } => {
-            let lines: Vec<_> = lines
-                .iter()
-                .map(|l| {
-                    let sku = sku_name(b, engine, l.sku);
-                    let node = l.node.map(|n| node_name(b, engine, n));
-                    wire::LineRefusal::create(
-                        b,
-                        &wire::LineRefusalArgs {
-                            line: l.line_idx,
-                            sku: Some(sku),
-                            node,
-                            requested: l.requested,
-                            available: l.available,
-                            reason: reason(l.reason),
-                        },
-                    )
-                })
-                .collect();
-            let lines = b.create_vector(&lines);
-            let r = wire::HoldRefused::create(b, &wire::HoldRefusedArgs { lines: Some(lines) });
+            let r = hold_refused(b, engine, lines);
             (wire::ReplyBody::HoldRefused, r.as_union_value())
         }
     }
+}
+
+fn hold_refused<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    lines: &[LineRefusal],
+) -> WIPOffset<wire::HoldRefused<'a>> {
+    let lines: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            let sku = sku_name(b, engine, l.sku);
+            let node = l.node.map(|n| node_name(b, engine, n));
+            wire::LineRefusal::create(
+                b,
+                &wire::LineRefusalArgs {
+                    line: l.line_idx,
+                    sku: Some(sku),
+                    node,
+                    requested: l.requested,
+                    available: l.available,
+                    reason: reason(l.reason),
+                },
+            )
+        })
+        .collect();
+    let lines = b.create_vector(&lines);
+    wire::HoldRefused::create(b, &wire::HoldRefusedArgs { lines: Some(lines) })
+}
+
+fn ship_slots<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    slots: &[ShipSlot],
+) -> WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::ShipSlotValue<'a>>>> {
+    let slots: Vec<_> = slots
+        .iter()
+        .map(|s| {
+            let node = node_name(b, engine, s.node);
+            wire::ShipSlotValue::create(
+                b,
+                &wire::ShipSlotValueArgs {
+                    node: Some(node),
+                    day: s.day.0,
+                },
+            )
+        })
+        .collect();
+    b.create_vector(&slots)
+}
+
+/// A re-route's plan (its first `moves_max` moves) and, when it was applied, what came of it.
+pub fn reroute<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    engine: &Engine,
+    report: &RerouteReport,
+    moves_max: usize,
+    applied: Option<&RerouteOutcome>,
+) -> WIPOffset<wire::Reply<'a>> {
+    let moves: Vec<_> = report
+        .moves
+        .iter()
+        .take(moves_max)
+        .map(|m| {
+            let from = ship_slots(b, engine, &m.from);
+            let to = ship_slots(b, engine, &m.to);
+            let nodes: Vec<_> = m.line_nodes.iter().map(|&n| node_name(b, engine, n)).collect();
+            let line_nodes = b.create_vector(&nodes);
+            let order = id(m.order);
+            wire::RerouteMoveValue::create(
+                b,
+                &wire::RerouteMoveValueArgs {
+                    order: Some(&order),
+                    from: Some(from),
+                    to: Some(to),
+                    line_nodes: Some(line_nodes),
+                    has_cost_before: m.cost_before.is_some(),
+                    cost_before_cents: m.cost_before.unwrap_or(0.0),
+                    cost_after_cents: m.cost_after,
+                    delivery_day: m.delivery.0,
+                    promised_day: m.promised.map_or(0, |d| d.0),
+                },
+            )
+        })
+        .collect();
+    let moves = b.create_vector(&moves);
+    let left_out: Vec<wire::RequestId> = report.left_out.iter().map(|l| id(l.order)).collect();
+    let left_out = b.create_vector(&left_out);
+    let (applied_ok, repeated, refused_order, refused) = match applied {
+        Some(RerouteOutcome::Applied { repeated, .. }) => (true, *repeated, None, None),
+        Some(RerouteOutcome::Refused { order, lines }) => (
+            false,
+            false,
+            Some(id(*order)),
+            Some(hold_refused(b, engine, lines)),
+        ),
+        None => (false, false, None, None),
+    };
+    let v = wire::RerouteValue::create(
+        b,
+        &wire::RerouteValueArgs {
+            orders: report.orders as u64,
+            candidates: report.candidates as u64,
+            moves_total: report.moves.len() as u64,
+            moves: Some(moves),
+            left_out: Some(left_out),
+            broken_before: report.broken_before as u64,
+            cost_before_cents: report.cost_before,
+            cost_after_cents: report.cost_after,
+            penalties_cents: report.penalties,
+            lower_bound_cents: report.lower_bound,
+            has_gap: report.gap.is_some(),
+            gap: report.gap.unwrap_or(0.0),
+            iterations: report.iterations,
+            stopped: report.stopped,
+            over: report.check.over as u64,
+            applied: applied_ok,
+            repeated,
+            refused_order: refused_order.as_ref(),
+            refused,
+        },
+    );
+    reply(b, (wire::ReplyBody::RerouteValue, v.as_union_value()))
 }
 
 pub fn outcome<'a>(
@@ -180,7 +285,8 @@ pub fn outcome<'a>(
             let u = wire::SkuUpserted::create(b, &wire::SkuUpsertedArgs { sku: Some(sku) });
             (wire::ReplyBody::SkuUpserted, u.as_union_value())
         }
-        // Ticks come from the server itself; zones, lanes and re-routes are not on the wire yet.
+        // Ticks come from the server itself; zones and lanes answer an Ack; re-routes are answered
+        // by `reroute` (with their plan), never through here.
         Outcome::Ticked { .. } | Outcome::ZoneUpserted(_) | Outcome::LaneUpserted | Outcome::Reroute(_) => {
             let a = wire::Ack::create(b, &wire::AckArgs {});
             (wire::ReplyBody::Ack, a.as_union_value())

@@ -9,6 +9,7 @@ use promised_engine::network::{
     ZoneSpec,
 };
 use promised_engine::promise::{CartLine, Destination, ListingPair, PromiseOptions, PromiseRequest};
+use promised_engine::reroute::{RerouteFilter, ReroutePolicy};
 use promised_engine::{Engine, EngineError, NodeId};
 use promised_schemas::wire;
 
@@ -22,6 +23,20 @@ pub enum Operation {
     Control(wire::Operation),
     /// A promise, then the hold or route order of its plan (a write).
     PromiseAndAct(Box<PromiseAndAct>),
+    /// A batch re-route: a dry run, or a plan applied as one command (admin).
+    Reroute(Box<RerouteAsk>),
+}
+
+/// A decoded `Reroute`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RerouteAsk {
+    pub filter: RerouteFilter,
+    pub policy: ReroutePolicy,
+    /// 0: the server's default.
+    pub time_limit_ms: u32,
+    pub moves_max: usize,
+    /// Apply the plan under this request id; `None`: a dry run.
+    pub apply: Option<RequestId>,
 }
 
 /// A decoded `PromiseAndHold` or `RouteOrder`.
@@ -353,6 +368,49 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
                 request: promise_request(engine, &r.promise())?,
                 id: request_id(r.order()),
                 act: Act::Route,
+            })));
+        }
+        Op::Reroute => {
+            let r = request.op_as_reroute().ok_or_else(|| malformed("reroute body"))?;
+            let invalid = |message: String| WireError {
+                code: wire::ErrorCode::InvalidOption,
+                message,
+            };
+            if r.has_ship_days() && r.first_ship_day() > r.last_ship_day() {
+                return Err(invalid(format!(
+                    "first_ship_day {} is after last_ship_day {}",
+                    r.first_ship_day(),
+                    r.last_ship_day()
+                )));
+            }
+            let apply = match (r.apply(), r.request()) {
+                (false, _) => None,
+                (true, Some(id)) => Some(request_id(id)),
+                (true, None) => return Err(invalid("an applied re-route needs a request id".into())),
+            };
+            return Ok(Operation::Reroute(Box::new(RerouteAsk {
+                filter: RerouteFilter {
+                    nodes: r.nodes().iter().flatten().map(node).collect::<Result<_, _>>()?,
+                    skus: r.skus().iter().flatten().map(sku).collect::<Result<_, _>>()?,
+                    ship_days: r
+                        .has_ship_days()
+                        .then(|| (Day(r.first_ship_day()), Day(r.last_ship_day()))),
+                    orders: r
+                        .orders()
+                        .map(|v| v.iter().map(request_id).collect())
+                        .unwrap_or_default(),
+                },
+                policy: ReroutePolicy {
+                    package_cents: r.package_cents(),
+                    late_day_cents: r.late_day_cents(),
+                    move_cents: r.move_cents(),
+                    unserved_cents: r.unserved_cents(),
+                    max_packages: r.max_packages(),
+                    ..ReroutePolicy::default()
+                },
+                time_limit_ms: r.time_limit_ms(),
+                moves_max: r.moves_max() as usize,
+                apply,
             })));
         }
         Op::Atp => {

@@ -713,3 +713,89 @@ fn a_listener_that_never_answers_the_handshake_times_out() {
     });
     drop(listener);
 }
+
+/// A batch re-route over the wire: a write token may not; an admin's dry run changes nothing;
+/// the apply moves every order off the closed DC at once.
+#[test]
+fn a_reroute_moves_orders_off_a_closed_dc() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--token", "admin:admin-token", "--token", "write:writer-token"],
+    );
+    runtime().block_on(async {
+        let admin = Client::connect(ClientConfig::new(&server.addr).token("admin-token"))
+            .await
+            .unwrap();
+        let writer = Client::connect(ClientConfig::new(&server.addr).token("writer-token"))
+            .await
+            .unwrap();
+        // Two DCs working every day with no cut-off; DC-A a little nearer the zone.
+        for (name, lon) in [("DC-A", 0.2), ("DC-B", 0.0)] {
+            let mut n = NodeSpec::new(name);
+            (n.weekdays, n.cutoff_minute, n.lon) = (0b111_1111, 1440, lon);
+            admin.upsert_node(n).await.unwrap();
+        }
+        admin.upsert_sku("SKU-1", 0).await.unwrap();
+        admin.upsert_zone(1, 0.0, 0.5).await.unwrap();
+        admin.set_on_hand("DC-A", 1, &[("SKU-1", 10)]).await.unwrap();
+        admin.set_on_hand("DC-B", 1, &[("SKU-1", 10)]).await.unwrap();
+        let mut cart = PromiseCart::new(&[("SKU-1", 2)], 1);
+        cart.levels = vec![ServiceLevel::Ground];
+        let orders = [RequestId::random(), RequestId::random()];
+        for order in orders {
+            let (_, routed) = writer.route_order(cart.clone(), order).await.unwrap();
+            assert!(matches!(routed, Some(HoldOutcome::Granted(_))));
+        }
+        assert_eq!(admin.atp("SKU-1", "DC-A", None).await.unwrap(), 6);
+        let mut closed = NodeSpec::new("DC-A");
+        (closed.weekdays, closed.cutoff_minute, closed.lon) = (0b111_1111, 1440, 0.2);
+        closed.status = promised_client::NodeStatus::Closed;
+        admin.upsert_node(closed).await.unwrap();
+
+        let ask = promised_client::Reroute::at_nodes(&["DC-A"]);
+        let e = writer.reroute(ask.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
+        let dry = admin.reroute(ask.clone()).await.unwrap();
+        assert_eq!((dry.orders, dry.moves_total, dry.broken_before), (2, 2, 2));
+        assert!(!dry.applied && dry.left_out.is_empty() && dry.over == 0);
+        assert!(dry.lower_bound_cents <= dry.cost_after_cents + 1e-6);
+        assert!(
+            dry.moves
+                .iter()
+                .all(|m| m.to[0].0 == "DC-B" && m.line_nodes == ["DC-B"])
+        );
+        assert_eq!(
+            admin.atp("SKU-1", "DC-B", None).await.unwrap(),
+            10,
+            "a dry run changes nothing"
+        );
+
+        let id = RequestId::random();
+        let applied = admin
+            .reroute(promised_client::Reroute {
+                apply: Some(id),
+                ..ask.clone()
+            })
+            .await
+            .unwrap();
+        assert!(applied.applied && !applied.repeated && applied.refused.is_none());
+        assert_eq!(admin.atp("SKU-1", "DC-B", None).await.unwrap(), 6);
+        assert_eq!(admin.atp("SKU-1", "DC-A", None).await.unwrap(), 10);
+        let view = admin.get_hold(orders[0]).await.unwrap().unwrap();
+        assert_eq!(view.lines[0].node.as_deref(), Some("DC-B"));
+        // Asked again, the orders are where the plan wants them: nothing to move, nothing logged.
+        let again = admin
+            .reroute(promised_client::Reroute {
+                apply: Some(id),
+                orders: orders.to_vec(),
+                nodes: Vec::new(),
+                ..ask.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!((again.orders, again.moves_total, again.applied), (2, 0, true));
+        assert_eq!(admin.reroute(ask).await.unwrap().orders, 0);
+        assert_eq!(admin.atp("SKU-1", "DC-B", None).await.unwrap(), 6);
+    });
+}

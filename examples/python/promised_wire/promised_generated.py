@@ -76,6 +76,7 @@ class Operation(object):
     PromiseAndHold = 28
     ListingPromise = 29
     RouteOrder = 30
+    Reroute = 31
 
 
 # Stable codes: never renumbered, only appended. The engine's codes (100-299) are the same
@@ -183,6 +184,7 @@ class ReplyBody(object):
     PromiseValue = 18
     PromiseHeld = 19
     ListingValue = 20
+    RerouteValue = 21
 
 
 class Event(object):
@@ -2914,6 +2916,253 @@ def ShutdownEnd(builder):
 
 
 
+# Batch re-route of open allocations (routed orders, committed and unshipped). Every non-empty
+# filter must match. A dry run (`apply` false) changes nothing and answers the plan; with
+# `apply`, the plan is applied as one logged command, every move or none, idempotent by
+# `request` (required then). Answered with `RerouteValue`.
+class Reroute(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = Reroute()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsReroute(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def RerouteBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # Reroute
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Orders with a package at one of these nodes.
+    # Reroute
+    def Nodes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Reroute
+    def NodesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Reroute
+    def NodesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # Orders with a line of one of these SKUs.
+    # Reroute
+    def Skus(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Reroute
+    def SkusLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Reroute
+    def SkusIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        return o == 0
+
+    # Orders with a package shipping from `first_ship_day` to `last_ship_day` (days since the
+    # Unix epoch), when `has_ship_days`.
+    # Reroute
+    def HasShipDays(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Reroute
+    def FirstShipDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Reroute
+    def LastShipDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Only these orders.
+    # Reroute
+    def Orders(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 16
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Reroute
+    def OrdersLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Reroute
+    def OrdersIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # Penalties of the cost model, in cents: per extra package, per day late against the
+    # promised day, per moved order, per order left on a plan that no longer ships.
+    # Reroute
+    def PackageCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 300
+
+    # Reroute
+    def LateDayCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 500
+
+    # Reroute
+    def MoveCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 100
+
+    # Reroute
+    def UnservedCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 50000
+
+    # Reroute
+    def MaxPackages(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 3
+
+    # The solve stops after this long with the best plan so far (0: the server's default, 30 s).
+    # Reroute
+    def TimeLimitMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Moves listed in the answer at most (the counts cover them all).
+    # Reroute
+    def MovesMax(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 1000
+
+    # Reroute
+    def Apply(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Reroute
+    def Request(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            x = o + self._tab.Pos
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def RerouteStart(builder):
+    builder.StartObject(15)
+
+def RerouteAddNodes(builder, nodes):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(nodes), 0)
+
+def RerouteStartNodesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteAddSkus(builder, skus):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(skus), 0)
+
+def RerouteStartSkusVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteAddHasShipDays(builder, hasShipDays):
+    builder.PrependBoolSlot(2, hasShipDays, 0)
+
+def RerouteAddFirstShipDay(builder, firstShipDay):
+    builder.PrependUint32Slot(3, firstShipDay, 0)
+
+def RerouteAddLastShipDay(builder, lastShipDay):
+    builder.PrependUint32Slot(4, lastShipDay, 0)
+
+def RerouteAddOrders(builder, orders):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(orders), 0)
+
+def RerouteStartOrdersVector(builder, numElems):
+    return builder.StartVector(16, numElems, 8)
+
+def RerouteAddPackageCents(builder, packageCents):
+    builder.PrependUint64Slot(6, packageCents, 300)
+
+def RerouteAddLateDayCents(builder, lateDayCents):
+    builder.PrependUint64Slot(7, lateDayCents, 500)
+
+def RerouteAddMoveCents(builder, moveCents):
+    builder.PrependUint64Slot(8, moveCents, 100)
+
+def RerouteAddUnservedCents(builder, unservedCents):
+    builder.PrependUint64Slot(9, unservedCents, 50000)
+
+def RerouteAddMaxPackages(builder, maxPackages):
+    builder.PrependUint8Slot(10, maxPackages, 3)
+
+def RerouteAddTimeLimitMs(builder, timeLimitMs):
+    builder.PrependUint32Slot(11, timeLimitMs, 0)
+
+def RerouteAddMovesMax(builder, movesMax):
+    builder.PrependUint32Slot(12, movesMax, 1000)
+
+def RerouteAddApply(builder, apply):
+    builder.PrependBoolSlot(13, apply, 0)
+
+def RerouteAddRequest(builder, request):
+    builder.PrependStructSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(request), 0)
+
+def RerouteEnd(builder):
+    return builder.EndObject()
+
+
+
 class Request(object):
     __slots__ = ['_tab']
 
@@ -5027,6 +5276,511 @@ def PromiseHeldAddRefused(builder, refused):
     builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(refused), 0)
 
 def PromiseHeldEnd(builder):
+    return builder.EndObject()
+
+
+
+class ShipSlotValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ShipSlotValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsShipSlotValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def ShipSlotValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # ShipSlotValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ShipSlotValue
+    def Node(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # ShipSlotValue
+    def Day(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def ShipSlotValueStart(builder):
+    builder.StartObject(2)
+
+def ShipSlotValueAddNode(builder, node):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(node), 0)
+
+def ShipSlotValueAddDay(builder, day):
+    builder.PrependUint32Slot(1, day, 0)
+
+def ShipSlotValueEnd(builder):
+    return builder.EndObject()
+
+
+
+# One order's move: from its current packages to new ones.
+class RerouteMoveValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = RerouteMoveValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsRerouteMoveValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def RerouteMoveValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # RerouteMoveValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # RerouteMoveValue
+    def Order(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            x = o + self._tab.Pos
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteMoveValue
+    def From(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = ShipSlotValue()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteMoveValue
+    def FromLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteMoveValue
+    def FromIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        return o == 0
+
+    # RerouteMoveValue
+    def To(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = ShipSlotValue()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteMoveValue
+    def ToLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteMoveValue
+    def ToIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        return o == 0
+
+    # The new node of each of the order's lines, in its line order.
+    # RerouteMoveValue
+    def LineNodes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # RerouteMoveValue
+    def LineNodesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteMoveValue
+    def LineNodesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        return o == 0
+
+    # The current plan's cost, when it can still ship (`has_cost_before`).
+    # RerouteMoveValue
+    def HasCostBefore(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # RerouteMoveValue
+    def CostBeforeCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteMoveValue
+    def CostAfterCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteMoveValue
+    def DeliveryDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # RerouteMoveValue
+    def PromisedDay(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def RerouteMoveValueStart(builder):
+    builder.StartObject(9)
+
+def RerouteMoveValueAddOrder(builder, order):
+    builder.PrependStructSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(order), 0)
+
+def RerouteMoveValueAddFrom(builder, from_):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(from_), 0)
+
+def RerouteMoveValueStartFromVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteMoveValueAddTo(builder, to):
+    builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(to), 0)
+
+def RerouteMoveValueStartToVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteMoveValueAddLineNodes(builder, lineNodes):
+    builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(lineNodes), 0)
+
+def RerouteMoveValueStartLineNodesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteMoveValueAddHasCostBefore(builder, hasCostBefore):
+    builder.PrependBoolSlot(4, hasCostBefore, 0)
+
+def RerouteMoveValueAddCostBeforeCents(builder, costBeforeCents):
+    builder.PrependFloat64Slot(5, costBeforeCents, 0.0)
+
+def RerouteMoveValueAddCostAfterCents(builder, costAfterCents):
+    builder.PrependFloat64Slot(6, costAfterCents, 0.0)
+
+def RerouteMoveValueAddDeliveryDay(builder, deliveryDay):
+    builder.PrependUint32Slot(7, deliveryDay, 0)
+
+def RerouteMoveValueAddPromisedDay(builder, promisedDay):
+    builder.PrependUint32Slot(8, promisedDay, 0)
+
+def RerouteMoveValueEnd(builder):
+    return builder.EndObject()
+
+
+
+class RerouteValue(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = RerouteValue()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsRerouteValue(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def RerouteValueBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x50\x52\x4D\x44", size_prefixed=size_prefixed)
+
+    # RerouteValue
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # RerouteValue
+    def Orders(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # RerouteValue
+    def Candidates(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # RerouteValue
+    def MovesTotal(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # The first `moves_max` moves.
+    # RerouteValue
+    def Moves(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = RerouteMoveValue()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteValue
+    def MovesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteValue
+    def MovesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        return o == 0
+
+    # Orders that keep a plan that no longer ships (or have no plan at all).
+    # RerouteValue
+    def LeftOut(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 16
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteValue
+    def LeftOutLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteValue
+    def LeftOutIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        return o == 0
+
+    # RerouteValue
+    def BrokenBefore(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # RerouteValue
+    def CostBeforeCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteValue
+    def CostAfterCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteValue
+    def PenaltiesCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteValue
+    def LowerBoundCents(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # (cost_after + penalties - lower_bound) / (cost_after + penalties), when `has_gap`.
+    # RerouteValue
+    def HasGap(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # RerouteValue
+    def Gap(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float64Flags, o + self._tab.Pos)
+        return 0.0
+
+    # RerouteValue
+    def Iterations(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # The time limit cut the solve short.
+    # RerouteValue
+    def Stopped(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Resources the plan uses past their limit (0 for every plan the solver returns).
+    # RerouteValue
+    def Over(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # With `apply`: every move applied (`repeated` on a retry), or none because stock or
+    # capacity moved since the plan was made (`refused_order` names the first that no longer
+    # fits, `refused` its lines).
+    # RerouteValue
+    def Applied(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # RerouteValue
+    def Repeated(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # RerouteValue
+    def RefusedOrder(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(38))
+        if o != 0:
+            x = o + self._tab.Pos
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteValue
+    def Refused(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(40))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            obj = HoldRefused()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def RerouteValueStart(builder):
+    builder.StartObject(19)
+
+def RerouteValueAddOrders(builder, orders):
+    builder.PrependUint64Slot(0, orders, 0)
+
+def RerouteValueAddCandidates(builder, candidates):
+    builder.PrependUint64Slot(1, candidates, 0)
+
+def RerouteValueAddMovesTotal(builder, movesTotal):
+    builder.PrependUint64Slot(2, movesTotal, 0)
+
+def RerouteValueAddMoves(builder, moves):
+    builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(moves), 0)
+
+def RerouteValueStartMovesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def RerouteValueAddLeftOut(builder, leftOut):
+    builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(leftOut), 0)
+
+def RerouteValueStartLeftOutVector(builder, numElems):
+    return builder.StartVector(16, numElems, 8)
+
+def RerouteValueAddBrokenBefore(builder, brokenBefore):
+    builder.PrependUint64Slot(5, brokenBefore, 0)
+
+def RerouteValueAddCostBeforeCents(builder, costBeforeCents):
+    builder.PrependFloat64Slot(6, costBeforeCents, 0.0)
+
+def RerouteValueAddCostAfterCents(builder, costAfterCents):
+    builder.PrependFloat64Slot(7, costAfterCents, 0.0)
+
+def RerouteValueAddPenaltiesCents(builder, penaltiesCents):
+    builder.PrependFloat64Slot(8, penaltiesCents, 0.0)
+
+def RerouteValueAddLowerBoundCents(builder, lowerBoundCents):
+    builder.PrependFloat64Slot(9, lowerBoundCents, 0.0)
+
+def RerouteValueAddHasGap(builder, hasGap):
+    builder.PrependBoolSlot(10, hasGap, 0)
+
+def RerouteValueAddGap(builder, gap):
+    builder.PrependFloat64Slot(11, gap, 0.0)
+
+def RerouteValueAddIterations(builder, iterations):
+    builder.PrependUint32Slot(12, iterations, 0)
+
+def RerouteValueAddStopped(builder, stopped):
+    builder.PrependBoolSlot(13, stopped, 0)
+
+def RerouteValueAddOver(builder, over):
+    builder.PrependUint64Slot(14, over, 0)
+
+def RerouteValueAddApplied(builder, applied):
+    builder.PrependBoolSlot(15, applied, 0)
+
+def RerouteValueAddRepeated(builder, repeated):
+    builder.PrependBoolSlot(16, repeated, 0)
+
+def RerouteValueAddRefusedOrder(builder, refusedOrder):
+    builder.PrependStructSlot(17, flatbuffers.number_types.UOffsetTFlags.py_type(refusedOrder), 0)
+
+def RerouteValueAddRefused(builder, refused):
+    builder.PrependUOffsetTRelativeSlot(18, flatbuffers.number_types.UOffsetTFlags.py_type(refused), 0)
+
+def RerouteValueEnd(builder):
     return builder.EndObject()
 
 

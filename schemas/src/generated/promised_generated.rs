@@ -473,10 +473,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ServiceLevel {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 30;
+pub const ENUM_MAX_OPERATION: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 32] = [
   Operation::NONE,
   Operation::Hold,
   Operation::Commit,
@@ -508,6 +508,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
   Operation::PromiseAndHold,
   Operation::ListingPromise,
   Operation::RouteOrder,
+  Operation::Reroute,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -546,9 +547,10 @@ impl Operation {
   pub const PromiseAndHold: Self = Self(28);
   pub const ListingPromise: Self = Self(29);
   pub const RouteOrder: Self = Self(30);
+  pub const Reroute: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hold,
@@ -581,6 +583,7 @@ impl Operation {
     Self::PromiseAndHold,
     Self::ListingPromise,
     Self::RouteOrder,
+    Self::Reroute,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -616,6 +619,7 @@ impl Operation {
       Self::PromiseAndHold => Some("PromiseAndHold"),
       Self::ListingPromise => Some("ListingPromise"),
       Self::RouteOrder => Some("RouteOrder"),
+      Self::Reroute => Some("Reroute"),
       _ => None,
     }
   }
@@ -1300,10 +1304,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Shortfall {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 20;
+pub const ENUM_MAX_REPLY_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 21] = [
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 22] = [
   ReplyBody::NONE,
   ReplyBody::Error,
   ReplyBody::HoldGranted,
@@ -1325,6 +1329,7 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 21] = [
   ReplyBody::PromiseValue,
   ReplyBody::PromiseHeld,
   ReplyBody::ListingValue,
+  ReplyBody::RerouteValue,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1353,9 +1358,10 @@ impl ReplyBody {
   pub const PromiseValue: Self = Self(18);
   pub const PromiseHeld: Self = Self(19);
   pub const ListingValue: Self = Self(20);
+  pub const RerouteValue: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Error,
@@ -1378,6 +1384,7 @@ impl ReplyBody {
     Self::PromiseValue,
     Self::PromiseHeld,
     Self::ListingValue,
+    Self::RerouteValue,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1403,6 +1410,7 @@ impl ReplyBody {
       Self::PromiseValue => Some("PromiseValue"),
       Self::PromiseHeld => Some("PromiseHeld"),
       Self::ListingValue => Some("ListingValue"),
+      Self::RerouteValue => Some("RerouteValue"),
       _ => None,
     }
   }
@@ -6905,6 +6913,353 @@ impl ::core::fmt::Debug for Shutdown<'_> {
       ds.finish()
   }
 }
+pub enum RerouteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Batch re-route of open allocations (routed orders, committed and unshipped). Every non-empty
+/// filter must match. A dry run (`apply` false) changes nothing and answers the plan; with
+/// `apply`, the plan is applied as one logged command, every move or none, idempotent by
+/// `request` (required then). Answered with `RerouteValue`.
+pub struct Reroute<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Reroute<'a> {
+  type Inner = Reroute<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Reroute<'a> {
+  pub const VT_NODES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SKUS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HAS_SHIP_DAYS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FIRST_SHIP_DAY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_SHIP_DAY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ORDERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PACKAGE_CENTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LATE_DAY_CENTS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_MOVE_CENTS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_UNSERVED_CENTS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_MAX_PACKAGES: ::flatbuffers::VOffsetT = 24;
+  pub const VT_TIME_LIMIT_MS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_MOVES_MAX: ::flatbuffers::VOffsetT = 28;
+  pub const VT_APPLY: ::flatbuffers::VOffsetT = 30;
+  pub const VT_REQUEST: ::flatbuffers::VOffsetT = 32;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Reroute { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RerouteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Reroute<'bldr>> {
+    let mut builder = RerouteBuilder::new(_fbb);
+    builder.add_unserved_cents(args.unserved_cents);
+    builder.add_move_cents(args.move_cents);
+    builder.add_late_day_cents(args.late_day_cents);
+    builder.add_package_cents(args.package_cents);
+    if let Some(x) = args.request { builder.add_request(x); }
+    builder.add_moves_max(args.moves_max);
+    builder.add_time_limit_ms(args.time_limit_ms);
+    if let Some(x) = args.orders { builder.add_orders(x); }
+    builder.add_last_ship_day(args.last_ship_day);
+    builder.add_first_ship_day(args.first_ship_day);
+    if let Some(x) = args.skus { builder.add_skus(x); }
+    if let Some(x) = args.nodes { builder.add_nodes(x); }
+    builder.add_apply(args.apply);
+    builder.add_max_packages(args.max_packages);
+    builder.add_has_ship_days(args.has_ship_days);
+    builder.finish()
+  }
+
+
+  /// Orders with a package at one of these nodes.
+  #[inline]
+  pub fn nodes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Reroute::VT_NODES, None)}
+  }
+  /// Orders with a line of one of these SKUs.
+  #[inline]
+  pub fn skus(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Reroute::VT_SKUS, None)}
+  }
+  /// Orders with a package shipping from `first_ship_day` to `last_ship_day` (days since the
+  /// Unix epoch), when `has_ship_days`.
+  #[inline]
+  pub fn has_ship_days(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Reroute::VT_HAS_SHIP_DAYS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn first_ship_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Reroute::VT_FIRST_SHIP_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_ship_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Reroute::VT_LAST_SHIP_DAY, Some(0)).unwrap()}
+  }
+  /// Only these orders.
+  #[inline]
+  pub fn orders(&self) -> Option<::flatbuffers::Vector<'a, RequestId>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RequestId>>>(Reroute::VT_ORDERS, None)}
+  }
+  /// Penalties of the cost model, in cents: per extra package, per day late against the
+  /// promised day, per moved order, per order left on a plan that no longer ships.
+  #[inline]
+  pub fn package_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Reroute::VT_PACKAGE_CENTS, Some(300)).unwrap()}
+  }
+  #[inline]
+  pub fn late_day_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Reroute::VT_LATE_DAY_CENTS, Some(500)).unwrap()}
+  }
+  #[inline]
+  pub fn move_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Reroute::VT_MOVE_CENTS, Some(100)).unwrap()}
+  }
+  #[inline]
+  pub fn unserved_cents(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Reroute::VT_UNSERVED_CENTS, Some(50000)).unwrap()}
+  }
+  #[inline]
+  pub fn max_packages(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Reroute::VT_MAX_PACKAGES, Some(3)).unwrap()}
+  }
+  /// The solve stops after this long with the best plan so far (0: the server's default, 30 s).
+  #[inline]
+  pub fn time_limit_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Reroute::VT_TIME_LIMIT_MS, Some(0)).unwrap()}
+  }
+  /// Moves listed in the answer at most (the counts cover them all).
+  #[inline]
+  pub fn moves_max(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Reroute::VT_MOVES_MAX, Some(1000)).unwrap()}
+  }
+  #[inline]
+  pub fn apply(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Reroute::VT_APPLY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn request(&self) -> Option<&'a RequestId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestId>(Reroute::VT_REQUEST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Reroute<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("nodes", Self::VT_NODES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("skus", Self::VT_SKUS, false)?
+     .visit_field::<bool>("has_ship_days", Self::VT_HAS_SHIP_DAYS, false)?
+     .visit_field::<u32>("first_ship_day", Self::VT_FIRST_SHIP_DAY, false)?
+     .visit_field::<u32>("last_ship_day", Self::VT_LAST_SHIP_DAY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RequestId>>>("orders", Self::VT_ORDERS, false)?
+     .visit_field::<u64>("package_cents", Self::VT_PACKAGE_CENTS, false)?
+     .visit_field::<u64>("late_day_cents", Self::VT_LATE_DAY_CENTS, false)?
+     .visit_field::<u64>("move_cents", Self::VT_MOVE_CENTS, false)?
+     .visit_field::<u64>("unserved_cents", Self::VT_UNSERVED_CENTS, false)?
+     .visit_field::<u8>("max_packages", Self::VT_MAX_PACKAGES, false)?
+     .visit_field::<u32>("time_limit_ms", Self::VT_TIME_LIMIT_MS, false)?
+     .visit_field::<u32>("moves_max", Self::VT_MOVES_MAX, false)?
+     .visit_field::<bool>("apply", Self::VT_APPLY, false)?
+     .visit_field::<RequestId>("request", Self::VT_REQUEST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RerouteArgs<'a> {
+    pub nodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub skus: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub has_ship_days: bool,
+    pub first_ship_day: u32,
+    pub last_ship_day: u32,
+    pub orders: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RequestId>>>,
+    pub package_cents: u64,
+    pub late_day_cents: u64,
+    pub move_cents: u64,
+    pub unserved_cents: u64,
+    pub max_packages: u8,
+    pub time_limit_ms: u32,
+    pub moves_max: u32,
+    pub apply: bool,
+    pub request: Option<&'a RequestId>,
+}
+impl<'a> Default for RerouteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RerouteArgs {
+      nodes: None,
+      skus: None,
+      has_ship_days: false,
+      first_ship_day: 0,
+      last_ship_day: 0,
+      orders: None,
+      package_cents: 300,
+      late_day_cents: 500,
+      move_cents: 100,
+      unserved_cents: 50000,
+      max_packages: 3,
+      time_limit_ms: 0,
+      moves_max: 1000,
+      apply: false,
+      request: None,
+    }
+  }
+}
+
+pub struct RerouteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RerouteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nodes(&mut self, nodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reroute::VT_NODES, nodes);
+  }
+  #[inline]
+  pub fn add_skus(&mut self, skus: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reroute::VT_SKUS, skus);
+  }
+  #[inline]
+  pub fn add_has_ship_days(&mut self, has_ship_days: bool) {
+    self.fbb_.push_slot::<bool>(Reroute::VT_HAS_SHIP_DAYS, has_ship_days, false);
+  }
+  #[inline]
+  pub fn add_first_ship_day(&mut self, first_ship_day: u32) {
+    self.fbb_.push_slot::<u32>(Reroute::VT_FIRST_SHIP_DAY, first_ship_day, 0);
+  }
+  #[inline]
+  pub fn add_last_ship_day(&mut self, last_ship_day: u32) {
+    self.fbb_.push_slot::<u32>(Reroute::VT_LAST_SHIP_DAY, last_ship_day, 0);
+  }
+  #[inline]
+  pub fn add_orders(&mut self, orders: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RequestId>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reroute::VT_ORDERS, orders);
+  }
+  #[inline]
+  pub fn add_package_cents(&mut self, package_cents: u64) {
+    self.fbb_.push_slot::<u64>(Reroute::VT_PACKAGE_CENTS, package_cents, 300);
+  }
+  #[inline]
+  pub fn add_late_day_cents(&mut self, late_day_cents: u64) {
+    self.fbb_.push_slot::<u64>(Reroute::VT_LATE_DAY_CENTS, late_day_cents, 500);
+  }
+  #[inline]
+  pub fn add_move_cents(&mut self, move_cents: u64) {
+    self.fbb_.push_slot::<u64>(Reroute::VT_MOVE_CENTS, move_cents, 100);
+  }
+  #[inline]
+  pub fn add_unserved_cents(&mut self, unserved_cents: u64) {
+    self.fbb_.push_slot::<u64>(Reroute::VT_UNSERVED_CENTS, unserved_cents, 50000);
+  }
+  #[inline]
+  pub fn add_max_packages(&mut self, max_packages: u8) {
+    self.fbb_.push_slot::<u8>(Reroute::VT_MAX_PACKAGES, max_packages, 3);
+  }
+  #[inline]
+  pub fn add_time_limit_ms(&mut self, time_limit_ms: u32) {
+    self.fbb_.push_slot::<u32>(Reroute::VT_TIME_LIMIT_MS, time_limit_ms, 0);
+  }
+  #[inline]
+  pub fn add_moves_max(&mut self, moves_max: u32) {
+    self.fbb_.push_slot::<u32>(Reroute::VT_MOVES_MAX, moves_max, 1000);
+  }
+  #[inline]
+  pub fn add_apply(&mut self, apply: bool) {
+    self.fbb_.push_slot::<bool>(Reroute::VT_APPLY, apply, false);
+  }
+  #[inline]
+  pub fn add_request(&mut self, request: &RequestId) {
+    self.fbb_.push_slot_always::<&RequestId>(Reroute::VT_REQUEST, request);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RerouteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RerouteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Reroute<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Reroute<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Reroute");
+      ds.field("nodes", &self.nodes());
+      ds.field("skus", &self.skus());
+      ds.field("has_ship_days", &self.has_ship_days());
+      ds.field("first_ship_day", &self.first_ship_day());
+      ds.field("last_ship_day", &self.last_ship_day());
+      ds.field("orders", &self.orders());
+      ds.field("package_cents", &self.package_cents());
+      ds.field("late_day_cents", &self.late_day_cents());
+      ds.field("move_cents", &self.move_cents());
+      ds.field("unserved_cents", &self.unserved_cents());
+      ds.field("max_packages", &self.max_packages());
+      ds.field("time_limit_ms", &self.time_limit_ms());
+      ds.field("moves_max", &self.moves_max());
+      ds.field("apply", &self.apply());
+      ds.field("request", &self.request());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7374,6 +7729,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_reroute(&self) -> Option<Reroute<'a>> {
+    if self.op_type() == Operation::Reroute {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Reroute::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7414,6 +7783,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Operation::PromiseAndHold => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseAndHold>>("Operation::PromiseAndHold", pos),
           Operation::ListingPromise => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListingPromise>>("Operation::ListingPromise", pos),
           Operation::RouteOrder => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RouteOrder>>("Operation::RouteOrder", pos),
+          Operation::Reroute => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Reroute>>("Operation::Reroute", pos),
           _ => Ok(()),
         }
      })?
@@ -7674,6 +8044,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Operation::RouteOrder => {
           if let Some(x) = self.op_as_route_order() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::Reroute => {
+          if let Some(x) = self.op_as_reroute() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11599,6 +11976,764 @@ impl ::core::fmt::Debug for PromiseHeld<'_> {
       ds.finish()
   }
 }
+pub enum ShipSlotValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ShipSlotValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ShipSlotValue<'a> {
+  type Inner = ShipSlotValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ShipSlotValue<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DAY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ShipSlotValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ShipSlotValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ShipSlotValue<'bldr>> {
+    let mut builder = ShipSlotValueBuilder::new(_fbb);
+    builder.add_day(args.day);
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ShipSlotValue::VT_NODE, None)}
+  }
+  #[inline]
+  pub fn day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ShipSlotValue::VT_DAY, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ShipSlotValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<u32>("day", Self::VT_DAY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ShipSlotValueArgs<'a> {
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub day: u32,
+}
+impl<'a> Default for ShipSlotValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ShipSlotValueArgs {
+      node: None,
+      day: 0,
+    }
+  }
+}
+
+pub struct ShipSlotValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShipSlotValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShipSlotValue::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_day(&mut self, day: u32) {
+    self.fbb_.push_slot::<u32>(ShipSlotValue::VT_DAY, day, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShipSlotValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ShipSlotValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ShipSlotValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ShipSlotValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ShipSlotValue");
+      ds.field("node", &self.node());
+      ds.field("day", &self.day());
+      ds.finish()
+  }
+}
+pub enum RerouteMoveValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One order's move: from its current packages to new ones.
+pub struct RerouteMoveValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RerouteMoveValue<'a> {
+  type Inner = RerouteMoveValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RerouteMoveValue<'a> {
+  pub const VT_ORDER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LINE_NODES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_HAS_COST_BEFORE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COST_BEFORE_CENTS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_COST_AFTER_CENTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_DELIVERY_DAY: ::flatbuffers::VOffsetT = 18;
+  pub const VT_PROMISED_DAY: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RerouteMoveValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RerouteMoveValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RerouteMoveValue<'bldr>> {
+    let mut builder = RerouteMoveValueBuilder::new(_fbb);
+    builder.add_cost_after_cents(args.cost_after_cents);
+    builder.add_cost_before_cents(args.cost_before_cents);
+    builder.add_promised_day(args.promised_day);
+    builder.add_delivery_day(args.delivery_day);
+    if let Some(x) = args.line_nodes { builder.add_line_nodes(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.order { builder.add_order(x); }
+    builder.add_has_cost_before(args.has_cost_before);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn order(&self) -> Option<&'a RequestId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestId>(RerouteMoveValue::VT_ORDER, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue>>>>(RerouteMoveValue::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue>>>>(RerouteMoveValue::VT_TO, None)}
+  }
+  /// The new node of each of the order's lines, in its line order.
+  #[inline]
+  pub fn line_nodes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(RerouteMoveValue::VT_LINE_NODES, None)}
+  }
+  /// The current plan's cost, when it can still ship (`has_cost_before`).
+  #[inline]
+  pub fn has_cost_before(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RerouteMoveValue::VT_HAS_COST_BEFORE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_before_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteMoveValue::VT_COST_BEFORE_CENTS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_after_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteMoveValue::VT_COST_AFTER_CENTS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn delivery_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RerouteMoveValue::VT_DELIVERY_DAY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn promised_day(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RerouteMoveValue::VT_PROMISED_DAY, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RerouteMoveValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RequestId>("order", Self::VT_ORDER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ShipSlotValue>>>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ShipSlotValue>>>>("to", Self::VT_TO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("line_nodes", Self::VT_LINE_NODES, false)?
+     .visit_field::<bool>("has_cost_before", Self::VT_HAS_COST_BEFORE, false)?
+     .visit_field::<f64>("cost_before_cents", Self::VT_COST_BEFORE_CENTS, false)?
+     .visit_field::<f64>("cost_after_cents", Self::VT_COST_AFTER_CENTS, false)?
+     .visit_field::<u32>("delivery_day", Self::VT_DELIVERY_DAY, false)?
+     .visit_field::<u32>("promised_day", Self::VT_PROMISED_DAY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RerouteMoveValueArgs<'a> {
+    pub order: Option<&'a RequestId>,
+    pub from: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue<'a>>>>>,
+    pub to: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShipSlotValue<'a>>>>>,
+    pub line_nodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub has_cost_before: bool,
+    pub cost_before_cents: f64,
+    pub cost_after_cents: f64,
+    pub delivery_day: u32,
+    pub promised_day: u32,
+}
+impl<'a> Default for RerouteMoveValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RerouteMoveValueArgs {
+      order: None,
+      from: None,
+      to: None,
+      line_nodes: None,
+      has_cost_before: false,
+      cost_before_cents: 0.0,
+      cost_after_cents: 0.0,
+      delivery_day: 0,
+      promised_day: 0,
+    }
+  }
+}
+
+pub struct RerouteMoveValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RerouteMoveValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_order(&mut self, order: &RequestId) {
+    self.fbb_.push_slot_always::<&RequestId>(RerouteMoveValue::VT_ORDER, order);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ShipSlotValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteMoveValue::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ShipSlotValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteMoveValue::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_line_nodes(&mut self, line_nodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteMoveValue::VT_LINE_NODES, line_nodes);
+  }
+  #[inline]
+  pub fn add_has_cost_before(&mut self, has_cost_before: bool) {
+    self.fbb_.push_slot::<bool>(RerouteMoveValue::VT_HAS_COST_BEFORE, has_cost_before, false);
+  }
+  #[inline]
+  pub fn add_cost_before_cents(&mut self, cost_before_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteMoveValue::VT_COST_BEFORE_CENTS, cost_before_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_cost_after_cents(&mut self, cost_after_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteMoveValue::VT_COST_AFTER_CENTS, cost_after_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_delivery_day(&mut self, delivery_day: u32) {
+    self.fbb_.push_slot::<u32>(RerouteMoveValue::VT_DELIVERY_DAY, delivery_day, 0);
+  }
+  #[inline]
+  pub fn add_promised_day(&mut self, promised_day: u32) {
+    self.fbb_.push_slot::<u32>(RerouteMoveValue::VT_PROMISED_DAY, promised_day, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RerouteMoveValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RerouteMoveValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RerouteMoveValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RerouteMoveValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RerouteMoveValue");
+      ds.field("order", &self.order());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("line_nodes", &self.line_nodes());
+      ds.field("has_cost_before", &self.has_cost_before());
+      ds.field("cost_before_cents", &self.cost_before_cents());
+      ds.field("cost_after_cents", &self.cost_after_cents());
+      ds.field("delivery_day", &self.delivery_day());
+      ds.field("promised_day", &self.promised_day());
+      ds.finish()
+  }
+}
+pub enum RerouteValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RerouteValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RerouteValue<'a> {
+  type Inner = RerouteValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RerouteValue<'a> {
+  pub const VT_ORDERS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CANDIDATES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MOVES_TOTAL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEFT_OUT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BROKEN_BEFORE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_COST_BEFORE_CENTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_COST_AFTER_CENTS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_PENALTIES_CENTS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LOWER_BOUND_CENTS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_HAS_GAP: ::flatbuffers::VOffsetT = 24;
+  pub const VT_GAP: ::flatbuffers::VOffsetT = 26;
+  pub const VT_ITERATIONS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_STOPPED: ::flatbuffers::VOffsetT = 30;
+  pub const VT_OVER: ::flatbuffers::VOffsetT = 32;
+  pub const VT_APPLIED: ::flatbuffers::VOffsetT = 34;
+  pub const VT_REPEATED: ::flatbuffers::VOffsetT = 36;
+  pub const VT_REFUSED_ORDER: ::flatbuffers::VOffsetT = 38;
+  pub const VT_REFUSED: ::flatbuffers::VOffsetT = 40;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RerouteValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RerouteValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RerouteValue<'bldr>> {
+    let mut builder = RerouteValueBuilder::new(_fbb);
+    builder.add_over(args.over);
+    builder.add_gap(args.gap);
+    builder.add_lower_bound_cents(args.lower_bound_cents);
+    builder.add_penalties_cents(args.penalties_cents);
+    builder.add_cost_after_cents(args.cost_after_cents);
+    builder.add_cost_before_cents(args.cost_before_cents);
+    builder.add_broken_before(args.broken_before);
+    builder.add_moves_total(args.moves_total);
+    builder.add_candidates(args.candidates);
+    builder.add_orders(args.orders);
+    if let Some(x) = args.refused { builder.add_refused(x); }
+    if let Some(x) = args.refused_order { builder.add_refused_order(x); }
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.left_out { builder.add_left_out(x); }
+    if let Some(x) = args.moves { builder.add_moves(x); }
+    builder.add_repeated(args.repeated);
+    builder.add_applied(args.applied);
+    builder.add_stopped(args.stopped);
+    builder.add_has_gap(args.has_gap);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn orders(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_ORDERS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn candidates(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_CANDIDATES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn moves_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_MOVES_TOTAL, Some(0)).unwrap()}
+  }
+  /// The first `moves_max` moves.
+  #[inline]
+  pub fn moves(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RerouteMoveValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RerouteMoveValue>>>>(RerouteValue::VT_MOVES, None)}
+  }
+  /// Orders that keep a plan that no longer ships (or have no plan at all).
+  #[inline]
+  pub fn left_out(&self) -> Option<::flatbuffers::Vector<'a, RequestId>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RequestId>>>(RerouteValue::VT_LEFT_OUT, None)}
+  }
+  #[inline]
+  pub fn broken_before(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_BROKEN_BEFORE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_before_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteValue::VT_COST_BEFORE_CENTS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn cost_after_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteValue::VT_COST_AFTER_CENTS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn penalties_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteValue::VT_PENALTIES_CENTS, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn lower_bound_cents(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteValue::VT_LOWER_BOUND_CENTS, Some(0.0)).unwrap()}
+  }
+  /// (cost_after + penalties - lower_bound) / (cost_after + penalties), when `has_gap`.
+  #[inline]
+  pub fn has_gap(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RerouteValue::VT_HAS_GAP, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn gap(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(RerouteValue::VT_GAP, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn iterations(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RerouteValue::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+  /// The time limit cut the solve short.
+  #[inline]
+  pub fn stopped(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RerouteValue::VT_STOPPED, Some(false)).unwrap()}
+  }
+  /// Resources the plan uses past their limit (0 for every plan the solver returns).
+  #[inline]
+  pub fn over(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_OVER, Some(0)).unwrap()}
+  }
+  /// With `apply`: every move applied (`repeated` on a retry), or none because stock or
+  /// capacity moved since the plan was made (`refused_order` names the first that no longer
+  /// fits, `refused` its lines).
+  #[inline]
+  pub fn applied(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RerouteValue::VT_APPLIED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn repeated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RerouteValue::VT_REPEATED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn refused_order(&self) -> Option<&'a RequestId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestId>(RerouteValue::VT_REFUSED_ORDER, None)}
+  }
+  #[inline]
+  pub fn refused(&self) -> Option<HoldRefused<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<HoldRefused>>(RerouteValue::VT_REFUSED, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RerouteValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("orders", Self::VT_ORDERS, false)?
+     .visit_field::<u64>("candidates", Self::VT_CANDIDATES, false)?
+     .visit_field::<u64>("moves_total", Self::VT_MOVES_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RerouteMoveValue>>>>("moves", Self::VT_MOVES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RequestId>>>("left_out", Self::VT_LEFT_OUT, false)?
+     .visit_field::<u64>("broken_before", Self::VT_BROKEN_BEFORE, false)?
+     .visit_field::<f64>("cost_before_cents", Self::VT_COST_BEFORE_CENTS, false)?
+     .visit_field::<f64>("cost_after_cents", Self::VT_COST_AFTER_CENTS, false)?
+     .visit_field::<f64>("penalties_cents", Self::VT_PENALTIES_CENTS, false)?
+     .visit_field::<f64>("lower_bound_cents", Self::VT_LOWER_BOUND_CENTS, false)?
+     .visit_field::<bool>("has_gap", Self::VT_HAS_GAP, false)?
+     .visit_field::<f64>("gap", Self::VT_GAP, false)?
+     .visit_field::<u32>("iterations", Self::VT_ITERATIONS, false)?
+     .visit_field::<bool>("stopped", Self::VT_STOPPED, false)?
+     .visit_field::<u64>("over", Self::VT_OVER, false)?
+     .visit_field::<bool>("applied", Self::VT_APPLIED, false)?
+     .visit_field::<bool>("repeated", Self::VT_REPEATED, false)?
+     .visit_field::<RequestId>("refused_order", Self::VT_REFUSED_ORDER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<HoldRefused>>("refused", Self::VT_REFUSED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RerouteValueArgs<'a> {
+    pub orders: u64,
+    pub candidates: u64,
+    pub moves_total: u64,
+    pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RerouteMoveValue<'a>>>>>,
+    pub left_out: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RequestId>>>,
+    pub broken_before: u64,
+    pub cost_before_cents: f64,
+    pub cost_after_cents: f64,
+    pub penalties_cents: f64,
+    pub lower_bound_cents: f64,
+    pub has_gap: bool,
+    pub gap: f64,
+    pub iterations: u32,
+    pub stopped: bool,
+    pub over: u64,
+    pub applied: bool,
+    pub repeated: bool,
+    pub refused_order: Option<&'a RequestId>,
+    pub refused: Option<::flatbuffers::WIPOffset<HoldRefused<'a>>>,
+}
+impl<'a> Default for RerouteValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RerouteValueArgs {
+      orders: 0,
+      candidates: 0,
+      moves_total: 0,
+      moves: None,
+      left_out: None,
+      broken_before: 0,
+      cost_before_cents: 0.0,
+      cost_after_cents: 0.0,
+      penalties_cents: 0.0,
+      lower_bound_cents: 0.0,
+      has_gap: false,
+      gap: 0.0,
+      iterations: 0,
+      stopped: false,
+      over: 0,
+      applied: false,
+      repeated: false,
+      refused_order: None,
+      refused: None,
+    }
+  }
+}
+
+pub struct RerouteValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RerouteValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_orders(&mut self, orders: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_ORDERS, orders, 0);
+  }
+  #[inline]
+  pub fn add_candidates(&mut self, candidates: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_CANDIDATES, candidates, 0);
+  }
+  #[inline]
+  pub fn add_moves_total(&mut self, moves_total: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_MOVES_TOTAL, moves_total, 0);
+  }
+  #[inline]
+  pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RerouteMoveValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteValue::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn add_left_out(&mut self, left_out: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RequestId>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteValue::VT_LEFT_OUT, left_out);
+  }
+  #[inline]
+  pub fn add_broken_before(&mut self, broken_before: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_BROKEN_BEFORE, broken_before, 0);
+  }
+  #[inline]
+  pub fn add_cost_before_cents(&mut self, cost_before_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteValue::VT_COST_BEFORE_CENTS, cost_before_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_cost_after_cents(&mut self, cost_after_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteValue::VT_COST_AFTER_CENTS, cost_after_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_penalties_cents(&mut self, penalties_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteValue::VT_PENALTIES_CENTS, penalties_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_lower_bound_cents(&mut self, lower_bound_cents: f64) {
+    self.fbb_.push_slot::<f64>(RerouteValue::VT_LOWER_BOUND_CENTS, lower_bound_cents, 0.0);
+  }
+  #[inline]
+  pub fn add_has_gap(&mut self, has_gap: bool) {
+    self.fbb_.push_slot::<bool>(RerouteValue::VT_HAS_GAP, has_gap, false);
+  }
+  #[inline]
+  pub fn add_gap(&mut self, gap: f64) {
+    self.fbb_.push_slot::<f64>(RerouteValue::VT_GAP, gap, 0.0);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: u32) {
+    self.fbb_.push_slot::<u32>(RerouteValue::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn add_stopped(&mut self, stopped: bool) {
+    self.fbb_.push_slot::<bool>(RerouteValue::VT_STOPPED, stopped, false);
+  }
+  #[inline]
+  pub fn add_over(&mut self, over: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_OVER, over, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: bool) {
+    self.fbb_.push_slot::<bool>(RerouteValue::VT_APPLIED, applied, false);
+  }
+  #[inline]
+  pub fn add_repeated(&mut self, repeated: bool) {
+    self.fbb_.push_slot::<bool>(RerouteValue::VT_REPEATED, repeated, false);
+  }
+  #[inline]
+  pub fn add_refused_order(&mut self, refused_order: &RequestId) {
+    self.fbb_.push_slot_always::<&RequestId>(RerouteValue::VT_REFUSED_ORDER, refused_order);
+  }
+  #[inline]
+  pub fn add_refused(&mut self, refused: ::flatbuffers::WIPOffset<HoldRefused<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<HoldRefused>>(RerouteValue::VT_REFUSED, refused);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RerouteValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RerouteValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RerouteValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RerouteValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RerouteValue");
+      ds.field("orders", &self.orders());
+      ds.field("candidates", &self.candidates());
+      ds.field("moves_total", &self.moves_total());
+      ds.field("moves", &self.moves());
+      ds.field("left_out", &self.left_out());
+      ds.field("broken_before", &self.broken_before());
+      ds.field("cost_before_cents", &self.cost_before_cents());
+      ds.field("cost_after_cents", &self.cost_after_cents());
+      ds.field("penalties_cents", &self.penalties_cents());
+      ds.field("lower_bound_cents", &self.lower_bound_cents());
+      ds.field("has_gap", &self.has_gap());
+      ds.field("gap", &self.gap());
+      ds.field("iterations", &self.iterations());
+      ds.field("stopped", &self.stopped());
+      ds.field("over", &self.over());
+      ds.field("applied", &self.applied());
+      ds.field("repeated", &self.repeated());
+      ds.field("refused_order", &self.refused_order());
+      ds.field("refused", &self.refused());
+      ds.finish()
+  }
+}
 pub enum ReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11928,6 +13063,20 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_reroute_value(&self) -> Option<RerouteValue<'a>> {
+    if self.result_type() == ReplyBody::RerouteValue {
+      let u = self.result();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RerouteValue::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -11958,6 +13107,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::PromiseValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseValue>>("ReplyBody::PromiseValue", pos),
           ReplyBody::PromiseHeld => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromiseHeld>>("ReplyBody::PromiseHeld", pos),
           ReplyBody::ListingValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListingValue>>("ReplyBody::ListingValue", pos),
+          ReplyBody::RerouteValue => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RerouteValue>>("ReplyBody::RerouteValue", pos),
           _ => Ok(()),
         }
      })?
@@ -12148,6 +13298,13 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::ListingValue => {
           if let Some(x) = self.result_as_listing_value() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::RerouteValue => {
+          if let Some(x) = self.result_as_reroute_value() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -41,7 +41,8 @@ use promised::config::{ConfigFile, fsync_policy};
 use promised::events::{Changes, EventHub, Watch};
 use promised::metrics::Metrics;
 use promised::reply;
-use promised::wire::{Act, Operation, PromiseAndAct, WireError, decode};
+use promised::wire::{Act, Operation, PromiseAndAct, RerouteAsk, WireError, decode};
+use promised_engine::reroute::{RerouteOutcome, solver::Effort};
 
 mod replies;
 use replies::{Replies, Served};
@@ -220,7 +221,7 @@ fn required_role(op: wire::Operation) -> wire::Role {
         | O::ListingPromise
         | O::Subscribe
         | O::Unsubscribe => wire::Role::Read,
-        O::TakeSnapshot | O::StateDigest | O::Shutdown => wire::Role::Admin,
+        O::TakeSnapshot | O::StateDigest | O::Shutdown | O::Reroute => wire::Role::Admin,
         O::Hold
         | O::Commit
         | O::Release
@@ -933,6 +934,77 @@ fn answer<'a>(
             }
         },
         Ok(Operation::Control(op)) => (control(shared, b, op), None),
+        Ok(Operation::Reroute(ask)) => reroute(shared, b, &ask, now),
+    }
+}
+
+/// Time a re-route's solve may take when the request does not say.
+const REROUTE_TIME_LIMIT_MS: u32 = 30_000;
+
+/// A batch re-route: the plan (seconds of work on every core: off the async workers' queue),
+/// and with `apply`, the plan as one command through the log.
+fn reroute<'a>(
+    shared: &Arc<Shared>,
+    b: &mut FlatBufferBuilder<'a>,
+    ask: &RerouteAsk,
+    now: Timestamp,
+) -> (flatbuffers::WIPOffset<wire::Reply<'a>>, Option<Ticket>) {
+    let db = &*shared.db;
+    let engine = db.engine();
+    let error = |b: &mut FlatBufferBuilder<'a>, e: WireError| {
+        shared.metrics.rejected(e.code);
+        reply::error(b, &e)
+    };
+    let limit_ms = match ask.time_limit_ms {
+        0 => REROUTE_TIME_LIMIT_MS,
+        ms => ms,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(u64::from(limit_ms));
+    let stop = move || std::time::Instant::now() >= deadline;
+    let planned = tokio::task::block_in_place(|| {
+        engine.plan_reroute(now, &ask.filter, &ask.policy, &Effort::default(), &stop)
+    });
+    let report = match planned {
+        Ok(r) => r,
+        Err(e) => return (error(b, e.into()), None),
+    };
+    let Some(request) = ask.apply else {
+        return (reply::reroute(b, engine, &report, ask.moves_max, None), None);
+    };
+    if report.moves.is_empty() {
+        // Nothing to move: nothing to log.
+        let done = RerouteOutcome::Applied {
+            moved: 0,
+            repeated: false,
+        };
+        return (
+            reply::reroute(b, engine, &report, ask.moves_max, Some(&done)),
+            None,
+        );
+    }
+    let command = match report.command(request) {
+        Ok(c) => c,
+        Err(e) => return (error(b, e.into()), None),
+    };
+    match db.submit(now, &command) {
+        Err(failed) => {
+            let e = WireError {
+                code: wire::ErrorCode::StorageFailed,
+                message: failed.to_string(),
+            };
+            (error(b, e), None)
+        }
+        Ok(submitted) => {
+            let reply = match &submitted.result {
+                Ok(outcome @ promised_engine::Outcome::Reroute(applied)) => {
+                    shared.events.publish(engine, &command, outcome, now);
+                    reply::reroute(b, engine, &report, ask.moves_max, Some(applied))
+                }
+                Ok(other) => unreachable!("a re-route answers Reroute, not {other:?}"),
+                Err(e) => error(b, e.clone().into()),
+            };
+            (reply, Some(submitted.ticket))
+        }
     }
 }
 
