@@ -125,3 +125,104 @@ fn a_bad_problem_file_is_refused_with_the_place_and_nothing_is_written() {
     let out = solve(dir.path(), &problem(), &["--time-limit", "-3"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A network-form problem: two DCs, one nearer with room for two orders a day, stock of two
+/// SKUs, four orders (one asks for more mugs than exist anywhere).
+fn network_problem() -> String {
+    r#"{"now_ms": 1795424400000,
+        "zones": [{"id": 1, "lat": 40.7, "lon": -74.0}],
+        "nodes": [{"id": "NJ", "lat": 40.73, "lon": -74.17, "orders_per_day": 2},
+                  {"id": "PA", "lat": 40.0, "lon": -75.1}],
+        "lanes": [{"node": "NJ", "zone": 1, "level": "ground", "transit_days": 1,
+                   "cost_per_package_cents": 400, "cost_per_unit_cents": 10}],
+        "stock": [{"sku": "TEE", "node": "NJ", "on_hand": 5}, {"sku": "TEE", "node": "PA", "on_hand": 5},
+                  {"sku": "MUG", "node": "PA", "on_hand": 2}],
+        "orders": [{"id": "o1", "zone": 1, "lines": [{"sku": "TEE", "quantity": 2}]},
+                   {"id": "o2", "zone": 1, "lines": [{"sku": "TEE", "quantity": 1}, {"sku": "MUG", "quantity": 1}]},
+                   {"id": "o3", "zone": 1, "lines": [{"sku": "TEE", "quantity": 1}]},
+                   {"id": "o4", "zone": 1, "lines": [{"sku": "MUG", "quantity": 5}]}]}"#
+        .to_string()
+}
+
+#[test]
+fn the_network_form_places_orders_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    let out = solve(dir.path(), &network_problem(), &["--out", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["orders"].as_u64(),
+            summary["assigned"].as_u64(),
+            summary["unassigned"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1))
+    );
+    // NJ's lane: 400 + 10 a unit; it takes two orders today. o2's mug is only at PA, and one
+    // package from PA beats two packages.
+    let cost = summary["shipping_cost"].as_f64().unwrap();
+    assert_eq!(
+        summary["penalties"].as_f64(),
+        Some(50_000.0),
+        "o4 cannot be served"
+    );
+    assert_eq!(summary["cost"].as_f64(), Some(cost + 50_000.0));
+    assert_eq!(
+        summary["gap"].as_f64(),
+        Some(0.0),
+        "o4's plan needs 5 mugs: priced out, proven"
+    );
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert_eq!(plan["unassigned"], serde_json::json!(["o4"]));
+    let assignments = plan["assignments"].as_array().unwrap();
+    let node_of = |order: &str| -> Vec<String> {
+        let a = assignments.iter().find(|a| a["order"] == order).unwrap();
+        a["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["node"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(node_of("o1"), ["NJ"]);
+    assert_eq!(node_of("o3"), ["NJ"]);
+    assert_eq!(node_of("o2"), ["PA", "PA"]);
+    let total: f64 = assignments.iter().map(|a| a["cost"].as_f64().unwrap()).sum();
+    assert_eq!(total, cost);
+}
+
+#[test]
+fn a_bad_network_file_is_refused_with_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = network_problem();
+    for (text, place) in [
+        (
+            good.replace(r#""node": "PA", "on_hand": 2"#, r#""node": "XX", "on_hand": 2"#),
+            "stock[2]",
+        ),
+        (
+            good.replace(r#""quantity": 5"#, r#""quantity": 0"#),
+            "orders[3].lines[0]",
+        ),
+        (good.replace(r#""id": "o3""#, r#""id": "o1""#), "orders[2]"),
+        (
+            good.replace(
+                r#""zone": 1, "lines": [{"sku": "MUG""#,
+                r#""zone": 9, "lines": [{"sku": "MUG""#,
+            ),
+            "orders[3]",
+        ),
+        (
+            good.replace(r#""level": "ground""#, r#""level": "pickup""#),
+            "lanes[0]",
+        ),
+        (good.replace(r#""now_ms""#, r#""when""#), "line 1"),
+    ] {
+        let out = solve(dir.path(), &text, &[]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(place), "{place}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -222,6 +222,18 @@ impl Context<'_> {
                 }
             }
         }
+        // An order not placed yet may stay unplaced, at the penalty (so the problem always has
+        // an answer, and the bound a meaning).
+        if order.packages.is_empty() {
+            out.push(PlanCandidate {
+                line_node: order.lines.iter().map(|_| NO_NODE).collect(),
+                packages: SmallVec::new(),
+                cost: self.policy.unserved_cents as f64,
+                delivery: Day(0),
+                current: true,
+                broken: true,
+            });
+        }
         // Single nodes: those that offer every line.
         let mut singles: Vec<PlanCandidate> = offers[0]
             .iter()
@@ -392,7 +404,9 @@ pub(crate) fn capacity_of(
 pub(crate) fn uses_of(order: &OpenOrder, c: &PlanCandidate) -> SmallVec<[(Resource, u32); 8]> {
     let mut out: SmallVec<[(Resource, u32); 8]> = SmallVec::new();
     for (l, &node) in order.lines.iter().zip(&c.line_node) {
-        out.push((Resource::Stock(l.0, node), l.1));
+        if node != NO_NODE {
+            out.push((Resource::Stock(l.0, node), l.1));
+        }
     }
     for p in &c.packages {
         let units = order

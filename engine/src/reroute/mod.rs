@@ -15,6 +15,7 @@
 
 mod apply;
 pub mod candidates;
+pub mod network;
 pub mod solver;
 
 use smallvec::SmallVec;

@@ -175,20 +175,33 @@ pub fn tightened(instance: &Instance) -> Instance {
         uses: Vec::new(),
         stay: instance.stay.clone(),
     };
-    for c in &instance.candidates {
-        let first = out.uses.len() as u32;
-        out.uses.extend(
-            instance
+    for (j, cands) in instance.starts.windows(2).enumerate() {
+        for (i, c) in instance.candidates[cands[0]..cands[1]].iter().enumerate() {
+            let first = out.uses.len() as u32;
+            // A candidate that needs more of a resource than there is can never be chosen:
+            // priced out, so the bound does not count on it (an order's own plan stays as is).
+            let never = instance
                 .uses_of(c)
                 .iter()
-                .filter(|u| id[u.0 as usize] != u32::MAX)
-                .map(|&(r, a)| (id[r as usize], a)),
-        );
-        out.candidates.push(Candidate {
-            cost: c.cost,
-            first,
-            len: out.uses.len() as u32 - first,
-        });
+                .any(|&(r, a)| u64::from(a) > instance.capacity[r as usize]);
+            let cost = if never && instance.stay.get(j) != Some(&Some(i as u32)) {
+                f64::INFINITY
+            } else {
+                c.cost
+            };
+            out.uses.extend(
+                instance
+                    .uses_of(c)
+                    .iter()
+                    .filter(|u| id[u.0 as usize] != u32::MAX)
+                    .map(|&(r, a)| (id[r as usize], a)),
+            );
+            out.candidates.push(Candidate {
+                cost,
+                first,
+                len: out.uses.len() as u32 - first,
+            });
+        }
     }
     out
 }
@@ -320,7 +333,14 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         (_, 0) => best_bound.min(cost),
         _ => best_bound,
     };
-    let costs = (0..n).map(|j| instance.candidates_of(j).iter().map(|c| c.cost));
+    // Candidates priced out (infinite) are no part of the problem's scale.
+    let costs = (0..n).map(|j| {
+        instance
+            .candidates_of(j)
+            .iter()
+            .map(|c| c.cost)
+            .filter(|c| c.is_finite())
+    });
     let gap = relative_gap(cost, lower_bound, left, costs);
     Solution {
         choice,
