@@ -284,3 +284,36 @@ fn bad_reroutes_are_typed_errors() {
     }
     assert_eq!(w.engine.state_digest(), before);
 }
+
+/// The same plan, bound and moves on one thread or two.
+#[test]
+fn the_same_report_on_any_number_of_threads() {
+    let (mut w, a, _b, s) = two_dcs();
+    let c = w.node(dc("C"));
+    w.stock(s, c, 6);
+    w.lane(c, ServiceLevel::Ground, 1, 450, 12);
+    let t = w.sku("T", Capabilities::default());
+    for n in [a, c] {
+        w.stock(t, n, 8);
+    }
+    for order in 0..8 {
+        let lines: &[(SkuId, u32)] = if order % 2 == 0 {
+            &[(s, 1)]
+        } else {
+            &[(s, 1), (t, 2)]
+        };
+        let r = request(lines, &[ServiceLevel::Ground], PromiseOptions::default());
+        route(&mut w, &r, 100 + order);
+    }
+    close(&mut w, "A");
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| plan(&w, &RerouteFilter::default()))
+    };
+    let one = run(1);
+    assert!(!one.moves.is_empty());
+    assert_eq!(one, run(2));
+}
