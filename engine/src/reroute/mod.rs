@@ -400,11 +400,11 @@ impl Engine {
             Default::default();
         let mut resources = Vec::new();
         let mut instance = solver::Instance::default();
-        let mut uses: Vec<Vec<(u32, u32)>> = Vec::new();
+        instance.starts.reserve(orders.len() + 1);
+        instance.starts.push(0);
         for (order, cands) in orders.iter().zip(plans) {
-            uses.clear();
             for c in cands {
-                let mut u = Vec::new();
+                let first = instance.uses.len() as u32;
                 for (r, amount) in candidates::uses_of(order, c) {
                     let id = *index.entry(r).or_insert_with(|| {
                         let cap = candidates::capacity_of(self, network, &book, &freed, today, r)?;
@@ -413,12 +413,16 @@ impl Engine {
                         Some(resources.len() as u32 - 1)
                     });
                     if let Some(id) = id {
-                        u.push((id, amount));
+                        instance.uses.push((id, amount));
                     }
                 }
-                uses.push(u);
+                instance.candidates.push(solver::Candidate {
+                    cost: c.cost,
+                    first,
+                    len: instance.uses.len() as u32 - first,
+                });
             }
-            instance.push_order(cands.iter().zip(&uses).map(|(c, u)| (c.cost, u.as_slice())));
+            instance.starts.push(instance.candidates.len());
             instance
                 .stay
                 .push(cands.iter().position(|c| c.current).map(|i| i as u32));

@@ -120,6 +120,10 @@ impl Default for Effort {
 const STALL_ITERATIONS: usize = 40;
 /// Instances with at most this many candidates in all are small (a few hundred orders).
 const SMALL_CANDIDATES_MAX: usize = 5_000;
+/// Instances with more candidates than this are large (several hundred thousand orders), and
+/// take at most `LARGE_ITERATIONS_MAX` iterations.
+const LARGE_CANDIDATES_MIN: usize = 5_000_000;
+const LARGE_ITERATIONS_MAX: u32 = 90;
 
 /// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
 /// (for the regret order), into `out`.
@@ -213,8 +217,17 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     let n = instance.n_orders();
     // Small problems cost little an iteration: many more, and a plan from each.
     let small = instance.candidates.len() <= SMALL_CANDIDATES_MAX;
+    // Large ones cost much an iteration, and the final ejection moves do more for the plan than
+    // more iterations: fewer, and fewer plans.
+    let large = instance.candidates.len() > LARGE_CANDIDATES_MIN;
     let (iterations_max, plan_every, stall) = if small {
         (effort.iterations_max.max(3_000), 1, 10 * STALL_ITERATIONS)
+    } else if large {
+        (
+            effort.iterations_max.min(LARGE_ITERATIONS_MAX),
+            effort.plan_every.max(1) * 3,
+            STALL_ITERATIONS,
+        )
     } else {
         (effort.iterations_max, effort.plan_every.max(1), STALL_ITERATIONS)
     };
@@ -451,8 +464,12 @@ fn settle(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>>
 
 /// Orders a blocked resource's users are tried in, at most, per ejection.
 const EJECT_TRIES: usize = 64;
+/// Entries of a resource's user list an ejection looks at, at most.
+const EJECT_SCAN_MAX: usize = 4 * EJECT_TRIES;
 /// Cheaper candidates an order tries to reach by ejection, cheapest first.
 const EJECT_TARGETS: usize = 4;
+/// Orders on a plan dearer than this many times their cheapest one try ejections.
+const EJECT_RATIO: f64 = 1.5;
 /// Ejection passes at most.
 const EJECT_PASSES: usize = 3;
 
@@ -484,6 +501,16 @@ fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> 
         let mut changed = false;
         for j in 0..choice.len() {
             let here = choice[j];
+            // Only orders far from their cheapest plan (left out, or on a much dearer plan):
+            // where ejection pays, and few enough that a million orders take seconds.
+            let cheapest = instance
+                .candidates_of(j)
+                .iter()
+                .map(|c| c.cost)
+                .fold(f64::INFINITY, f64::min);
+            if cost_at(j, here) <= EJECT_RATIO * cheapest {
+                continue;
+            }
             ranked.clear();
             ranked.extend(
                 (0..instance.candidates_of(j).len() as u32)
@@ -548,13 +575,15 @@ fn try_eject(
     for &(r, a) in instance.uses_of(&target) {
         let cap = instance.capacity[r as usize];
         let mut tries = 0;
-        for &k in &users[r as usize] {
-            if used[r as usize] + u64::from(a) <= cap {
+        // Users in the order they came (stale entries, of orders that moved on, are skipped but
+        // counted: the scan is bounded whatever the list's length).
+        for &k in users[r as usize].iter().take(EJECT_SCAN_MAX) {
+            if used[r as usize] + u64::from(a) <= cap || tries >= EJECT_TRIES {
                 break;
             }
             let k = k as usize;
             let from = choice[k];
-            if k == j || tries >= EJECT_TRIES || !uses_of(k, from).iter().any(|u| u.0 == r) {
+            if k == j || !uses_of(k, from).iter().any(|u| u.0 == r) {
                 continue;
             }
             tries += 1;
