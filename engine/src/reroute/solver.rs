@@ -338,7 +338,12 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
         (plan, 0.0, 0)
     });
-    let choice = if stopped { choice } else { eject(instance, choice) };
+    let (choice, cut) = if stopped {
+        (choice, false)
+    } else {
+        eject(instance, choice, stop)
+    };
+    stopped |= cut;
     let (cost, left) = cost_of(instance, &choice);
     // The bound is below every plan that serves everyone: clamp the rounding of long sums.
     let lower_bound = match (n, left) {
@@ -478,7 +483,12 @@ const EJECT_PASSES: usize = 3;
 /// without them), when the orders' costs together go down. Frees the days and positions that
 /// greedy filled in its order, so orders it left on dear plans get cheap ones. In order index
 /// order, re-checked against the loads as they are: the same on any number of threads.
-fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> {
+/// Asks `stop` every 4,096 orders; returns the plan and whether it was cut short.
+fn eject(
+    instance: &Instance,
+    mut choice: Vec<Option<u32>>,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> (Vec<Option<u32>>, bool) {
     let m = instance.capacity.len();
     let uses_of = |j: usize, c: Option<u32>| {
         c.map_or(&[][..], |c| {
@@ -500,6 +510,9 @@ fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> 
     for _ in 0..EJECT_PASSES {
         let mut changed = false;
         for j in 0..choice.len() {
+            if j % 4096 == 4095 && stop() {
+                return (choice, true);
+            }
             let here = choice[j];
             // Only orders far from their cheapest plan (left out, or on a much dearer plan):
             // where ejection pays, and few enough that a million orders take seconds.
@@ -538,7 +551,7 @@ fn eject(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>> 
             break;
         }
     }
-    choice
+    (choice, false)
 }
 
 /// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
