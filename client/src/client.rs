@@ -175,17 +175,7 @@ impl Client {
             let answers = self
                 .with_retries(retry_safe, |conn| async move {
                     let decoded = conn
-                        .call(|b| {
-                            let requests: Vec<_> = chunk.iter().map(|op| op.encode(b)).collect();
-                            let requests = b.create_vector(&requests);
-                            let batch = wire::Batch::create(
-                                b,
-                                &wire::BatchArgs {
-                                    requests: Some(requests),
-                                },
-                            );
-                            (wire::Body::Batch, batch.as_union_value())
-                        })
+                        .call(|b| crate::codec::batch_body(b, chunk))
                         .await?;
                     match decoded {
                         Decoded::Many(many) if many.len() == chunk.len() => Ok(many),

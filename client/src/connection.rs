@@ -15,15 +15,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::answer::{self, Answer, LowStock};
+use crate::answer::{self, LowStock};
+use crate::codec;
 use crate::error::{ClientError, ServerError};
 use crate::tls::TlsConfig;
 
-/// A reply: one answer, or one per operation of a batch.
-pub(crate) enum Decoded {
-    One(Result<Answer, ServerError>),
-    Many(Vec<Result<Answer, ServerError>>),
-}
+pub(crate) use crate::codec::Decoded;
 
 /// What the server granted this connection in its `HelloReply`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,18 +342,15 @@ fn dispatch(state: &State, bytes: &[u8], events: &mpsc::Sender<LowStock>) -> Res
     let message =
         frame::parse_message(bytes).map_err(|e| format!("unreadable message from the server: {e}"))?;
     let id = message.request_id();
-    let decoded = if let Some(reply) = message.body_as_reply() {
-        let one = answer::decode(&reply);
+    let decoded = if let Some((_, decoded)) = codec::decode_reply(&message) {
         if id == 0 {
             // Not an answer to anything: the server is closing this connection and says why.
-            return Err(match one {
-                Err(e) => format!("server: {e}"),
-                Ok(other) => format!("unexpected reply without a request id: {other:?}"),
+            return Err(match decoded {
+                Decoded::One(Err(e)) => format!("server: {e}"),
+                other => format!("unexpected reply without a request id: {other:?}"),
             });
         }
-        Decoded::One(one)
-    } else if let Some(batch) = message.body_as_batch_reply() {
-        Decoded::Many(batch.replies().iter().map(|r| answer::decode(&r)).collect())
+        decoded
     } else if let Some(event) = message.body_as_event_message() {
         if let Some(e) = answer::decode_event(&event)
             && events.try_send(e).is_err()

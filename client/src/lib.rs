@@ -27,6 +27,7 @@
 
 mod answer;
 mod client;
+pub mod codec;
 mod connection;
 mod error;
 mod ops;

@@ -414,7 +414,7 @@ impl Op {
     }
 
     /// Encodes the operation as a `Request` table.
-    pub(crate) fn encode<'a>(&self, b: &mut FlatBufferBuilder<'a>) -> WIPOffset<wire::Request<'a>> {
+    pub fn encode<'a>(&self, b: &mut FlatBufferBuilder<'a>) -> WIPOffset<wire::Request<'a>> {
         let op = self.encode_op(b);
         wire::Request::create(
             b,

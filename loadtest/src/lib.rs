@@ -1,0 +1,28 @@
+//! `promised-load`: the load generator and verifier for promised. Scenarios run as sessions
+//! ([`workload`]) over raw connections ([`driver`]) to promised or to Redis + Lua
+//! ([`target`]); [`stats`] keeps latency per operation, [`verify`] reconciles what was
+//! acknowledged with the target's ledger, [`plot`] draws the results, [`noop`] is a server that
+//! answers without doing anything (to measure the harness itself).
+
+pub mod catalog;
+pub mod driver;
+pub mod noop;
+pub mod plot;
+pub mod stats;
+pub mod target;
+pub mod verify;
+pub mod workload;
+
+/// What the re-route scenario's batch re-route did, halfway through the run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Midway {
+    pub seconds: f64,
+    pub orders: u64,
+    pub moves: u64,
+    pub left_out: usize,
+    pub gap: Option<f64>,
+    pub applied: bool,
+    pub refused: bool,
+    #[serde(skip)]
+    pub moved: Vec<(promised_client::RequestId, Vec<u32>)>,
+}
