@@ -174,9 +174,7 @@ impl Client {
             let retry_safe = chunk.iter().all(Op::is_retry_safe);
             let answers = self
                 .with_retries(retry_safe, |conn| async move {
-                    let decoded = conn
-                        .call(|b| crate::codec::batch_body(b, chunk))
-                        .await?;
+                    let decoded = conn.call(|b| crate::codec::batch_body(b, chunk)).await?;
                     match decoded {
                         Decoded::Many(many) if many.len() == chunk.len() => Ok(many),
                         Decoded::Many(many) => Err(ClientError::Protocol(format!(

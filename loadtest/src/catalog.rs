@@ -24,6 +24,9 @@ pub struct Catalog {
     sku_index: HashMap<String, u32>,
     /// Per checkout SKU: open nodes stocking it and their promisable units at generation.
     pub stocked: Vec<Vec<(u32, u32)>>,
+    /// Every position of the checkout SKUs, whatever its stock or node (promises may plan
+    /// inbound supply, and a verifier must watch all of them).
+    pub checkout_positions: Vec<Pos>,
     /// Per node: the feed SKUs it stocks.
     pub feed_skus: Vec<Vec<u32>>,
     pub zones: u32,
@@ -43,13 +46,22 @@ impl Catalog {
             .ok_or_else(|| anyhow::anyhow!("--set {set:?}: expected small, retail or peak"))?;
         let ds = DataSet::generate(&spec);
         let n = ds.skus.len() as u32;
-        let checkout = skus.unwrap_or((n * 4 / 5).min(CHECKOUT_SKUS_MAX)).clamp(HOT_SKUS, n);
+        let checkout = skus
+            .unwrap_or((n * 4 / 5).min(CHECKOUT_SKUS_MAX))
+            .clamp(HOT_SKUS, n);
         let feed_end = (checkout + (checkout / 4).max(1)).min(n);
         let mut stocked = Vec::with_capacity(checkout as usize);
+        let mut checkout_positions = Vec::new();
         let mut feed_skus = vec![Vec::new(); ds.nodes.len()];
         for sku in 0..feed_end {
             let mut here = Vec::new();
             for p in ds.positions_of(sku) {
+                if sku < checkout {
+                    checkout_positions.push(Pos {
+                        sku,
+                        node: p.node.index() as u32,
+                    });
+                }
                 if ds.nodes[p.node.index()].status != NodeStatus::Open {
                     continue;
                 }
@@ -66,15 +78,27 @@ impl Catalog {
                 stocked.push(here);
             }
         }
-        let skus: Vec<String> = ds.skus[..feed_end as usize].iter().map(|s| s.name.clone()).collect();
+        let skus: Vec<String> = ds.skus[..feed_end as usize]
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         let nodes: Vec<String> = ds.nodes.iter().map(|n| n.name.clone()).collect();
         Ok(Self {
             set: set.to_string(),
-            node_index: nodes.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect(),
-            sku_index: skus.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect(),
+            node_index: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect(),
+            sku_index: skus
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), i as u32))
+                .collect(),
             skus,
             nodes,
             stocked,
+            checkout_positions,
             feed_skus,
             zones: ds.zones.len() as u32,
             popularity: PopularitySampler::new(checkout, 1.0),
@@ -127,14 +151,6 @@ impl Catalog {
     pub fn stocked_node(&self, sku: u32, rng: &mut impl Rng) -> u32 {
         let at = &self.stocked[sku as usize];
         at[rng.random_range(0..at.len())].0
-    }
-
-    /// The positions checkout traffic can touch (for verification's first reading).
-    pub fn checkout_positions(&self) -> impl Iterator<Item = Pos> + '_ {
-        self.stocked
-            .iter()
-            .enumerate()
-            .flat_map(|(s, at)| at.iter().map(move |&(node, _)| Pos { sku: s as u32, node }))
     }
 
     /// The positions feeds can touch.

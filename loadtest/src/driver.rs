@@ -92,7 +92,10 @@ pub fn connect(plan: &Plan) -> anyhow::Result<(TcpStream, Option<(u32, u32)>)> {
     }
     match codec::decode_reply(&message) {
         Some((_, Decoded::One(Err(e)))) => anyhow::bail!("the server refused the handshake: {e}"),
-        _ => anyhow::bail!("the handshake reply is not a HelloReply: is {} a promised server?", plan.addr),
+        _ => anyhow::bail!(
+            "the handshake reply is not a HelloReply: is {} a promised server?",
+            plan.addr
+        ),
     }
 }
 
@@ -145,7 +148,15 @@ pub fn run(
             let (rsock, stop) = (sock.try_clone()?, &stop);
             rsock.set_read_timeout(Some(plan.drain_timeout))?;
             s.spawn(move || {
-                if let Err(e) = write_loop(conn, sock, Encoder::new(cat, plan.scripts.clone()), plan, c, start, stop) {
+                if let Err(e) = write_loop(
+                    conn,
+                    sock,
+                    Encoder::new(cat, plan.scripts.clone()),
+                    plan,
+                    c,
+                    start,
+                    stop,
+                ) {
                     conn.broken.store(true, Ordering::Relaxed);
                     tracing_line(&format!("connection {c}: write failed: {e}"));
                 }
@@ -171,7 +182,11 @@ pub fn run(
             {
                 midway_handle = Some(s.spawn(m));
             }
-            std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+            std::thread::sleep(
+                next.min(end)
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            );
             if Instant::now() >= next {
                 let tick = sample(&conns, start, next, measure.0);
                 on_tick(&tick);
@@ -271,7 +286,10 @@ fn write_loop(
             if work && room {
                 // Open loop, early: wait for the next frame's time without the lock.
                 drop(flow);
-                std::thread::sleep(due.saturating_duration_since(Instant::now()).min(Duration::from_millis(1)));
+                std::thread::sleep(
+                    due.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(1)),
+                );
                 flow = conn.flow.lock().expect("not poisoned");
                 continue;
             }
@@ -332,7 +350,12 @@ fn write_loop(
 
 type ReadResult = anyhow::Result<(Stats, Journal)>;
 
-fn read_loop(conn: &Conn<'_>, sock: TcpStream, mut dec: Decoder<'_>, measure: (Instant, Instant)) -> ReadResult {
+fn read_loop(
+    conn: &Conn<'_>,
+    sock: TcpStream,
+    mut dec: Decoder<'_>,
+    measure: (Instant, Instant),
+) -> ReadResult {
     let mut r = BufReader::with_capacity(1 << 16, sock.try_clone()?);
     let mut stats = Stats::default();
     let mut journal = Journal::default();

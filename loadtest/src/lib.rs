@@ -5,6 +5,7 @@
 //! answers without doing anything (to measure the harness itself).
 
 pub mod catalog;
+pub mod cli;
 pub mod driver;
 pub mod noop;
 pub mod plot;
@@ -23,6 +24,8 @@ pub struct Midway {
     pub gap: Option<f64>,
     pub applied: bool,
     pub refused: bool,
+    /// Plans made: an apply refused because stock moved since its plan is planned again.
+    pub attempts: u32,
     #[serde(skip)]
     pub moved: Vec<(promised_client::RequestId, Vec<u32>)>,
 }

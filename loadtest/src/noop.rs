@@ -62,10 +62,13 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
             ));
         } else if let Some(req) = message.body_as_request() {
             let r = answer(&mut b, &req);
-            let reply = wire::Reply::create(&mut b, &wire::ReplyArgs {
-                result_type: r.0,
-                result: Some(r.1),
-            });
+            let reply = wire::Reply::create(
+                &mut b,
+                &wire::ReplyArgs {
+                    result_type: r.0,
+                    result: Some(r.1),
+                },
+            );
             out.extend(frame::finish_frame(
                 &mut b,
                 message.request_id(),
@@ -78,16 +81,22 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
                 .iter()
                 .map(|req| {
                     let r = answer(&mut b, &req);
-                    wire::Reply::create(&mut b, &wire::ReplyArgs {
-                        result_type: r.0,
-                        result: Some(r.1),
-                    })
+                    wire::Reply::create(
+                        &mut b,
+                        &wire::ReplyArgs {
+                            result_type: r.0,
+                            result: Some(r.1),
+                        },
+                    )
                 })
                 .collect();
             let replies = b.create_vector(&replies);
-            let br = wire::BatchReply::create(&mut b, &wire::BatchReplyArgs {
-                replies: Some(replies),
-            });
+            let br = wire::BatchReply::create(
+                &mut b,
+                &wire::BatchReplyArgs {
+                    replies: Some(replies),
+                },
+            );
             out.extend(frame::finish_frame(
                 &mut b,
                 message.request_id(),
@@ -110,11 +119,14 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
 fn answer<'a>(b: &mut FlatBufferBuilder<'a>, req: &wire::Request<'_>) -> Result {
     use wire::Operation as O;
     let changed = |b: &mut FlatBufferBuilder<'a>, hold: Option<&wire::RequestId>, state| {
-        let t = wire::HoldChanged::create(b, &wire::HoldChangedArgs {
-            hold,
-            state,
-            repeated: false,
-        });
+        let t = wire::HoldChanged::create(
+            b,
+            &wire::HoldChangedArgs {
+                hold,
+                state,
+                repeated: false,
+            },
+        );
         (wire::ReplyBody::HoldChanged, t.as_union_value())
     };
     match req.op_type() {
@@ -125,26 +137,40 @@ fn answer<'a>(b: &mut FlatBufferBuilder<'a>, req: &wire::Request<'_>) -> Result 
                 .iter()
                 .map(|l| {
                     let (sku, node) = (b.create_string(l.sku()), l.node().map(|n| b.create_string(n)));
-                    wire::GrantedLine::create(b, &wire::GrantedLineArgs {
-                        sku: Some(sku),
-                        node,
-                        requested: l.quantity(),
-                        granted: l.quantity(),
-                        need_day: l.need_day(),
-                    })
+                    wire::GrantedLine::create(
+                        b,
+                        &wire::GrantedLineArgs {
+                            sku: Some(sku),
+                            node,
+                            requested: l.quantity(),
+                            granted: l.quantity(),
+                            need_day: l.need_day(),
+                        },
+                    )
                 })
                 .collect();
             let lines = b.create_vector(&lines);
-            let g = wire::HoldGranted::create(b, &wire::HoldGrantedArgs {
-                hold: Some(h.hold()),
-                expires_at_ms: h.ttl_ms(),
-                lines: Some(lines),
-                repeated: false,
-            });
+            let g = wire::HoldGranted::create(
+                b,
+                &wire::HoldGrantedArgs {
+                    hold: Some(h.hold()),
+                    expires_at_ms: h.ttl_ms(),
+                    lines: Some(lines),
+                    repeated: false,
+                },
+            );
             (wire::ReplyBody::HoldGranted, g.as_union_value())
         }
-        O::Commit => changed(b, req.op_as_commit().map(|c| c.hold()), wire::HoldState::Committed),
-        O::Release => changed(b, req.op_as_release().map(|c| c.hold()), wire::HoldState::Released),
+        O::Commit => changed(
+            b,
+            req.op_as_commit().map(|c| c.hold()),
+            wire::HoldState::Committed,
+        ),
+        O::Release => changed(
+            b,
+            req.op_as_release().map(|c| c.hold()),
+            wire::HoldState::Released,
+        ),
         O::CancelAllocation => changed(
             b,
             req.op_as_cancel_allocation().map(|c| c.hold()),
@@ -171,10 +197,13 @@ fn answer<'a>(b: &mut FlatBufferBuilder<'a>, req: &wire::Request<'_>) -> Result 
                 "the no-op server does not answer {}",
                 other.variant_name().unwrap_or("this operation")
             ));
-            let e = wire::Error::create(b, &wire::ErrorArgs {
-                code: wire::ErrorCode::UnknownOperation,
-                message: Some(message),
-            });
+            let e = wire::Error::create(
+                b,
+                &wire::ErrorArgs {
+                    code: wire::ErrorCode::UnknownOperation,
+                    message: Some(message),
+                },
+            );
             (wire::ReplyBody::Error, e.as_union_value())
         }
     }

@@ -32,7 +32,13 @@ pub struct StepPoint {
 fn register_font(explicit: Option<&Path>) -> anyhow::Result<()> {
     let path = explicit
         .map(Path::to_path_buf)
-        .or_else(|| FONT_PATHS.iter().map(Path::new).find(|p| p.exists()).map(Path::to_path_buf))
+        .or_else(|| {
+            FONT_PATHS
+                .iter()
+                .map(Path::new)
+                .find(|p| p.exists())
+                .map(Path::to_path_buf)
+        })
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "no TrueType font for the plot's text: install fonts-dejavu-core or pass --font FILE.ttf"
@@ -43,6 +49,9 @@ fn register_font(explicit: Option<&Path>) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("{} is not a TrueType font", path.display()))?;
     Ok(())
 }
+
+/// A panel over time: caption, unit, and the value of each second.
+type Series = (&'static str, &'static str, fn(&Tick) -> f64);
 
 const QUANTILES: [f64; 13] = [
     0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999,
@@ -82,14 +91,33 @@ pub fn draw(
     let (head, body) = root.split_vertically(40);
     head.titled(title, ("sans-serif", 22)).map_err(err)?;
     let areas = body.split_evenly((panels as usize, 1));
-    let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK, &full_palette_orange(), &YELLOW];
+    let colors = [
+        &BLUE,
+        &RED,
+        &GREEN,
+        &MAGENTA,
+        &CYAN,
+        &BLACK,
+        &full_palette_orange(),
+        &YELLOW,
+    ];
 
     // Latency by percentile.
     let kinds: Vec<(OpKind, &crate::stats::OpStats)> = stats.ops.iter().map(|(k, s)| (*k, s)).collect();
-    let top = kinds.iter().map(|(_, s)| s.latency.max()).max().unwrap_or(1).max(10) as f64 * 1.5;
+    let top = kinds
+        .iter()
+        .map(|(_, s)| s.latency.max())
+        .max()
+        .unwrap_or(1)
+        .max(10) as f64
+        * 1.5;
     let mut chart = ChartBuilder::on(&areas[0])
-        .caption("latency by percentile (from intended send time)", ("sans-serif", 18))
+        .caption(
+            "latency by percentile (from intended send time)",
+            ("sans-serif", 18),
+        )
         .margin(12)
+        .margin_right(40)
         .x_label_area_size(36)
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..5f64, (1f64..top).log_scale())
@@ -100,6 +128,7 @@ pub fn draw(
         .y_desc("latency (us)")
         .x_labels(6)
         .x_label_formatter(&|x| percentile_label(*x))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
     for (i, (kind, s)) in kinds.iter().enumerate() {
@@ -124,9 +153,9 @@ pub fn draw(
 
     // Throughput, then p99, over time.
     let end = timeline.last().map_or(1.0, |t| t.t).max(1.0);
-    let series: [(&str, &str, Box<dyn Fn(&Tick) -> f64>); 2] = [
-        ("operations per second (all kinds)", "ops/s", Box::new(|t: &Tick| t.per_second)),
-        ("p99 latency per second (us)", "p99 (us)", Box::new(|t: &Tick| t.p99_us as f64)),
+    let series: [Series; 2] = [
+        ("operations per second (all kinds)", "ops/s", |t| t.per_second),
+        ("p99 latency per second (us)", "p99 (us)", |t| t.p99_us as f64),
     ];
     for (area, (caption, unit, value)) in areas[1..3].iter().zip(series) {
         let max = timeline.iter().map(&value).fold(1.0, f64::max) * 1.15;
@@ -141,11 +170,15 @@ pub fn draw(
             .configure_mesh()
             .x_desc("seconds (shaded: warm-up)")
             .y_desc(unit)
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(err)?;
         if let Some(w) = timeline.iter().filter(|t| t.warmup).map(|t| t.t).reduce(f64::max) {
             chart
-                .draw_series(std::iter::once(Rectangle::new([(0.0, 0.0), (w, max)], BLACK.mix(0.08).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, 0.0), (w, max)],
+                    BLACK.mix(0.08).filled(),
+                )))
                 .map_err(err)?;
         }
         chart
@@ -170,6 +203,7 @@ pub fn draw(
             .configure_mesh()
             .x_desc("offered load, % of the closed-loop peak")
             .y_desc("latency (us)")
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(err)?;
         for (i, (label, pick)) in [

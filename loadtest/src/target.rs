@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use flatbuffers::FlatBufferBuilder;
 use promised_client::codec::{self, Decoded};
-use promised_client::{Answer, ErrorCode, Hold, HoldChange, HoldLine, HoldOutcome, Op, PromiseCart, ServiceLevel};
+use promised_client::{
+    Answer, ErrorCode, Hold, HoldChange, HoldLine, HoldOutcome, Op, PromiseCart, ServiceLevel,
+};
 use promised_schemas::frame;
 
 use crate::catalog::Catalog;
@@ -196,7 +198,13 @@ fn resp_act(scripts: &Scripts, act: &Act, out: &mut Vec<u8>) {
         Act::Commit { hold, .. } => {
             let (h, a) = (hold_key(*hold), format!("a:{:x}", hold.0));
             resp_command(
-                &[b"EVALSHA", scripts.commit.as_bytes(), b"2", h.as_bytes(), a.as_bytes()],
+                &[
+                    b"EVALSHA",
+                    scripts.commit.as_bytes(),
+                    b"2",
+                    h.as_bytes(),
+                    a.as_bytes(),
+                ],
                 out,
             );
         }
@@ -247,7 +255,10 @@ pub fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
         });
     }
     let text = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
-    let int = |t: &str| t.parse::<i64>().map_err(|_| bad(format!("bad RESP number {t:?}")));
+    let int = |t: &str| {
+        t.parse::<i64>()
+            .map_err(|_| bad(format!("bad RESP number {t:?}")))
+    };
     Ok(match line[0] {
         b'+' => Resp::Simple(text),
         b'-' => Resp::Error(text),
@@ -295,22 +306,27 @@ impl<'c> Decoder<'c> {
             r.read_exact(&mut len)?;
             self.buf.resize(u32::from_le_bytes(len) as usize, 0);
             r.read_exact(&mut self.buf)?;
-            let message = frame::parse_message(&self.buf).map_err(|e| bad(format!("unreadable reply: {e}")))?;
+            let message =
+                frame::parse_message(&self.buf).map_err(|e| bad(format!("unreadable reply: {e}")))?;
             let (id, decoded) = codec::decode_reply(&message)
                 .ok_or_else(|| bad(format!("unexpected {:?} message", message.body_type())))?;
             return Ok(Answered::Promised(id, decoded));
         }
+        // The first reply is read before looking the frame up: a frame is registered before
+        // it is written, so once an answer is here its frame is known (or it was the sentinel).
+        let first = read_resp(r)?;
         let id = self.next_id;
         match ops_in(id) {
             Some(n) => {
                 self.next_id += 1;
-                let replies = (0..n).map(|_| read_resp(r)).collect::<io::Result<Vec<_>>>()?;
+                let mut replies = Vec::with_capacity(n);
+                replies.push(first);
+                for _ in 1..n {
+                    replies.push(read_resp(r)?);
+                }
                 Ok(Answered::Redis(id, replies))
             }
-            None => {
-                read_resp(r)?;
-                Ok(Answered::Redis(SENTINEL, Vec::new()))
-            }
+            None => Ok(Answered::Redis(SENTINEL, Vec::new())),
         }
     }
 
@@ -558,7 +574,10 @@ impl RedisServer {
             if let Some(status) = server.child.try_wait()? {
                 anyhow::bail!("redis-server exited at start ({status})");
             }
-            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not answer PING within 10 s");
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer PING within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -568,5 +587,38 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp_replies_parse() {
+        let bytes = b"+OK\r\n-ERR nope\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n$0\r\n\r\n";
+        let mut r = std::io::Cursor::new(&bytes[..]);
+        assert_eq!(read_resp(&mut r).unwrap(), Resp::Simple("OK".into()));
+        assert_eq!(read_resp(&mut r).unwrap(), Resp::Error("ERR nope".into()));
+        assert_eq!(read_resp(&mut r).unwrap(), Resp::Int(42));
+        assert_eq!(read_resp(&mut r).unwrap(), Resp::Bulk(Some(b"abc".to_vec())));
+        assert_eq!(read_resp(&mut r).unwrap(), Resp::Bulk(None));
+        assert_eq!(
+            read_resp(&mut r).unwrap(),
+            Resp::Array(vec![Resp::Int(1), Resp::Bulk(Some(Vec::new()))])
+        );
+        assert_eq!(
+            read_resp(&mut r).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        let mut bad = std::io::Cursor::new(&b"?x\r\n"[..]);
+        assert!(read_resp(&mut bad).is_err());
+    }
+
+    #[test]
+    fn commands_are_resp_arrays_of_bulk_strings() {
+        let mut out = Vec::new();
+        resp_command(&[b"GET", b"s:1:2"], &mut out);
+        assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$5\r\ns:1:2\r\n");
     }
 }

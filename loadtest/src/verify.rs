@@ -18,6 +18,9 @@ pub struct Granted {
     pub order: bool,
 }
 
+/// An applied feed: (node, feed sequence, (SKU, on hand) counts).
+pub type Fed = (u32, u64, Vec<(u32, u32)>);
+
 /// Every acknowledged write of a run.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
@@ -25,8 +28,7 @@ pub struct Journal {
     pub committed: Vec<RequestId>,
     pub released: Vec<RequestId>,
     pub cancelled: Vec<RequestId>,
-    /// (node, feed sequence, counts)
-    pub fed: Vec<(u32, u64, Vec<(u32, u32)>)>,
+    pub fed: Vec<Fed>,
     /// Orders a batch re-route moved: their lines' new nodes, in line order.
     pub moved: Vec<(RequestId, Vec<u32>)>,
     /// Writes answered with an error that does not say whether they took effect.
@@ -57,9 +59,15 @@ impl Journal {
             (Act::Commit { hold, .. }, Reply::Done) => self.committed.push(*hold),
             (Act::Release { hold, .. }, Reply::Done) => self.released.push(*hold),
             (Act::CancelOrder { order, .. }, Reply::Done) => self.cancelled.push(*order),
-            (Act::Feed { node, seq, counts, .. }, Reply::Done) => self.fed.push((*node, *seq, counts.clone())),
+            (
+                Act::Feed {
+                    node, seq, counts, ..
+                },
+                Reply::Done,
+            ) => self.fed.push((*node, *seq, counts.clone())),
             (a, Reply::Error(code, message)) if a.kind().is_write() && !NOT_APPLIED.contains(code) => {
-                self.unknown.push(format!("{:?} answered error {code}: {message}", a.kind()));
+                self.unknown
+                    .push(format!("{:?} answered error {code}: {message}", a.kind()));
             }
             _ => {}
         }
@@ -82,7 +90,11 @@ impl Journal {
             .granted
             .iter()
             .map(|(id, g)| {
-                let state = if g.order { HoldState::Committed } else { HoldState::Held };
+                let state = if g.order {
+                    HoldState::Committed
+                } else {
+                    HoldState::Held
+                };
                 (*id, (state, g.lines.clone()))
             })
             .collect();
@@ -111,7 +123,12 @@ impl Journal {
         let mut delta: HashMap<Pos, (i64, i64)> = HashMap::new();
         for (state, lines) in self.final_states().values() {
             for l in lines {
-                let d = delta.entry(Pos { sku: l.sku, node: l.node }).or_default();
+                let d = delta
+                    .entry(Pos {
+                        sku: l.sku,
+                        node: l.node,
+                    })
+                    .or_default();
                 match *state {
                     HoldState::Held => d.0 += i64::from(l.quantity),
                     HoldState::Committed => d.1 += i64::from(l.quantity),
@@ -138,6 +155,9 @@ pub struct Counts {
     pub safety: i64,
     pub reserved: i64,
     pub allocated: i64,
+    /// Available to promise today: negative only if holds took more than there was (or a
+    /// feed counted stock down below what was already claimed).
+    pub atp: i64,
 }
 
 /// What the reconciliation found.
@@ -168,31 +188,50 @@ impl Verdict {
 
 /// Every position the run may touch: checkout and feed positions.
 pub fn watched(cat: &Catalog) -> Vec<Pos> {
-    cat.checkout_positions().chain(cat.feed_positions()).collect()
+    cat.checkout_positions
+        .iter()
+        .copied()
+        .chain(cat.feed_positions())
+        .collect()
 }
 
-/// Reads every position's counts from promised (in batches of 1,000).
-pub async fn read_positions(client: &Client, cat: &Catalog, at: &[Pos]) -> anyhow::Result<Vec<Option<Counts>>> {
+/// Reads every position's counts and ATP from promised (in batches of 1,000 operations).
+pub async fn read_positions(
+    client: &Client,
+    cat: &Catalog,
+    at: &[Pos],
+) -> anyhow::Result<Vec<Option<Counts>>> {
     let mut out = Vec::with_capacity(at.len());
-    for chunk in at.chunks(1_000) {
+    for chunk in at.chunks(500) {
         let ops: Vec<Op> = chunk
             .iter()
-            .map(|p| Op::GetPosition {
-                sku: cat.skus[p.sku as usize].clone(),
-                node: cat.nodes[p.node as usize].clone(),
+            .flat_map(|p| {
+                let (sku, node) = (
+                    cat.skus[p.sku as usize].clone(),
+                    cat.nodes[p.node as usize].clone(),
+                );
+                [
+                    Op::GetPosition {
+                        sku: sku.clone(),
+                        node: node.clone(),
+                    },
+                    Op::Atp { sku, node, day: None },
+                ]
             })
             .collect();
-        for (p, r) in chunk.iter().zip(client.batch(&ops).await?) {
-            out.push(match r {
-                Ok(Answer::Position(v)) => Some(Counts {
+        let answers = client.batch(&ops).await?;
+        for (p, pair) in chunk.iter().zip(answers.chunks(2)) {
+            out.push(match (&pair[0], &pair[1]) {
+                (Ok(Answer::Position(v)), Ok(Answer::Atp(atp))) => Some(Counts {
                     on_hand: i64::from(v.on_hand),
                     safety: i64::from(v.safety_stock),
                     reserved: i64::from(v.reserved),
                     allocated: i64::from(v.allocated),
+                    atp: *atp,
                 }),
-                Ok(Answer::NotFound) => None,
+                (Ok(Answer::NotFound), _) => None,
                 other => anyhow::bail!(
-                    "GetPosition {} at {}: {other:?}",
+                    "GetPosition and Atp of {} at {}: {other:?}",
                     cat.skus[p.sku as usize],
                     cat.nodes[p.node as usize]
                 ),
@@ -232,7 +271,10 @@ pub async fn verify_promised(
     let index: HashMap<Pos, usize> = at.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     for p in delta.keys().chain(fed.keys()) {
         if !index.contains_key(p) {
-            v.mismatch(format!("{}: touched, but not a position the run watches", name(cat, *p)));
+            v.mismatch(format!(
+                "{}: touched, but not a position the run watches",
+                name(cat, *p)
+            ));
         }
     }
     for (i, p) in at.iter().enumerate() {
@@ -244,6 +286,7 @@ pub async fn verify_promised(
             safety: b.safety,
             reserved: b.reserved + dr,
             allocated: b.allocated + da,
+            atp: a.atp,
         };
         if a != want {
             v.mismatch(format!(
@@ -257,14 +300,13 @@ pub async fn verify_promised(
                 want.allocated
             ));
         }
-        let was_sound = b.reserved + b.allocated + b.safety <= b.on_hand;
-        if (dr > 0 || da > 0) && was_sound && a.reserved + a.allocated + a.safety > a.on_hand {
+        if (dr > 0 || da > 0) && b.atp >= 0 && a.atp < 0 {
             v.mismatch(format!(
-                "{}: oversold: reserved {} + allocated {} + safety {} > on hand {}",
+                "{}: oversold: ATP {} after the run (reserved {}, allocated {}, on hand {})",
                 name(cat, *p),
+                a.atp,
                 a.reserved,
                 a.allocated,
-                a.safety,
                 a.on_hand
             ));
         }
@@ -276,9 +318,13 @@ pub async fn verify_promised(
             v.holds_checked += 1;
             let view = match r {
                 Ok(Answer::HoldView(h)) => h,
-                Ok(Answer::NotFound) if matches!(*state, HoldState::Released | HoldState::Cancelled) => continue,
+                Ok(Answer::NotFound) if matches!(*state, HoldState::Released | HoldState::Cancelled) => {
+                    continue;
+                }
                 other => {
-                    v.mismatch(format!("hold {id}: acknowledged as {state:?}, the server says {other:?}"));
+                    v.mismatch(format!(
+                        "hold {id}: acknowledged as {state:?}, the server says {other:?}"
+                    ));
                     continue;
                 }
             };
@@ -341,4 +387,123 @@ pub fn verify_redis(redis: &mut RedisAdmin, cat: &Catalog, journal: &Journal) ->
         }
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> RequestId {
+        RequestId(n)
+    }
+
+    fn line(sku: u32, node: u32, quantity: u32) -> Line {
+        Line { sku, node, quantity }
+    }
+
+    #[test]
+    fn acknowledged_writes_imply_each_positions_change() {
+        let mut j = Journal::default();
+        let hold = |id| Act::Hold {
+            id,
+            lines: vec![line(1, 2, 3)],
+        };
+        // Open, committed, released, and an order that was moved, and one cancelled.
+        j.record(&hold(id(1)), &Reply::Granted(vec![line(1, 2, 3)]));
+        j.record(&hold(id(2)), &Reply::Granted(vec![line(1, 2, 3)]));
+        j.record(&hold(id(3)), &Reply::Granted(vec![line(1, 2, 3)]));
+        j.record(&hold(id(4)), &Reply::Refused);
+        j.record(
+            &Act::Commit {
+                request: id(10),
+                hold: id(2),
+            },
+            &Reply::Done,
+        );
+        j.record(
+            &Act::Release {
+                request: id(11),
+                hold: id(3),
+            },
+            &Reply::Done,
+        );
+        let route = |order| Act::RouteOrder {
+            order,
+            cart: vec![(5, 1), (6, 2)],
+            zone: 0,
+        };
+        j.record(
+            &route(id(20)),
+            &Reply::Granted(vec![line(5, 0, 1), line(6, 0, 2)]),
+        );
+        j.record(
+            &route(id(21)),
+            &Reply::Granted(vec![line(5, 0, 1), line(6, 0, 2)]),
+        );
+        j.record(
+            &Act::CancelOrder {
+                request: id(12),
+                order: id(21),
+            },
+            &Reply::Done,
+        );
+        j.moved.push((id(20), vec![7, 0]));
+        // A write whose outcome is unknown is kept for the verdict.
+        j.record(
+            &Act::Commit {
+                request: id(13),
+                hold: id(1),
+            },
+            &Reply::Error(1010, "timeout".into()),
+        );
+        // Busy says it was not applied.
+        j.record(
+            &Act::Commit {
+                request: id(14),
+                hold: id(1),
+            },
+            &Reply::Error(1008, "busy".into()),
+        );
+        assert_eq!(j.unknown.len(), 1);
+
+        let states = j.final_states();
+        assert_eq!(states[&id(1)].0, HoldState::Held);
+        assert_eq!(states[&id(2)].0, HoldState::Committed);
+        assert_eq!(states[&id(3)].0, HoldState::Released);
+        assert!(!states.contains_key(&id(4)));
+        assert_eq!(
+            states[&id(20)],
+            (HoldState::Committed, vec![line(5, 7, 1), line(6, 0, 2)])
+        );
+        assert_eq!(states[&id(21)].0, HoldState::Cancelled);
+
+        let (delta, fed) = j.effects();
+        assert_eq!(delta[&Pos { sku: 1, node: 2 }], (3, 3));
+        assert_eq!(delta[&Pos { sku: 5, node: 7 }], (0, 1));
+        assert_eq!(
+            delta.get(&Pos { sku: 5, node: 0 }).copied().unwrap_or_default(),
+            (0, 0)
+        );
+        assert_eq!(delta[&Pos { sku: 6, node: 0 }], (0, 2));
+        assert!(fed.is_empty());
+    }
+
+    #[test]
+    fn the_newest_applied_feed_sets_on_hand() {
+        let mut j = Journal::default();
+        let feed = |seq, counts: Vec<(u32, u32)>| Act::Feed {
+            request: id(u128::from(seq)),
+            node: 3,
+            seq,
+            counts,
+        };
+        // Acknowledged out of order; a stale one was refused.
+        j.record(&feed(9, vec![(1, 90), (2, 20)]), &Reply::Done);
+        j.record(&feed(5, vec![(1, 50), (3, 30)]), &Reply::Done);
+        j.record(&feed(7, vec![(1, 70)]), &Reply::Refused);
+        let (_, fed) = j.effects();
+        assert_eq!(fed[&Pos { sku: 1, node: 3 }], 90);
+        assert_eq!(fed[&Pos { sku: 2, node: 3 }], 20);
+        assert_eq!(fed[&Pos { sku: 3, node: 3 }], 30);
+    }
 }

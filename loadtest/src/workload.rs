@@ -394,3 +394,96 @@ impl<'c> Workload<'c> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mix(scenario: Scenario) -> Mix {
+        Mix {
+            scenario,
+            lines: None,
+            hold_ratio: 1.0,
+            commit_ratio: 1.0,
+            cancel_ratio: 0.0,
+            uniform: false,
+            feed_skus: 50,
+            hold_only: false,
+        }
+    }
+
+    #[test]
+    fn a_checkout_session_promises_holds_the_plan_then_commits() {
+        let cat = Catalog::generate("small", None).unwrap();
+        let (m, seq) = (mix(Scenario::Checkout), AtomicU64::new(1));
+        let mut w = Workload::new(&cat, &m, 7, 0, &seq);
+        let mut sizes = [0u32; 11];
+        for _ in 0..2_000 {
+            let Act::Promise { cart, .. } = w.fresh() else {
+                panic!("checkout starts with a promise")
+            };
+            assert!((1..=10).contains(&cart.len()));
+            sizes[cart.len()] += 1;
+            let skus: std::collections::HashSet<_> = cart.iter().map(|l| l.0).collect();
+            assert_eq!(skus.len(), cart.len(), "distinct SKUs per cart");
+        }
+        // Smaller carts are likelier.
+        assert!(
+            sizes[1] > sizes[5] && sizes[5] > sizes[10] && sizes[10] > 0,
+            "{sizes:?}"
+        );
+        let promise = w.fresh();
+        let Act::Promise { cart, .. } = &promise else {
+            unreachable!()
+        };
+        let nodes: Vec<u32> = cart.iter().map(|&(s, _)| cat.stocked[s as usize][0].0).collect();
+        let Some(Act::Hold { id, lines }) = w.advance(&promise, &Reply::Plan(nodes.clone())) else {
+            panic!("a planned cart is held")
+        };
+        assert_eq!(lines.iter().map(|l| l.node).collect::<Vec<_>>(), nodes);
+        let hold = Act::Hold {
+            id,
+            lines: lines.clone(),
+        };
+        assert!(
+            matches!(w.advance(&hold, &Reply::Granted(lines)), Some(Act::Commit { hold, .. }) if hold == id)
+        );
+        assert_eq!(w.advance(&hold, &Reply::Refused), None);
+        assert_eq!(w.advance(&promise, &Reply::Refused), None);
+    }
+
+    #[test]
+    fn flash_sales_hit_the_hot_skus_and_feeds_the_tail() {
+        let cat = Catalog::generate("small", None).unwrap();
+        let seq = AtomicU64::new(100);
+        let m = mix(Scenario::FlashSale);
+        let mut w = Workload::new(&cat, &m, 7, 1, &seq);
+        for _ in 0..500 {
+            let Act::Hold { lines, .. } = w.fresh() else {
+                panic!()
+            };
+            assert!(lines.len() == 1 && lines[0].sku < crate::catalog::HOT_SKUS);
+        }
+        let m = mix(Scenario::Feed);
+        let mut w = Workload::new(&cat, &m, 7, 2, &seq);
+        let mut last = 0;
+        for _ in 0..100 {
+            let Act::Feed {
+                seq, counts, node, ..
+            } = w.fresh()
+            else {
+                panic!()
+            };
+            assert!(seq > last);
+            last = seq;
+            assert!(!counts.is_empty() && counts.len() <= 50);
+            // Feeds never touch what checkout holds.
+            assert!(counts.iter().all(|&(s, _)| s >= cat.checkout_skus()));
+            assert!(
+                counts
+                    .iter()
+                    .all(|&(s, _)| cat.feed_skus[node as usize].contains(&s))
+            );
+        }
+    }
+}

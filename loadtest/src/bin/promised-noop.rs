@@ -7,7 +7,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(about = "A promised-protocol server that grants everything and stores nothing (for measuring the load generator)")]
+#[command(
+    about = "A promised-protocol server that grants everything and stores nothing (for measuring the load generator)"
+)]
 struct Args {
     #[arg(long, default_value = "127.0.0.1:7499")]
     listen: String,
