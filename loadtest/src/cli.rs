@@ -302,6 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+        journal: args.verify,
     };
     let nonce = run_nonce();
     let midway_fn = |/* halfway */| reroute(&args, &cat);

@@ -39,6 +39,8 @@ pub struct Plan {
     pub duration: Duration,
     /// How long the drain at the end may wait for answers.
     pub drain_timeout: Duration,
+    /// Journal acknowledged writes (for `--verify`; otherwise it would only cost memory and time).
+    pub journal: bool,
 }
 
 /// What a run measured.
@@ -163,7 +165,7 @@ pub fn run(
             });
             readers.push(s.spawn(move || {
                 let redis = plan.target == TargetKind::Redis;
-                let r = read_loop(conn, rsock, Decoder::new(cat, redis), measure);
+                let r = read_loop(conn, rsock, Decoder::new(cat, redis), measure, plan.journal);
                 if r.is_err() {
                     conn.broken.store(true, Ordering::Relaxed);
                     conn.changed.notify_all();
@@ -355,6 +357,7 @@ fn read_loop(
     sock: TcpStream,
     mut dec: Decoder<'_>,
     measure: (Instant, Instant),
+    journaling: bool,
 ) -> ReadResult {
     let mut r = BufReader::with_capacity(1 << 16, sock.try_clone()?);
     let mut stats = Stats::default();
@@ -403,7 +406,9 @@ fn read_loop(
             if measured {
                 stats.record(act.kind(), reply, micros);
             }
-            journal.record(act, reply);
+            if journaling {
+                journal.record(act, reply);
+            }
         }
         let mut w = conn.window.lock().expect("not poisoned");
         w.0 += sent.acts.len() as u64;

@@ -394,7 +394,9 @@ impl<'c> Decoder<'c> {
                     Reply::Plan(nodes)
                 }
             }
-            (Act::Hold { .. }, Answer::Hold(HoldOutcome::Granted(g))) => Reply::Granted(self.lines(&g)),
+            // All or nothing: a granted hold has exactly the lines asked (the verifier checks
+            // the server's own view of them afterwards).
+            (Act::Hold { lines, .. }, Answer::Hold(HoldOutcome::Granted(_))) => Reply::Granted(lines.clone()),
             (
                 Act::RouteOrder { .. },
                 Answer::PromiseHeld {
