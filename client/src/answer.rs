@@ -247,6 +247,9 @@ pub struct RerouteAnswer {
     /// An apply refused because stock or capacity moved since the plan: the first order that no
     /// longer fits and its lines.
     pub refused: Option<(RequestId, Vec<LineRefusal>)>,
+    /// With `applied`: the orders moved, and those a partial apply skipped.
+    pub moved: u64,
+    pub skipped: Vec<RequestId>,
 }
 
 fn slots(
@@ -418,6 +421,8 @@ pub(crate) fn decode(reply: &wire::Reply<'_>) -> Result<Answer, ServerError> {
                     };
                     (RequestId::from_wire(o), lines)
                 }),
+                moved: r.moved(),
+                skipped: r.skipped().iter().flatten().map(RequestId::from_wire).collect(),
             }))
         }
         B::ListingValue => {

@@ -163,6 +163,8 @@ pub struct Reroute {
     pub moves_max: u32,
     /// Apply the plan under this id (retried safely); `None`: a dry run.
     pub apply: Option<RequestId>,
+    /// Apply the moves that still fit, skipping the rest, instead of every move or none.
+    pub partial: bool,
 }
 
 impl Reroute {
@@ -181,6 +183,7 @@ impl Reroute {
             time_limit: None,
             moves_max: 1_000,
             apply: None,
+            partial: false,
         }
     }
 }
@@ -870,6 +873,7 @@ impl Op {
                         moves_max: r.moves_max,
                         apply: r.apply.is_some(),
                         request: request.as_ref(),
+                        partial: r.partial,
                     },
                 )
                 .as_union_value()

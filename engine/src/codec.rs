@@ -230,9 +230,14 @@ pub fn encode(command: &Command, out: &mut Vec<u8>) {
             w.u32(promised.0);
             w.u8(*level as u8);
         }
-        Command::Reroute { request, moves } => {
+        Command::Reroute {
+            request,
+            moves,
+            partial,
+        } => {
             w.u8(kind::REROUTE);
             w.request(*request);
+            w.u8(u8::from(*partial));
             w.len(moves.len());
             for m in moves {
                 w.request(m.order);
@@ -422,6 +427,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         }
         kind::REROUTE => {
             let request = r.request()?;
+            let partial = r.bool("partial flag")?;
             // A move is at least its id and two list lengths.
             let n = r.len("moves", limits::REROUTE_MOVES_MAX, 24)?;
             let mut moves = Vec::with_capacity(n);
@@ -443,7 +449,11 @@ pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
                     packages,
                 });
             }
-            Command::Reroute { request, moves }
+            Command::Reroute {
+                request,
+                moves,
+                partial,
+            }
         }
         kind::ROUTE_ORDER => {
             let order = r.request()?;

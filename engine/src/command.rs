@@ -152,11 +152,13 @@ pub enum Command {
         /// The service level it was promised at (never `Pickup`: a pickup is not routed).
         level: ServiceLevel,
     },
-    /// Moves routed orders to new plans, every move or none (a batch re-route's apply).
-    /// `request` is its idempotency key.
+    /// Moves routed orders to new plans (a batch re-route's apply): every move or none, or with
+    /// `partial` the moves that still fit (orders no longer open and plans that no longer fit
+    /// are skipped). `request` is its idempotency key.
     Reroute {
         request: RequestId,
         moves: Vec<crate::reroute::RerouteMove>,
+        partial: bool,
     },
 }
 

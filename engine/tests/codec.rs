@@ -197,10 +197,12 @@ fn command() -> impl Strategy<Value = Command> {
                     prop::collection::vec((node(), any::<u32>()), 0..4)
                 ),
                 0..5
-            )
+            ),
+            any::<bool>()
         )
-            .prop_map(|(request, moves)| Command::Reroute {
+            .prop_map(|(request, moves, partial)| Command::Reroute {
                 request,
+                partial,
                 moves: moves
                     .into_iter()
                     .map(

@@ -156,8 +156,8 @@ fn reroute(args: &Args, cat: &Catalog) -> anyhow::Result<Midway> {
     runtime()?.block_on(async {
         let client = Client::connect(client_config(args)).await?;
         let started = Instant::now();
-        // All or nothing: under load, stock can move between the plan and its apply, and the
-        // apply is refused. An operator plans again; so does this, up to three times.
+        // Under load, stock moves between the plan and its apply: the apply is partial (the
+        // moves that still fit), and planned again if the server refuses it all the same.
         let mut attempts = 0;
         let a = loop {
             attempts += 1;
@@ -165,14 +165,17 @@ fn reroute(args: &Args, cat: &Catalog) -> anyhow::Result<Midway> {
             ask.time_limit = Some(Duration::from_secs_f64(args.reroute_time_limit));
             ask.moves_max = 200_000;
             ask.apply = Some(RequestId::random());
+            ask.partial = true;
             let a = client.reroute(ask).await.context("the batch re-route")?;
             if a.applied || attempts == 3 {
                 break a;
             }
         };
         let moved = if a.applied {
+            let skipped: std::collections::HashSet<RequestId> = a.skipped.iter().copied().collect();
             a.moves
                 .iter()
+                .filter(|m| !skipped.contains(&m.order))
                 .map(|m| {
                     let nodes = m
                         .line_nodes
@@ -189,6 +192,8 @@ fn reroute(args: &Args, cat: &Catalog) -> anyhow::Result<Midway> {
             seconds: started.elapsed().as_secs_f64(),
             orders: a.orders,
             moves: a.moves_total,
+            applied_moves: a.moved,
+            skipped: a.skipped.len(),
             left_out: a.left_out.len(),
             gap: a.gap,
             applied: a.applied,
@@ -353,9 +358,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     stats::print_table(&rows);
     if let Some(m) = &reroute_report {
         println!(
-            "batch re-route halfway: {} open orders, {} moves, {} left out, gap {}, {} in {:.2} s ({} attempts)",
+            "batch re-route halfway: {} open orders, {} moves planned, {} applied, {} skipped (stock moved), {} left out, gap {}, {} in {:.2} s ({} attempts)",
             m.orders,
             m.moves,
+            m.applied_moves,
+            m.skipped,
             m.left_out,
             m.gap.map_or("-".into(), |g| format!("{:.3}%", g * 100.0)),
             if m.applied {

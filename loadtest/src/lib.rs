@@ -19,7 +19,10 @@ pub mod workload;
 pub struct Midway {
     pub seconds: f64,
     pub orders: u64,
+    /// Moves planned, applied, and skipped by the partial apply (stock moved under them).
     pub moves: u64,
+    pub applied_moves: u64,
+    pub skipped: usize,
     pub left_out: usize,
     pub gap: Option<f64>,
     pub applied: bool,

@@ -205,6 +205,13 @@ pub fn reroute<'a>(
         ),
         None => (false, false, None, None),
     };
+    let (moved, skipped) = match applied {
+        Some(RerouteOutcome::Applied { moved, skipped, .. }) => {
+            let skipped: Vec<wire::RequestId> = skipped.iter().map(|o| id(*o)).collect();
+            (u64::from(*moved), Some(b.create_vector(&skipped)))
+        }
+        _ => (0, None),
+    };
     let v = wire::RerouteValue::create(
         b,
         &wire::RerouteValueArgs {
@@ -227,6 +234,8 @@ pub fn reroute<'a>(
             repeated,
             refused_order: refused_order.as_ref(),
             refused,
+            moved,
+            skipped,
         },
     );
     reply(b, (wire::ReplyBody::RerouteValue, v.as_union_value()))

@@ -37,6 +37,8 @@ pub struct RerouteAsk {
     pub moves_max: usize,
     /// Apply the plan under this request id; `None`: a dry run.
     pub apply: Option<RequestId>,
+    /// Apply the moves that still fit instead of every move or none.
+    pub partial: bool,
 }
 
 /// A decoded `PromiseAndHold` or `RouteOrder`.
@@ -411,6 +413,7 @@ pub fn decode(engine: &Engine, request: &wire::Request<'_>) -> Result<Operation,
                 time_limit_ms: r.time_limit_ms(),
                 moves_max: r.moves_max() as usize,
                 apply,
+                partial: r.partial(),
             })));
         }
         Op::Atp => {

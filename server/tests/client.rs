@@ -772,14 +772,17 @@ fn a_reroute_moves_orders_off_a_closed_dc() {
         );
 
         let id = RequestId::random();
+        // A partial apply (the moves that still fit): here all of them.
         let applied = admin
             .reroute(promised_client::Reroute {
                 apply: Some(id),
+                partial: true,
                 ..ask.clone()
             })
             .await
             .unwrap();
         assert!(applied.applied && !applied.repeated && applied.refused.is_none());
+        assert_eq!((applied.moved, applied.skipped.len()), (2, 0));
         assert_eq!(admin.atp("SKU-1", "DC-B", None).await.unwrap(), 6);
         assert_eq!(admin.atp("SKU-1", "DC-A", None).await.unwrap(), 10);
         let view = admin.get_hold(orders[0]).await.unwrap().unwrap();

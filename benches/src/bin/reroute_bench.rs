@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         report.check.over,
     );
     if !args.no_apply {
-        match report.command(RequestId(42)) {
+        match report.command(RequestId(42), false) {
             Ok(command) => {
                 let t = Instant::now();
                 let outcome = world.engine.apply(now, &command)?;

@@ -1,4 +1,5 @@
-//! Applying a re-route: every move or none, as one command (one log record).
+//! Applying a re-route as one command (one log record): every move or none, or (`partial`)
+//! the moves that still fit.
 //!
 //! Under every request-shard lock, the capacity book and the SKU shards of the moved orders:
 //! check each move's shape against its order; give back every moved order's stock and capacity;
@@ -6,6 +7,13 @@
 //! orders and units that day). If any new plan does not fit, everything taken is given back and
 //! every old plan taken again, exactly, and the command is refused with the order and reasons:
 //! nothing changed, nothing logged. Holds wait only while it runs.
+//!
+//! Under live load stock moves between a plan and its apply, so an all-or-nothing apply of
+//! thousands of moves is rarely accepted. A partial apply moves order by order instead: give back
+//! one order's plan, take its new one, or take the old one back exactly if the new one does not
+//! fit; orders no longer open are skipped. Skipped moves get further passes while others make
+//! progress (a move may need the stock another order's move frees). The outcome is a function of
+//! the state and the command, so replaying the log gives the same result.
 
 use smallvec::SmallVec;
 
@@ -32,9 +40,13 @@ pub struct RerouteMove {
 /// A re-route's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RerouteOutcome {
+    /// `moved` orders took their new plans; a partial apply lists the orders it `skipped`. A
+    /// repeat (`repeated`) answers with the moves asked and no skipped list: the first answer
+    /// had them.
     Applied {
         moved: u32,
         repeated: bool,
+        skipped: Vec<RequestId>,
     },
     /// The plan no longer fits (stock or capacity moved since the dry run): the order, its
     /// lines' reasons. Nothing changed.
@@ -71,7 +83,12 @@ fn check_statically(moves: &[RerouteMove], today: Day) -> Result<(), EngineError
 
 impl Engine {
     pub(crate) fn apply_reroute(&self, now: Timestamp, command: &Command) -> Result<Outcome, EngineError> {
-        let Command::Reroute { request, moves } = command else {
+        let Command::Reroute {
+            request,
+            moves,
+            partial,
+        } = command
+        else {
             unreachable!("not a re-route")
         };
         let today = now.day();
@@ -82,6 +99,7 @@ impl Engine {
                 return Ok(Outcome::Reroute(RerouteOutcome::Applied {
                     moved: moves.len() as u32,
                     repeated: true,
+                    skipped: Vec::new(),
                 }));
             }
             Some(Record::Done(d)) => {
@@ -99,8 +117,11 @@ impl Engine {
             None => {}
         }
         check_statically(moves, today)?;
-        // Each move against its order: routed, committed, unshipped, one node per line.
+        // Each move against its order: routed, committed, unshipped, one node per line. A partial
+        // apply skips the orders that are no longer open (cancelled, shipped, forgotten).
         let mut old: Vec<(SmallVec<[HoldLine; 2]>, Vec<ShipSlot>)> = Vec::with_capacity(moves.len());
+        let mut skipped = Vec::new();
+        let mut kept: Vec<&RerouteMove> = Vec::with_capacity(moves.len());
         for m in moves {
             let hold = match requests
                 .peek(self.request_shard_of(m.order))
@@ -108,10 +129,18 @@ impl Engine {
                 .get(&m.order)
             {
                 Some(Record::Hold(h)) => h,
+                _ if *partial => {
+                    skipped.push(m.order);
+                    continue;
+                }
                 _ => return Err(EngineError::UnknownHold(m.order)),
             };
             let open =
                 hold.state == HoldState::Committed && hold.lines.iter().all(|l| l.remaining == l.granted);
+            if *partial && (!open || hold.routed.is_none()) {
+                skipped.push(m.order);
+                continue;
+            }
             let Some(routed) = hold.routed.as_ref().filter(|_| open) else {
                 return Err(EngineError::WrongHoldState {
                     hold: m.order,
@@ -134,23 +163,52 @@ impl Engine {
                 });
             }
             old.push((hold.lines.clone(), routed.packages.to_vec()));
+            kept.push(m);
         }
         let mut book = self.capacity.write();
-        for m in moves {
+        for m in &kept {
             check_floor(&book, &m.packages)?;
         }
         let mut shards = self.lock_skus(old.iter().flat_map(|o| o.0.iter().map(|l| l.sku)));
         let network = shards.any().network.clone();
+        if *partial {
+            let mut pending: Vec<usize> = (0..kept.len()).collect();
+            let mut taken: Vec<(usize, SmallVec<[HoldLine; 2]>)> = Vec::with_capacity(kept.len());
+            loop {
+                let before = pending.len();
+                pending.retain(|&i| {
+                    let (m, (lines, packages)) = (kept[i], &old[i]);
+                    self.shift(&mut shards, &mut book, lines, packages, false);
+                    match self.take_plan(&mut shards, &mut book, &network, m, lines, today) {
+                        Ok(plan) => {
+                            taken.push((i, plan));
+                            false
+                        }
+                        Err(_) => {
+                            self.shift(&mut shards, &mut book, lines, packages, true);
+                            true
+                        }
+                    }
+                });
+                if pending.is_empty() || pending.len() == before {
+                    break;
+                }
+            }
+            skipped.extend(pending.iter().map(|&i| kept[i].order));
+            let moved = taken.len() as u32;
+            self.settle_moves(&mut requests, taken.into_iter().map(|(i, plan)| (kept[i], plan)));
+            return Ok(self.finish_reroute(&mut requests, now, command, *request, moved, skipped));
+        }
         for (lines, packages) in &old {
             self.shift(&mut shards, &mut book, lines, packages, false);
         }
         let mut taken: Vec<SmallVec<[HoldLine; 2]>> = Vec::with_capacity(moves.len());
-        for (m, (lines, _)) in moves.iter().zip(&old) {
+        for (m, (lines, _)) in kept.iter().zip(&old) {
             match self.take_plan(&mut shards, &mut book, &network, m, lines, today) {
                 Ok(plan) => taken.push(plan),
                 Err(refusal) => {
                     // Undo in reverse: the new plans given back, the old ones taken again.
-                    for (m, plan) in moves.iter().zip(&taken).rev() {
+                    for (m, plan) in kept.iter().zip(&taken).rev() {
                         self.shift(&mut shards, &mut book, plan, &m.packages, false);
                     }
                     for (lines, packages) in &old {
@@ -161,7 +219,18 @@ impl Engine {
             }
         }
         // Everything fits: the orders take their new plans.
-        for (m, plan) in moves.iter().zip(taken) {
+        let moved = taken.len() as u32;
+        self.settle_moves(&mut requests, kept.iter().copied().zip(taken));
+        Ok(self.finish_reroute(&mut requests, now, command, *request, moved, skipped))
+    }
+
+    /// The moved orders' records take their new lines and packages.
+    fn settle_moves<'m>(
+        &self,
+        requests: &mut crate::ledger::LockedRequests<'_>,
+        moved: impl Iterator<Item = (&'m RerouteMove, SmallVec<[HoldLine; 2]>)>,
+    ) {
+        for (m, plan) in moved {
             let rs = requests.get(self.request_shard_of(m.order));
             let hold = rs.hold_mut(&m.order).expect("checked above");
             hold.lines = plan;
@@ -169,16 +238,29 @@ impl Engine {
                 routed.packages = m.packages.as_slice().into();
             }
         }
+    }
+
+    /// Records the re-route's request id and sequences the command.
+    fn finish_reroute(
+        &self,
+        requests: &mut crate::ledger::LockedRequests<'_>,
+        now: Timestamp,
+        command: &Command,
+        request: RequestId,
+        moved: u32,
+        skipped: Vec<RequestId>,
+    ) -> Outcome {
         let cap = self.retained_per_shard();
-        let rs = requests.get(r_idx);
+        let rs = requests.get(self.request_shard_of(request));
         rs.records
-            .insert(*request, Record::Done(DoneRecord { kind: "reroute" }));
-        rs.retain(now, *request, cap);
+            .insert(request, Record::Done(DoneRecord { kind: "reroute" }));
+        rs.retain(now, request, cap);
         self.sequence(now, command);
-        Ok(Outcome::Reroute(RerouteOutcome::Applied {
-            moved: moves.len() as u32,
+        Outcome::Reroute(RerouteOutcome::Applied {
+            moved,
             repeated: false,
-        }))
+            skipped,
+        })
     }
 
     /// Gives back what an order's lines allocate and its packages' capacity, or, with `take`,

@@ -208,7 +208,9 @@ pub struct RerouteReport {
 
 impl RerouteReport {
     /// The command that applies every move or none, under `request` (its idempotency key).
-    pub fn command(&self, request: RequestId) -> Result<Command, EngineError> {
+    /// The plan's moves as one command under `request`; `partial`: apply the moves that still
+    /// fit when some no longer do, instead of none.
+    pub fn command(&self, request: RequestId, partial: bool) -> Result<Command, EngineError> {
         if self.moves.len() > REROUTE_MOVES_MAX {
             return Err(EngineError::CapacityExceeded {
                 what: "moves in one re-route",
@@ -226,6 +228,7 @@ impl RerouteReport {
                     packages: m.to.clone(),
                 })
                 .collect(),
+            partial,
         })
     }
 }

@@ -3101,8 +3101,18 @@ class Reroute(object):
             return obj
         return None
 
+    # With `apply`: apply the moves that still fit and skip the rest (orders no longer open,
+    # plans that stock or capacity moved under), instead of every move or none. Under live load
+    # an all-or-nothing apply of many moves is rarely accepted.
+    # Reroute
+    def Partial(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def RerouteStart(builder):
-    builder.StartObject(15)
+    builder.StartObject(16)
 
 def RerouteAddNodes(builder, nodes):
     builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(nodes), 0)
@@ -3157,6 +3167,9 @@ def RerouteAddApply(builder, apply):
 
 def RerouteAddRequest(builder, request):
     builder.PrependStructSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(request), 0)
+
+def RerouteAddPartial(builder, partial):
+    builder.PrependBoolSlot(15, partial, 0)
 
 def RerouteEnd(builder):
     return builder.EndObject()
@@ -5714,8 +5727,40 @@ class RerouteValue(object):
             return obj
         return None
 
+    # With `applied`: the orders moved, and (a partial apply) the orders whose moves were
+    # skipped. A repeat counts the moves asked and lists none.
+    # RerouteValue
+    def Moved(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(42))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # RerouteValue
+    def Skipped(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 16
+            obj = RequestId()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # RerouteValue
+    def SkippedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RerouteValue
+    def SkippedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        return o == 0
+
 def RerouteValueStart(builder):
-    builder.StartObject(19)
+    builder.StartObject(21)
 
 def RerouteValueAddOrders(builder, orders):
     builder.PrependUint64Slot(0, orders, 0)
@@ -5779,6 +5824,15 @@ def RerouteValueAddRefusedOrder(builder, refusedOrder):
 
 def RerouteValueAddRefused(builder, refused):
     builder.PrependUOffsetTRelativeSlot(18, flatbuffers.number_types.UOffsetTFlags.py_type(refused), 0)
+
+def RerouteValueAddMoved(builder, moved):
+    builder.PrependUint64Slot(19, moved, 0)
+
+def RerouteValueAddSkipped(builder, skipped):
+    builder.PrependUOffsetTRelativeSlot(20, flatbuffers.number_types.UOffsetTFlags.py_type(skipped), 0)
+
+def RerouteValueStartSkippedVector(builder, numElems):
+    return builder.StartVector(16, numElems, 8)
 
 def RerouteValueEnd(builder):
     return builder.EndObject()

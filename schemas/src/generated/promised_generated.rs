@@ -6948,6 +6948,7 @@ impl<'a> Reroute<'a> {
   pub const VT_MOVES_MAX: ::flatbuffers::VOffsetT = 28;
   pub const VT_APPLY: ::flatbuffers::VOffsetT = 30;
   pub const VT_REQUEST: ::flatbuffers::VOffsetT = 32;
+  pub const VT_PARTIAL: ::flatbuffers::VOffsetT = 34;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6971,6 +6972,7 @@ impl<'a> Reroute<'a> {
     builder.add_first_ship_day(args.first_ship_day);
     if let Some(x) = args.skus { builder.add_skus(x); }
     if let Some(x) = args.nodes { builder.add_nodes(x); }
+    builder.add_partial(args.partial);
     builder.add_apply(args.apply);
     builder.add_max_packages(args.max_packages);
     builder.add_has_ship_days(args.has_ship_days);
@@ -7092,6 +7094,16 @@ impl<'a> Reroute<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<RequestId>(Reroute::VT_REQUEST, None)}
   }
+  /// With `apply`: apply the moves that still fit and skip the rest (orders no longer open,
+  /// plans that stock or capacity moved under), instead of every move or none. Under live load
+  /// an all-or-nothing apply of many moves is rarely accepted.
+  #[inline]
+  pub fn partial(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Reroute::VT_PARTIAL, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Reroute<'_> {
@@ -7115,6 +7127,7 @@ impl ::flatbuffers::Verifiable for Reroute<'_> {
      .visit_field::<u32>("moves_max", Self::VT_MOVES_MAX, false)?
      .visit_field::<bool>("apply", Self::VT_APPLY, false)?
      .visit_field::<RequestId>("request", Self::VT_REQUEST, false)?
+     .visit_field::<bool>("partial", Self::VT_PARTIAL, false)?
      .finish();
     Ok(())
   }
@@ -7135,6 +7148,7 @@ pub struct RerouteArgs<'a> {
     pub moves_max: u32,
     pub apply: bool,
     pub request: Option<&'a RequestId>,
+    pub partial: bool,
 }
 impl<'a> Default for RerouteArgs<'a> {
   #[inline]
@@ -7155,6 +7169,7 @@ impl<'a> Default for RerouteArgs<'a> {
       moves_max: 1000,
       apply: false,
       request: None,
+      partial: false,
     }
   }
 }
@@ -7225,6 +7240,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RerouteBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<&RequestId>(Reroute::VT_REQUEST, request);
   }
   #[inline]
+  pub fn add_partial(&mut self, partial: bool) {
+    self.fbb_.push_slot::<bool>(Reroute::VT_PARTIAL, partial, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RerouteBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RerouteBuilder {
@@ -7257,6 +7276,7 @@ impl ::core::fmt::Debug for Reroute<'_> {
       ds.field("moves_max", &self.moves_max());
       ds.field("apply", &self.apply());
       ds.field("request", &self.request());
+      ds.field("partial", &self.partial());
       ds.finish()
   }
 }
@@ -12359,6 +12379,8 @@ impl<'a> RerouteValue<'a> {
   pub const VT_REPEATED: ::flatbuffers::VOffsetT = 36;
   pub const VT_REFUSED_ORDER: ::flatbuffers::VOffsetT = 38;
   pub const VT_REFUSED: ::flatbuffers::VOffsetT = 40;
+  pub const VT_MOVED: ::flatbuffers::VOffsetT = 42;
+  pub const VT_SKIPPED: ::flatbuffers::VOffsetT = 44;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -12370,6 +12392,7 @@ impl<'a> RerouteValue<'a> {
     args: &'args RerouteValueArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RerouteValue<'bldr>> {
     let mut builder = RerouteValueBuilder::new(_fbb);
+    builder.add_moved(args.moved);
     builder.add_over(args.over);
     builder.add_gap(args.gap);
     builder.add_lower_bound_cents(args.lower_bound_cents);
@@ -12380,6 +12403,7 @@ impl<'a> RerouteValue<'a> {
     builder.add_moves_total(args.moves_total);
     builder.add_candidates(args.candidates);
     builder.add_orders(args.orders);
+    if let Some(x) = args.skipped { builder.add_skipped(x); }
     if let Some(x) = args.refused { builder.add_refused(x); }
     if let Some(x) = args.refused_order { builder.add_refused_order(x); }
     builder.add_iterations(args.iterations);
@@ -12534,6 +12558,22 @@ impl<'a> RerouteValue<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<HoldRefused>>(RerouteValue::VT_REFUSED, None)}
   }
+  /// With `applied`: the orders moved, and (a partial apply) the orders whose moves were
+  /// skipped. A repeat counts the moves asked and lists none.
+  #[inline]
+  pub fn moved(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RerouteValue::VT_MOVED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn skipped(&self) -> Option<::flatbuffers::Vector<'a, RequestId>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RequestId>>>(RerouteValue::VT_SKIPPED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RerouteValue<'_> {
@@ -12561,6 +12601,8 @@ impl ::flatbuffers::Verifiable for RerouteValue<'_> {
      .visit_field::<bool>("repeated", Self::VT_REPEATED, false)?
      .visit_field::<RequestId>("refused_order", Self::VT_REFUSED_ORDER, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<HoldRefused>>("refused", Self::VT_REFUSED, false)?
+     .visit_field::<u64>("moved", Self::VT_MOVED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RequestId>>>("skipped", Self::VT_SKIPPED, false)?
      .finish();
     Ok(())
   }
@@ -12585,6 +12627,8 @@ pub struct RerouteValueArgs<'a> {
     pub repeated: bool,
     pub refused_order: Option<&'a RequestId>,
     pub refused: Option<::flatbuffers::WIPOffset<HoldRefused<'a>>>,
+    pub moved: u64,
+    pub skipped: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RequestId>>>,
 }
 impl<'a> Default for RerouteValueArgs<'a> {
   #[inline]
@@ -12609,6 +12653,8 @@ impl<'a> Default for RerouteValueArgs<'a> {
       repeated: false,
       refused_order: None,
       refused: None,
+      moved: 0,
+      skipped: None,
     }
   }
 }
@@ -12695,6 +12741,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RerouteValueBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<HoldRefused>>(RerouteValue::VT_REFUSED, refused);
   }
   #[inline]
+  pub fn add_moved(&mut self, moved: u64) {
+    self.fbb_.push_slot::<u64>(RerouteValue::VT_MOVED, moved, 0);
+  }
+  #[inline]
+  pub fn add_skipped(&mut self, skipped: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RequestId>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RerouteValue::VT_SKIPPED, skipped);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RerouteValueBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RerouteValueBuilder {
@@ -12731,6 +12785,8 @@ impl ::core::fmt::Debug for RerouteValue<'_> {
       ds.field("repeated", &self.repeated());
       ds.field("refused_order", &self.refused_order());
       ds.field("refused", &self.refused());
+      ds.field("moved", &self.moved());
+      ds.field("skipped", &self.skipped());
       ds.finish()
   }
 }

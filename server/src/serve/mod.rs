@@ -976,13 +976,14 @@ fn reroute<'a>(
         let done = RerouteOutcome::Applied {
             moved: 0,
             repeated: false,
+            skipped: Vec::new(),
         };
         return (
             reply::reroute(b, engine, &report, ask.moves_max, Some(&done)),
             None,
         );
     }
-    let command = match report.command(request) {
+    let command = match report.command(request, ask.partial) {
         Ok(c) => c,
         Err(e) => return (error(b, e.into()), None),
     };

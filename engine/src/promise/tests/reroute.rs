@@ -81,12 +81,13 @@ fn a_closed_dc_moves_its_orders_and_the_apply_is_all_at_once() {
     let _ = plan(&w, &filter);
     assert_eq!(w.engine.state_digest(), before);
 
-    let command = report.command(RequestId(7_000)).unwrap();
+    let command = report.command(RequestId(7_000), false).unwrap();
     assert_eq!(
         w.apply(command.clone()),
         Outcome::Reroute(RerouteOutcome::Applied {
             moved: 3,
-            repeated: false
+            repeated: false,
+            skipped: vec![]
         })
     );
     w.engine.check_invariants().unwrap();
@@ -101,7 +102,8 @@ fn a_closed_dc_moves_its_orders_and_the_apply_is_all_at_once() {
         w.apply(command),
         Outcome::Reroute(RerouteOutcome::Applied {
             moved: 3,
-            repeated: true
+            repeated: true,
+            skipped: vec![]
         })
     );
     assert_eq!(w.engine.state_digest(), after);
@@ -132,7 +134,7 @@ fn an_apply_that_no_longer_fits_changes_nothing() {
     // B's stock was counted down since the dry run: the third order no longer fits.
     w.stock(s, b, 5);
     let before = w.engine.state_digest();
-    match w.apply(report.command(RequestId(7_000)).unwrap()) {
+    match w.apply(report.command(RequestId(7_000), false).unwrap()) {
         Outcome::Reroute(RerouteOutcome::Refused { order, lines }) => {
             assert_eq!(order, RequestId(102));
             assert_eq!(lines[0].reason, crate::command::RefusalReason::InsufficientAtp);
@@ -142,6 +144,63 @@ fn an_apply_that_no_longer_fits_changes_nothing() {
     }
     assert_eq!(w.engine.state_digest(), before);
     w.engine.check_invariants().unwrap();
+}
+
+#[test]
+fn a_partial_apply_moves_what_still_fits_and_skips_the_rest() {
+    let (mut w, a, b, s) = two_dcs();
+    for order in 0..4 {
+        route(&mut w, &ground(s, 2), 100 + order);
+    }
+    close(&mut w, "A");
+    let report = plan(
+        &w,
+        &RerouteFilter {
+            nodes: vec![a],
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.moves.len(), 4);
+    // Since the plan: B counted down to 5 (room for two orders) and one order was cancelled.
+    w.stock(s, b, 5);
+    w.apply(Command::CancelAllocation {
+        request: RequestId(7_001),
+        hold: RequestId(101),
+    });
+    let command = report.command(RequestId(7_000), true).unwrap();
+    let Outcome::Reroute(RerouteOutcome::Applied {
+        moved,
+        repeated: false,
+        skipped,
+    }) = w.apply(command.clone())
+    else {
+        panic!("a partial apply applies")
+    };
+    assert_eq!(moved, 2);
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped.contains(&RequestId(101)), "{skipped:?}");
+    w.engine.check_invariants().unwrap();
+    // Two orders moved to B, one stays at A with its allocation, the cancelled one is gone.
+    let at = |order| w.engine.hold(RequestId(order)).unwrap().lines[0].node;
+    let moved_to_b = [100, 102, 103].iter().filter(|&&o| at(o) == b).count();
+    assert_eq!(moved_to_b, 2);
+    assert_eq!(w.engine.capacity_used(b, MONDAY), Load { orders: 2, units: 4 });
+    assert_eq!(w.engine.atp(s, b, w.now, None).unwrap(), 1);
+    assert_eq!(w.engine.capacity_used(a, MONDAY), Load { orders: 1, units: 2 });
+    // The same command replays to the same state (the log's promise).
+    let digest = w.engine.state_digest();
+    let mut again = two_dcs().0;
+    for order in 0..4 {
+        route(&mut again, &ground(s, 2), 100 + order);
+    }
+    close(&mut again, "A");
+    again.stock(s, b, 5);
+    again.apply(Command::CancelAllocation {
+        request: RequestId(7_001),
+        hold: RequestId(101),
+    });
+    again.apply(command);
+    assert_eq!(again.engine.state_digest(), digest);
 }
 
 #[test]
@@ -210,7 +269,7 @@ fn a_full_day_spills_to_the_next_day_when_that_is_cheapest() {
     assert_eq!(days, vec![MONDAY, MONDAY.plus(1)]);
     assert!(report.moves.iter().all(|m| m.to[0].node == a));
     assert_eq!(report.check.over, 0);
-    w.apply(report.command(RequestId(9_000)).unwrap());
+    w.apply(report.command(RequestId(9_000), false).unwrap());
     w.engine.check_invariants().unwrap();
     assert_eq!(w.engine.capacity_used(a, MONDAY), Load { orders: 1, units: 1 });
     assert_eq!(
@@ -254,6 +313,7 @@ fn bad_reroutes_are_typed_errors() {
             line_nodes,
             packages,
         }],
+        partial: false,
     };
     let slot = ShipSlot { node: a, day: MONDAY };
     for (command, code) in [
@@ -261,6 +321,7 @@ fn bad_reroutes_are_typed_errors() {
             Command::Reroute {
                 request: RequestId(8_000),
                 moves: vec![],
+                partial: false,
             },
             ErrorCode::EmptyRequest,
         ),
