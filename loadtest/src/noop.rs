@@ -61,14 +61,7 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
                 hello.as_union_value(),
             ));
         } else if let Some(req) = message.body_as_request() {
-            let r = answer(&mut b, &req);
-            let reply = wire::Reply::create(
-                &mut b,
-                &wire::ReplyArgs {
-                    result_type: r.0,
-                    result: Some(r.1),
-                },
-            );
+            let reply = reply(&mut b, &req);
             out.extend(frame::finish_frame(
                 &mut b,
                 message.request_id(),
@@ -76,20 +69,7 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
                 reply.as_union_value(),
             ));
         } else if let Some(batch) = message.body_as_batch() {
-            let replies: Vec<_> = batch
-                .requests()
-                .iter()
-                .map(|req| {
-                    let r = answer(&mut b, &req);
-                    wire::Reply::create(
-                        &mut b,
-                        &wire::ReplyArgs {
-                            result_type: r.0,
-                            result: Some(r.1),
-                        },
-                    )
-                })
-                .collect();
+            let replies: Vec<_> = batch.requests().iter().map(|req| reply(&mut b, &req)).collect();
             let replies = b.create_vector(&replies);
             let br = wire::BatchReply::create(
                 &mut b,
@@ -114,6 +94,17 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
             }
         }
     }
+}
+
+fn reply<'a>(b: &mut FlatBufferBuilder<'a>, req: &wire::Request<'_>) -> WIPOffset<wire::Reply<'a>> {
+    let (result_type, result) = answer(b, req);
+    wire::Reply::create(
+        b,
+        &wire::ReplyArgs {
+            result_type,
+            result: Some(result),
+        },
+    )
 }
 
 fn answer<'a>(b: &mut FlatBufferBuilder<'a>, req: &wire::Request<'_>) -> Result {

@@ -117,10 +117,11 @@ fn a_closed_dc_moves_its_orders_and_the_apply_is_all_at_once() {
     assert_eq!(w.engine.atp(s, b, w.now, None).unwrap(), 6);
 }
 
-#[test]
-fn an_apply_that_no_longer_fits_changes_nothing() {
+/// `orders` two-unit orders routed to the cheap DC `A`, then `A` closed: the world and the plan
+/// that moves them all to `B`.
+fn routed_then_closed(orders: u128) -> (World, NodeId, SkuId, crate::reroute::RerouteReport) {
     let (mut w, a, b, s) = two_dcs();
-    for order in 0..3 {
+    for order in 0..orders {
         route(&mut w, &ground(s, 2), 100 + order);
     }
     close(&mut w, "A");
@@ -131,6 +132,12 @@ fn an_apply_that_no_longer_fits_changes_nothing() {
             ..Default::default()
         },
     );
+    (w, b, s, report)
+}
+
+#[test]
+fn an_apply_that_no_longer_fits_changes_nothing() {
+    let (mut w, b, s, report) = routed_then_closed(3);
     // B's stock was counted down since the dry run: the third order no longer fits.
     w.stock(s, b, 5);
     let before = w.engine.state_digest();
@@ -148,18 +155,8 @@ fn an_apply_that_no_longer_fits_changes_nothing() {
 
 #[test]
 fn a_partial_apply_moves_what_still_fits_and_skips_the_rest() {
-    let (mut w, a, b, s) = two_dcs();
-    for order in 0..4 {
-        route(&mut w, &ground(s, 2), 100 + order);
-    }
-    close(&mut w, "A");
-    let report = plan(
-        &w,
-        &RerouteFilter {
-            nodes: vec![a],
-            ..Default::default()
-        },
-    );
+    let (mut w, b, s, report) = routed_then_closed(4);
+    let a = w.engine.node_id("A").unwrap();
     assert_eq!(report.moves.len(), 4);
     // Since the plan: B counted down to 5 (room for two orders) and one order was cancelled.
     w.stock(s, b, 5);
@@ -189,11 +186,7 @@ fn a_partial_apply_moves_what_still_fits_and_skips_the_rest() {
     assert_eq!(w.engine.capacity_used(a, MONDAY), Load { orders: 1, units: 2 });
     // The same command replays to the same state (the log's promise).
     let digest = w.engine.state_digest();
-    let mut again = two_dcs().0;
-    for order in 0..4 {
-        route(&mut again, &ground(s, 2), 100 + order);
-    }
-    close(&mut again, "A");
+    let mut again = routed_then_closed(4).0;
     again.stock(s, b, 5);
     again.apply(Command::CancelAllocation {
         request: RequestId(7_001),
