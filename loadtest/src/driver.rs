@@ -160,7 +160,7 @@ pub fn run(
                     stop,
                 ) {
                     conn.broken.store(true, Ordering::Relaxed);
-                    tracing_line(&format!("connection {c}: write failed: {e}"));
+                    warn(&format!("connection {c}: write failed: {e}"));
                 }
             });
             readers.push(s.spawn(move || {
@@ -221,7 +221,7 @@ pub fn run(
     })
 }
 
-fn tracing_line(s: &str) {
+fn warn(s: &str) {
     eprintln!("promised-load: {s}");
 }
 
@@ -340,14 +340,19 @@ fn write_loop(
         }
         drop(flow);
         if !out.is_empty() {
-            sock.write_all(&out)?;
+            send(&mut sock, &out)?;
             out.clear();
         }
     }
     enc.sentinel(&mut out);
-    sock.write_all(&out)?;
-    let _ = start;
-    Ok(())
+    send(&mut sock, &out)
+}
+
+/// Writes `bytes`; on failure also shuts the socket, so that the reader stops waiting at once.
+fn send(sock: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    sock.write_all(bytes).inspect_err(|_| {
+        let _ = sock.shutdown(Shutdown::Both);
+    })
 }
 
 type ReadResult = anyhow::Result<(Stats, Journal)>;
