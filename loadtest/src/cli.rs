@@ -39,7 +39,7 @@ pub struct Args {
     warmup: f64,
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Frames in flight per connection (closed loop; the most in flight in open loop).
+    /// Frames in flight per connection (closed loop; open loop has up to the server's limit).
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
     /// Operations per frame (promised: a Batch; Redis: that many commands written together).

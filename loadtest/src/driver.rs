@@ -21,6 +21,10 @@ use crate::target::{Decoder, Encoder, SENTINEL, Scripts, TargetKind};
 use crate::verify::Journal;
 use crate::workload::{Act, Mix, Workload};
 
+/// Open loop: the most frames a connection has in flight (the server's limit if lower). Frames
+/// due beyond it wait, and their wait counts in their latency.
+const OPEN_LOOP_WINDOW: usize = 1_024;
+
 /// How one run drives the target.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -29,7 +33,7 @@ pub struct Plan {
     pub target: TargetKind,
     pub scripts: Option<Scripts>,
     pub connections: usize,
-    /// Frames in flight per connection (closed loop), or at most (open loop).
+    /// Frames in flight per connection (closed loop; open loop allows up to the server's limit).
     pub pipeline: usize,
     /// Operations per frame.
     pub batch: usize,
@@ -112,9 +116,19 @@ pub fn run(
     mut on_tick: impl FnMut(&Tick),
 ) -> anyhow::Result<Outcome> {
     let mut socks = Vec::with_capacity(plan.connections);
+    // Closed loop keeps `--pipeline` frames in flight. Open loop sends on schedule whatever the
+    // answers do (as wrk2 does), up to what the server lets a connection have in flight.
+    let mut window = if plan.rate.is_some() {
+        OPEN_LOOP_WINDOW
+    } else {
+        plan.pipeline
+    };
     for _ in 0..plan.connections {
         let (sock, limits) = connect(plan)?;
         if let Some((in_flight, batch)) = limits {
+            if plan.rate.is_some() {
+                window = window.min(in_flight as usize);
+            }
             anyhow::ensure!(
                 plan.pipeline <= in_flight as usize,
                 "--pipeline {} is more than the {in_flight} frames in flight the server allows a connection",
@@ -155,7 +169,7 @@ pub fn run(
                     sock,
                     Encoder::new(cat, plan.scripts.clone()),
                     plan,
-                    c,
+                    (c, window),
                     start,
                     stop,
                 ) {
@@ -256,7 +270,7 @@ fn write_loop(
     mut sock: TcpStream,
     mut enc: Encoder<'_>,
     plan: &Plan,
-    c: usize,
+    (c, window): (usize, usize),
     start: Instant,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -280,7 +294,7 @@ fn write_loop(
             if !work && flow.in_flight.is_empty() {
                 break 'run;
             }
-            let room = flow.in_flight.len() < plan.pipeline;
+            let room = flow.in_flight.len() < window;
             let on_time = interval.is_none() || stopping || Instant::now() >= due;
             if work && room && on_time {
                 break;
@@ -303,7 +317,7 @@ fn write_loop(
         }
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
-        while flow.in_flight.len() < plan.pipeline {
+        while flow.in_flight.len() < window {
             let at = match interval {
                 Some(i) if !stopping => {
                     if now < due {
