@@ -157,20 +157,13 @@ fn reroute(args: &Args, cat: &Catalog) -> anyhow::Result<Midway> {
         let client = Client::connect(client_config(args)).await?;
         let started = Instant::now();
         // Under load, stock moves between the plan and its apply: the apply is partial (the
-        // moves that still fit), and planned again if the server refuses it all the same.
-        let mut attempts = 0;
-        let a = loop {
-            attempts += 1;
-            let mut ask = Reroute::at_nodes(&[]);
-            ask.time_limit = Some(Duration::from_secs_f64(args.reroute_time_limit));
-            ask.moves_max = 200_000;
-            ask.apply = Some(RequestId::random());
-            ask.partial = true;
-            let a = client.reroute(ask).await.context("the batch re-route")?;
-            if a.applied || attempts == 3 {
-                break a;
-            }
-        };
+        // moves that still fit), which the server never refuses as a whole.
+        let mut ask = Reroute::at_nodes(&[]);
+        ask.time_limit = Some(Duration::from_secs_f64(args.reroute_time_limit));
+        ask.moves_max = 200_000;
+        ask.apply = Some(RequestId::random());
+        ask.partial = true;
+        let a = client.reroute(ask).await.context("the batch re-route")?;
         let moved = if a.applied {
             let skipped: std::collections::HashSet<RequestId> = a.skipped.iter().copied().collect();
             a.moves
@@ -197,8 +190,6 @@ fn reroute(args: &Args, cat: &Catalog) -> anyhow::Result<Midway> {
             left_out: a.left_out.len(),
             gap: a.gap,
             applied: a.applied,
-            refused: a.refused.is_some(),
-            attempts,
             moved,
         })
     })
@@ -313,7 +304,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let midway_fn = |/* halfway */| reroute(&args, &cat);
     let midway: Option<&(dyn Fn() -> anyhow::Result<Midway> + Sync)> =
         (args.scenario == Scenario::Reroute).then_some(&midway_fn);
-    let bar = progress(&args, args.warmup + args.duration, args.scenario_label());
+    let bar = progress(&args, args.warmup + args.duration, &args.scenario.name());
     let outcome = driver::run(&cat, &mix, &plan, nonce, midway, |t| {
         bar.set_position(t.t.round() as u64);
         bar.set_message(format!(
@@ -324,7 +315,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         ));
     })?;
     bar.finish_and_clear();
-    let seconds = outcome.measured.as_secs_f64();
+    let seconds = args.duration;
     let mut journal: Journal = outcome.journal;
     let mut broken = outcome.broken;
     let reroute_report = match outcome.midway {
@@ -341,7 +332,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let rows = stats::rows(&outcome.stats, seconds);
     println!(
         "{} on {} ({}), {} connections x {} frames x {} ops{}, {:.1} s measured after {:.1} s warm-up",
-        args.scenario_label(),
+        args.scenario.name(),
         match args.target {
             TargetKind::Promised => format!("promised at {addr}"),
             TargetKind::Redis => format!("Redis + Lua at {addr}, appendfsync {}", args.redis_fsync),
@@ -358,22 +349,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     stats::print_table(&rows);
     if let Some(m) = &reroute_report {
         println!(
-            "batch re-route halfway: {} open orders, {} moves planned, {} applied, {} skipped (stock moved), {} left out, gap {}, {} in {:.2} s ({} attempts)",
+            "batch re-route halfway: {} open orders, {} moves planned, {} applied, {} skipped (stock moved), {} left out, gap {}, {} in {:.2} s",
             m.orders,
             m.moves,
             m.applied_moves,
             m.skipped,
             m.left_out,
             m.gap.map_or("-".into(), |g| format!("{:.3}%", g * 100.0)),
-            if m.applied {
-                "applied"
-            } else if m.refused {
-                "refused (stock moved)"
-            } else {
-                "not applied"
-            },
-            m.seconds,
-            m.attempts
+            if m.applied { "applied" } else { "not applied" },
+            m.seconds
         );
     }
     // Latency against load.
@@ -405,7 +389,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let point = StepPoint {
                 percent_of_peak: *pct,
                 offered: peak * pct / 100.0,
-                achieved: total.count() as f64 / o.measured.as_secs_f64(),
+                achieved: total.count() as f64 / args.duration,
                 p50_us: lat(0.5),
                 p99_us: lat(0.99),
                 p999_us: lat(0.999),
@@ -492,7 +476,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(path) = &args.plot {
         let title = format!(
             "promised-load {} on {} ({} connections x {} x {})",
-            args.scenario_label(),
+            args.scenario.name(),
             match args.target {
                 TargetKind::Promised => "promised".to_string(),
                 TargetKind::Redis => format!("Redis + Lua (appendfsync {})", args.redis_fsync),
@@ -512,18 +496,4 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
     drop(redis_server);
     Ok(broken.is_empty() && verdict.is_none_or(|v| v.ok()))
-}
-
-impl Args {
-    fn scenario_label(&self) -> &'static str {
-        match self.scenario {
-            Scenario::Checkout => "checkout",
-            Scenario::FlashSale => "flash-sale",
-            Scenario::Feed => "feed",
-            Scenario::Reroute => "reroute",
-            Scenario::Mixed => "mixed",
-            Scenario::Hold => "hold",
-            Scenario::Atp => "atp",
-        }
-    }
 }

@@ -51,7 +51,6 @@ pub struct Plan {
 pub struct Outcome {
     /// Operations sent during the measured window (after the warm-up).
     pub stats: Stats,
-    pub measured: Duration,
     pub timeline: Vec<Tick>,
     pub journal: Journal,
     /// Connections that broke, and why.
@@ -226,7 +225,6 @@ pub fn run(
         }
         Ok(Outcome {
             stats,
-            measured: plan.duration,
             timeline,
             journal,
             broken,

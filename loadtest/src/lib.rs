@@ -26,9 +26,6 @@ pub struct Midway {
     pub left_out: usize,
     pub gap: Option<f64>,
     pub applied: bool,
-    pub refused: bool,
-    /// Plans made: an apply refused because stock moved since its plan is planned again.
-    pub attempts: u32,
     #[serde(skip)]
     pub moved: Vec<(promised_client::RequestId, Vec<u32>)>,
 }

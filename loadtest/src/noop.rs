@@ -3,7 +3,7 @@
 //! positions or holds. It measures the harness alone (`promised-noop`, then `promised-load
 //! --addr` at it), and it is the wrong server that `--verify` must catch.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -40,7 +40,7 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
         let Ok(message) = frame::parse_message(&buf) else {
             return Ok(());
         };
-        if !greeted {
+        let built = if !greeted {
             greeted = true;
             let server_name = b.create_string("promised-noop");
             let hello = wire::HelloReply::create(
@@ -54,20 +54,9 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
                     max_in_flight: 1_024,
                 },
             );
-            out.extend(frame::finish_frame(
-                &mut b,
-                message.request_id(),
-                wire::Body::HelloReply,
-                hello.as_union_value(),
-            ));
+            Some((wire::Body::HelloReply, hello.as_union_value()))
         } else if let Some(req) = message.body_as_request() {
-            let reply = reply(&mut b, &req);
-            out.extend(frame::finish_frame(
-                &mut b,
-                message.request_id(),
-                wire::Body::Reply,
-                reply.as_union_value(),
-            ));
+            Some((wire::Body::Reply, reply(&mut b, &req).as_union_value()))
         } else if let Some(batch) = message.body_as_batch() {
             let replies: Vec<_> = batch.requests().iter().map(|req| reply(&mut b, &req)).collect();
             let replies = b.create_vector(&replies);
@@ -77,21 +66,18 @@ fn connection(stream: TcpStream) -> std::io::Result<()> {
                     replies: Some(replies),
                 },
             );
-            out.extend(frame::finish_frame(
-                &mut b,
-                message.request_id(),
-                wire::Body::BatchReply,
-                br.as_union_value(),
-            ));
+            Some((wire::Body::BatchReply, br.as_union_value()))
+        } else {
+            None
+        };
+        if let Some((body_type, body)) = built {
+            out.extend(frame::finish_frame(&mut b, message.request_id(), body_type, body));
         }
         b.reset();
         // Answer everything read so far in one write.
         if r.buffer().len() < frame::LENGTH_BYTES || out.len() > 1 << 20 {
             w.write_all(&out)?;
             out.clear();
-            if r.buffer().is_empty() {
-                r.fill_buf()?;
-            }
         }
     }
 }

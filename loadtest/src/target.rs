@@ -77,12 +77,9 @@ fn node(cat: &Catalog, i: u32) -> String {
     cat.nodes[i as usize].clone()
 }
 
+/// A position's key (the hot path writes the same format in `resp_act`).
 fn position_key(sku: u32, node: u32) -> String {
     format!("s:{sku}:{node}")
-}
-
-fn hold_key(id: promised_client::RequestId) -> String {
-    format!("h:{:x}", id.0)
 }
 
 impl<'c> Encoder<'c> {
@@ -153,17 +150,16 @@ impl<'c> Encoder<'c> {
 
     /// Appends the frame carrying `acts` under `id`.
     pub fn frame(&mut self, id: u64, acts: &[Act], out: &mut Vec<u8>) {
-        match self.scripts.clone() {
-            None => {
-                self.ops.clear();
-                for a in acts {
-                    let op = self.op(a);
-                    self.ops.push(op);
-                }
-                out.extend(codec::request_frame(&mut self.fbb, id, &self.ops));
-            }
-            Some(scripts) => acts.iter().for_each(|a| resp_act(&scripts, a, out)),
+        if let Some(scripts) = &self.scripts {
+            acts.iter().for_each(|a| resp_act(scripts, a, out));
+            return;
         }
+        self.ops.clear();
+        for a in acts {
+            let op = self.op(a);
+            self.ops.push(op);
+        }
+        out.extend(codec::request_frame(&mut self.fbb, id, &self.ops));
     }
 
     /// Appends the frame whose answer tells the reader that nothing follows.
@@ -181,49 +177,65 @@ impl<'c> Encoder<'c> {
 }
 
 fn resp_act(scripts: &Scripts, act: &Act, out: &mut Vec<u8>) {
+    // Keys and numbers are written straight into the frame: this runs for every operation.
+    let position = |out: &mut Vec<u8>, sku: u32, node: u32| bulk(out, format_args!("s:{sku}:{node}"));
     match act {
         Act::Hold { id, lines } => {
-            let mut args: Vec<Vec<u8>> = vec![
-                b"EVALSHA".to_vec(),
-                scripts.hold.clone().into_bytes(),
-                lines.len().to_string().into_bytes(),
-            ];
-            args.extend(lines.iter().map(|l| position_key(l.sku, l.node).into_bytes()));
-            args.push(hold_key(*id).into_bytes());
-            args.push(HOLD_TTL.as_millis().to_string().into_bytes());
-            args.extend(lines.iter().map(|l| l.quantity.to_string().into_bytes()));
-            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            resp_command(&refs, out);
+            array(out, 2 * lines.len() + 5);
+            bulk(out, format_args!("EVALSHA"));
+            bulk(out, format_args!("{}", scripts.hold));
+            bulk(out, format_args!("{}", lines.len()));
+            lines.iter().for_each(|l| position(out, l.sku, l.node));
+            bulk(out, format_args!("h:{:x}", id.0));
+            bulk(out, format_args!("{}", HOLD_TTL.as_millis()));
+            lines
+                .iter()
+                .for_each(|l| bulk(out, format_args!("{}", l.quantity)));
         }
         Act::Commit { hold, .. } => {
-            let (h, a) = (hold_key(*hold), format!("a:{:x}", hold.0));
-            resp_command(
-                &[
-                    b"EVALSHA",
-                    scripts.commit.as_bytes(),
-                    b"2",
-                    h.as_bytes(),
-                    a.as_bytes(),
-                ],
-                out,
-            );
+            array(out, 5);
+            bulk(out, format_args!("EVALSHA"));
+            bulk(out, format_args!("{}", scripts.commit));
+            bulk(out, format_args!("2"));
+            bulk(out, format_args!("h:{:x}", hold.0));
+            bulk(out, format_args!("a:{:x}", hold.0));
         }
         Act::Release { hold, .. } => {
-            let h = hold_key(*hold);
-            resp_command(&[b"EVALSHA", scripts.release.as_bytes(), b"1", h.as_bytes()], out);
+            array(out, 4);
+            bulk(out, format_args!("EVALSHA"));
+            bulk(out, format_args!("{}", scripts.release));
+            bulk(out, format_args!("1"));
+            bulk(out, format_args!("h:{:x}", hold.0));
         }
         Act::Atp { sku, node } => {
-            resp_command(&[b"GET", position_key(*sku, *node).as_bytes()], out);
+            array(out, 2);
+            bulk(out, format_args!("GET"));
+            position(out, *sku, *node);
         }
         other => unreachable!("a Redis run generates no {:?}", other.kind()),
     }
 }
 
+/// A RESP array header of `n` elements.
+fn array(out: &mut Vec<u8>, n: usize) {
+    let _ = write!(out, "*{n}\r\n");
+}
+
+/// One RESP bulk string, formatted in place: the text goes first, then its length header is
+/// put in front of it.
+fn bulk(out: &mut Vec<u8>, text: std::fmt::Arguments<'_>) {
+    let start = out.len();
+    let _ = out.write_fmt(text);
+    let header = format!("${}\r\n", out.len() - start);
+    out.splice(start..start, header.bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A RESP array of bulk strings.
 pub fn resp_command(args: &[&[u8]], out: &mut Vec<u8>) {
-    out.extend(format!("*{}\r\n", args.len()).as_bytes());
+    array(out, args.len());
     for a in args {
-        out.extend(format!("${}\r\n", a.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
@@ -615,6 +627,44 @@ mod tests {
         );
         let mut bad = std::io::Cursor::new(&b"?x\r\n"[..]);
         assert!(read_resp(&mut bad).is_err());
+    }
+
+    #[test]
+    fn operations_are_the_script_calls_they_stand_for() {
+        let scripts = Scripts {
+            hold: "H".into(),
+            commit: "C".into(),
+            release: "R".into(),
+        };
+        let line = |sku, node, quantity| crate::workload::Line { sku, node, quantity };
+        let id = promised_client::RequestId(0xab);
+        let hold = Act::Hold {
+            id,
+            lines: vec![line(1, 2, 3), line(4, 5, 1)],
+        };
+        let mut got = Vec::new();
+        resp_act(&scripts, &hold, &mut got);
+        let mut want = Vec::new();
+        let args: [&[u8]; 9] = [
+            b"EVALSHA", b"H", b"2", b"s:1:2", b"s:4:5", b"h:ab", b"600000", b"3", b"1",
+        ];
+        resp_command(&args, &mut want);
+        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        resp_act(
+            &scripts,
+            &Act::Commit {
+                request: id,
+                hold: id,
+            },
+            &mut got,
+        );
+        resp_command(&[b"EVALSHA", b"C", b"2", b"h:ab", b"a:ab"], &mut want);
+        assert_eq!(got, want);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        resp_act(&scripts, &Act::Atp { sku: 7, node: 8 }, &mut got);
+        resp_command(&[b"GET", b"s:7:8"], &mut want);
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// The name on the command line (and in the JSON results).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
     /// The share of granted holds committed unless `--commit-ratio` says otherwise. Micro
     /// scenarios release everything so that stock never runs out during a measurement.
     pub fn default_commit_ratio(self) -> f64 {

@@ -67,11 +67,27 @@ pub struct FormatError {
 /// something.
 pub const MAGNITUDE_MAX: f64 = 1e15;
 
-fn bad(at: impl Into<String>, reason: impl Into<String>) -> FormatError {
+pub(crate) fn bad(at: impl Into<String>, reason: impl Into<String>) -> FormatError {
     FormatError {
         at: at.into(),
         reason: reason.into(),
     }
+}
+
+/// An order's id, shared by both file forms: not empty, and not an earlier order's.
+pub(crate) fn check_order_id<'f>(
+    seen: &mut HashMap<&'f str, usize>,
+    id: &'f str,
+    j: usize,
+    at: impl Fn() -> String,
+) -> Result<(), FormatError> {
+    if id.is_empty() {
+        return Err(bad(at(), "an empty order id"));
+    }
+    if let Some(first) = seen.insert(id, j) {
+        return Err(bad(at(), format!("the order id of orders[{first}] again")));
+    }
+    Ok(())
 }
 
 /// Reads and checks an explicit-form problem.
@@ -115,12 +131,7 @@ pub fn parse(text: &str) -> Result<Explicit, FormatError> {
     let mut listed_by: Vec<usize> = vec![usize::MAX; problem.agents.len()];
     for (j, order) in file.orders.iter().enumerate() {
         let at = || format!("orders[{j}] (id {:?})", order.id);
-        if order.id.is_empty() {
-            return Err(bad(at(), "an empty order id"));
-        }
-        if let Some(first) = order_seen.insert(&order.id, j) {
-            return Err(bad(at(), format!("the order id of orders[{first}] again")));
-        }
+        check_order_id(&mut order_seen, &order.id, j, at)?;
         if order.options.is_empty() {
             return Err(bad(at(), "no options: the order could go nowhere"));
         }

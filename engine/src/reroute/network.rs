@@ -16,7 +16,7 @@ use crate::ledger::{Engine, EngineConfig};
 use crate::network::{
     Calendar, Capabilities, DailyCapacity, Lane, Location, NodeKind, NodeSpec, ServiceLevel, ZoneSpec,
 };
-use crate::optimise::explicit::FormatError;
+use crate::optimise::explicit::{FormatError, bad, check_order_id};
 use crate::promise::Destination;
 
 #[derive(Deserialize)]
@@ -151,13 +151,6 @@ pub struct NetworkProblem {
     pub policy: ReroutePolicy,
     pub orders: Vec<OpenOrder>,
     pub order_ids: Vec<String>,
-}
-
-fn bad(at: impl Into<String>, reason: impl Into<String>) -> FormatError {
-    FormatError {
-        at: at.into(),
-        reason: reason.into(),
-    }
 }
 
 /// Whether `text` is the network form (it has a `stock` field) rather than the explicit one.
@@ -296,12 +289,7 @@ pub fn parse(text: &str) -> Result<NetworkProblem, FormatError> {
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(file.orders.len());
     for (j, o) in file.orders.iter().enumerate() {
         let at = || format!("orders[{j}] (id {:?})", o.id);
-        if o.id.is_empty() {
-            return Err(bad(at(), "an empty order id"));
-        }
-        if let Some(first) = seen.insert(&o.id, j) {
-            return Err(bad(at(), format!("the order id of orders[{first}] again")));
-        }
+        check_order_id(&mut seen, &o.id, j, at)?;
         if o.lines.is_empty() {
             return Err(bad(at(), "no lines"));
         }
