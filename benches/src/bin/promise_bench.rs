@@ -12,7 +12,7 @@ use promised_benches::BenchWorld;
 use promised_engine::ZoneId;
 use promised_engine::dataset::DataSetSpec;
 use promised_engine::promise::lanes::SHIPPING;
-use promised_engine::promise::{Destination, ListingPair, PromiseRequest};
+use promised_engine::promise::{Destination, ListingPair, PromiseRequest, Shortfall};
 use rand::Rng;
 
 /// The server's allocator: promises allocate their candidate lists, and glibc's malloc made
@@ -58,12 +58,19 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
         let mut complete = 0usize;
+        // Unplanned (cart, level) answers by the first line's reason, by `Shortfall as u8`.
+        let mut why = [0usize; 6];
         let run = Instant::now();
         for cart in &carts {
             let t = Instant::now();
             let answer = world.engine.promise(world.now, cart)?;
             hist.record(t.elapsed().as_nanos() as u64)?;
             complete += usize::from(answer.iter().all(|a| a.plan.is_some()));
+            for a in answer.iter().filter(|a| a.plan.is_none()) {
+                if let Some(&(_, reason)) = a.unserved.first() {
+                    why[reason as usize] += 1;
+                }
+            }
         }
         let secs = run.elapsed().as_secs_f64();
         println!(
@@ -76,6 +83,21 @@ fn main() -> anyhow::Result<()> {
             carts.len() as f64 / secs,
             100.0 * complete as f64 / carts.len() as f64
         );
+        let reasons: Vec<String> = [
+            Shortfall::Stock,
+            Shortfall::Capability,
+            Shortfall::Lane,
+            Shortfall::Capacity,
+            Shortfall::Packages,
+            Shortfall::Search,
+        ]
+        .into_iter()
+        .filter(|&r| why[r as usize] > 0)
+        .map(|r| format!("{} {}", r.name(), why[r as usize]))
+        .collect();
+        if !reasons.is_empty() {
+            println!("    unplanned levels by reason: {}", reasons.join(", "));
+        }
     }
     if args.no_listing {
         return Ok(());

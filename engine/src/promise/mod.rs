@@ -120,6 +120,10 @@ pub enum Shortfall {
     Capacity = 3,
     /// Every line can be served, but not together within the package limit.
     Packages = 4,
+    /// The search hit its branch budget before it found any plan: one may exist (a cart of
+    /// many lines, each with many candidate nodes). Not a certain shortfall; fewer lines per
+    /// request, or `allow_partial`, get an answer.
+    Search = 5,
 }
 
 impl Shortfall {
@@ -130,6 +134,7 @@ impl Shortfall {
             Self::Lane => "lane",
             Self::Capacity => "capacity",
             Self::Packages => "packages",
+            Self::Search => "search",
         }
     }
 }
@@ -178,6 +183,17 @@ impl Engine {
         request: &PromiseRequest,
         capacity: &dyn CapacityUse,
     ) -> Result<Vec<LevelPromise>, EngineError> {
+        self.promise_within(now, request, capacity, search::SEARCH_BUDGET)
+    }
+
+    /// [`Engine::promise_with`], each level's search cut after `budget` branches.
+    fn promise_within(
+        &self,
+        now: Timestamp,
+        request: &PromiseRequest,
+        capacity: &dyn CapacityUse,
+        budget: u32,
+    ) -> Result<Vec<LevelPromise>, EngineError> {
         let network = self.network.load_full();
         let point = validate(&network, request)?;
         SHIP_MEMO.with_borrow_mut(|memo| {
@@ -198,6 +214,7 @@ impl Engine {
                 supplies: &supplies,
                 now,
                 capacity,
+                budget,
             };
             Ok(request
                 .levels
@@ -390,6 +407,8 @@ struct Ask<'a> {
     supplies: &'a [Supply],
     now: Timestamp,
     capacity: &'a dyn CapacityUse,
+    /// Branches each level's search may visit.
+    budget: u32,
 }
 
 thread_local! {
@@ -409,6 +428,7 @@ fn promise_level(
         supplies,
         now,
         capacity,
+        budget,
     } = *ask;
     let o = &request.options;
     let ship = |node: NodeId, ready: Day, units: u32| {
@@ -487,15 +507,23 @@ fn promise_level(
         };
     }
     let uses = search::drop_dominated(&mut choices);
-    let (limit, budget) = (usize::from(o.max_packages), search::SEARCH_BUDGET);
+    let limit = usize::from(o.max_packages);
     // Every line ships alone, but not together: the package limit, or (with packages enough
     // for a line each) the capacity of the nodes they would share.
-    let why = if limit < choices.len() {
+    let certain = if limit < choices.len() {
         Shortfall::Packages
     } else {
         Shortfall::Capacity
     };
-    let mut best = search::search(&choices, &uses, limit, &ship, memo, budget);
+    // A search that gave up proved nothing: say so rather than claim packages or capacity.
+    let outcome = |choices: &[search::LineChoices], uses: &[u8], memo: &mut search::ShipMemo| {
+        match search::search_outcome(choices, uses, limit, &ship, memo, budget) {
+            search::Searched::Found(best) => (Some(best), certain),
+            search::Searched::NoPlan => (None, certain),
+            search::Searched::GaveUp => (None, Shortfall::Search),
+        }
+    };
+    let (mut best, mut why) = outcome(&choices, &uses, memo);
     if best.is_none() && o.allow_partial && choices.len() > 1 {
         // Promise the lines the greedy cover's packages reach; report the others.
         let reached = search::greedy_cover(&choices, limit);
@@ -509,7 +537,7 @@ fn promise_level(
                 .map(|i| choices[i].clone())
                 .collect();
             let uses = search::drop_dominated(&mut choices);
-            best = search::search(&choices, &uses, limit, &ship, memo, budget);
+            (best, why) = outcome(&choices, &uses, memo);
             unserved.sort_unstable_by_key(|u| u.0);
         }
     }

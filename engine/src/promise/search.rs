@@ -321,23 +321,6 @@ pub(crate) fn drop_dominated(lines: &mut [LineChoices]) -> Vec<u8> {
     uses
 }
 
-/// The earliest, then cheapest, plan with at most `max_packages` packages; `None` if there is
-/// none (a line without candidates, or no combination that can ship) or if the budget ran out
-/// before any plan was found (`search_outcome` tells the two apart).
-pub(crate) fn search(
-    lines: &[LineChoices],
-    uses: &[u8],
-    max_packages: usize,
-    ship: &ShipFn<'_>,
-    memo: &mut ShipMemo,
-    budget: u32,
-) -> Option<Solution> {
-    match search_outcome(lines, uses, max_packages, ship, memo, budget) {
-        Searched::Found(best) => Some(best),
-        Searched::NoPlan | Searched::GaveUp => None,
-    }
-}
-
 /// How a search ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Searched {
@@ -350,7 +333,9 @@ pub(crate) enum Searched {
     GaveUp,
 }
 
-/// `search`, telling "no plan exists" from "the budget ran out before a plan was found".
+/// The earliest, then cheapest, plan with at most `max_packages` packages, telling "no plan
+/// exists" (a line without candidates, or no combination that can ship) from "the budget ran
+/// out before a plan was found".
 pub(crate) fn search_outcome(
     lines: &[LineChoices],
     uses: &[u8],
@@ -545,14 +530,18 @@ mod tests {
         let lines = everywhere(10, 40);
         let mut lines = lines;
         let uses = drop_dominated(&mut lines);
-        let cut = search(&lines, &uses, 3, &ship, &mut memo, 5_000).expect("the single-node plan at least");
+        let Searched::Found(cut) = search_outcome(&lines, &uses, 3, &ship, &mut memo, 5_000) else {
+            panic!("the single-node plan at least");
+        };
         assert!(!cut.exact);
         // What it returns is a real plan with the key it claims.
         assert_eq!(evaluate(&lines, &cut.choice, &ship), Some(cut.key));
         // A small instance finishes within the budget and is exact, and no assignment beats it.
         let mut small = everywhere(4, 5);
         let uses = drop_dominated(&mut small);
-        let best = search(&small, &uses, 3, &ship, &mut memo, SEARCH_BUDGET).unwrap();
+        let Searched::Found(best) = search_outcome(&small, &uses, 3, &ship, &mut memo, SEARCH_BUDGET) else {
+            panic!("a plan");
+        };
         assert!(best.exact);
         let mut brute: Option<Key> = None;
         for code in 0..5usize.pow(4) {
@@ -614,7 +603,6 @@ mod tests {
             search_outcome(&lines, &uses, 1, &two, &mut memo, 3),
             Searched::GaveUp
         );
-        assert_eq!(search(&lines, &uses, 1, &two, &mut memo, 3), None);
     }
 
     #[test]

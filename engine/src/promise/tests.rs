@@ -909,3 +909,51 @@ fn allow_partial_promises_what_can_be_served_and_reports_the_rest() {
     assert_eq!(p.plan.expect("a plan").packages.len(), 3);
     assert_eq!(p.unserved, vec![(3, Shortfall::Stock)]);
 }
+
+#[test]
+fn a_search_that_runs_out_of_budget_says_so_instead_of_a_certain_shortfall() {
+    let mut w = World::new(at(MONDAY, 9));
+    let (a, b) = (w.node(dc("A")), w.node(dc("B")));
+    let (x, y) = (
+        w.sku("X", Capabilities::default()),
+        w.sku("Y", Capabilities::default()),
+    );
+    w.stock(x, a, 5);
+    w.stock(y, b, 5);
+    // One package, and no node has both lines: no plan exists, but only a finished search
+    // knows that.
+    let one = |allow_partial| PromiseOptions {
+        max_packages: 1,
+        allow_partial,
+        ..PromiseOptions::default()
+    };
+    let within = |options, budget| {
+        let capacity = w.engine.capacity.read();
+        let req = request(&[(x, 1), (y, 1)], &[ServiceLevel::Ground], options);
+        w.engine
+            .promise_within(w.now, &req, &*capacity, budget)
+            .unwrap()
+            .remove(0)
+    };
+    let finished = within(one(false), search::SEARCH_BUDGET);
+    assert_eq!(finished.plan, None);
+    assert_eq!(
+        finished.unserved,
+        vec![(0, Shortfall::Packages), (1, Shortfall::Packages)]
+    );
+    assert_eq!(
+        finished,
+        w.promise(&[(x, 1), (y, 1)], &[ServiceLevel::Ground], one(false))
+            .remove(0)
+    );
+    let cut = within(one(false), 1);
+    assert_eq!(cut.plan, None);
+    assert_eq!(cut.unserved, vec![(0, Shortfall::Search), (1, Shortfall::Search)]);
+    // Partial: the greedy package's line is promised, the other reported as unsearched.
+    let partial = within(one(true), 1);
+    let plan = partial.plan.expect("the line the greedy package reaches");
+    assert_eq!(plan.packages.len(), 1);
+    let kept = plan.packages[0].lines[0];
+    assert_eq!(partial.unserved, vec![(1 - kept, Shortfall::Search)]);
+    assert_eq!(Shortfall::Search.name(), "search");
+}

@@ -160,6 +160,8 @@ class Shortfall(object):
     Lane = 2
     Capacity = 3
     Packages = 4
+    # The search hit its budget before finding any plan; one may exist.
+    Search = 5
 
 
 class ReplyBody(object):

@@ -1207,15 +1207,16 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Binding {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHORTFALL: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SHORTFALL: u8 = 4;
+pub const ENUM_MAX_SHORTFALL: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SHORTFALL: [Shortfall; 5] = [
+pub const ENUM_VALUES_SHORTFALL: [Shortfall; 6] = [
   Shortfall::Stock,
   Shortfall::Capability,
   Shortfall::Lane,
   Shortfall::Capacity,
   Shortfall::Packages,
+  Shortfall::Search,
 ];
 
 /// Why a line cannot be promised at a level.
@@ -1229,15 +1230,18 @@ impl Shortfall {
   pub const Lane: Self = Self(2);
   pub const Capacity: Self = Self(3);
   pub const Packages: Self = Self(4);
+  /// The search hit its budget before finding any plan; one may exist.
+  pub const Search: Self = Self(5);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 5;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Stock,
     Self::Capability,
     Self::Lane,
     Self::Capacity,
     Self::Packages,
+    Self::Search,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1247,6 +1251,7 @@ impl Shortfall {
       Self::Lane => Some("Lane"),
       Self::Capacity => Some("Capacity"),
       Self::Packages => Some("Packages"),
+      Self::Search => Some("Search"),
       _ => None,
     }
   }
