@@ -40,6 +40,15 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The engine logs each phase's seconds (candidates, instance, presolve, iterations,
+    // ejection) at info under `promised::reroute`.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("promised::reroute=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }

@@ -26,6 +26,11 @@ pub const CANDIDATES_MAX: usize = 14;
 const LATER_DAY_NODES: usize = 3;
 /// Later working days each of them gets.
 const LATER_DAYS: usize = 2;
+/// For a stranded order (its plan no longer ships, or it has none): when the nodes near it
+/// are full for days, a later day there is what serves it, so it gets more of them.
+const STRANDED_LATER_DAY_NODES: usize = 4;
+const STRANDED_LATER_DAYS: usize = 5;
+const STRANDED_CANDIDATES_MAX: usize = 24;
 /// Nodes per line the split search tries, and partial plans it keeps.
 const SPLIT_NODES_PER_LINE: usize = 4;
 const SPLIT_BEAM: usize = 8;
@@ -248,13 +253,23 @@ impl Context<'_> {
                 .total_cmp(&b.cost)
                 .then(a.packages[0].node.cmp(&b.packages[0].node))
         });
-        singles.truncate(CANDIDATES_MAX);
+        let stranded = out.first().is_none_or(|c| c.broken);
+        let (later_nodes, later_days, most) = if stranded {
+            (
+                STRANDED_LATER_DAY_NODES,
+                STRANDED_LATER_DAYS,
+                STRANDED_CANDIDATES_MAX,
+            )
+        } else {
+            (LATER_DAY_NODES, LATER_DAYS, CANDIDATES_MAX)
+        };
+        singles.truncate(most);
         // The best nodes also a working day and two later: how a plan routes around full days.
         let mut later: Vec<PlanCandidate> = Vec::new();
         let units = order.lines.iter().fold(0u32, |a, l| a.saturating_add(l.1));
-        for c in singles.iter().take(LATER_DAY_NODES) {
+        for c in singles.iter().take(later_nodes) {
             let mut prev = c.packages.clone();
-            for _ in 0..LATER_DAYS {
+            for _ in 0..later_days {
                 let Some(day) = self.ship(prev[0].node, units, Some(prev[0].day)) else {
                     break;
                 };
@@ -285,7 +300,7 @@ impl Context<'_> {
                 })
         });
         out.dedup_by(|a, b| a.line_node == b.line_node && a.packages == b.packages);
-        out.truncate(CANDIDATES_MAX);
+        out.truncate(most);
         out
     }
 

@@ -318,8 +318,20 @@ impl Engine {
             now,
             policy,
         };
+        let started = std::time::Instant::now();
         let plans = candidates::all_candidates(&ctx, orders);
+        let candidates_s = started.elapsed().as_secs_f64();
         let (instance, resources) = self.instance(now, orders, &plans, &network);
+        let instance_s = started.elapsed().as_secs_f64() - candidates_s;
+        tracing::info!(
+            target: "promised::reroute",
+            orders = orders.len(),
+            candidates = instance.candidates.len(),
+            resources = resources.len(),
+            candidates_s,
+            instance_s,
+            "re-route instance built"
+        );
         let solved = solver::solve(&instance, effort, stop);
         let check = check(&instance, &solved.choice, &resources);
         let mut report = RerouteReport {
