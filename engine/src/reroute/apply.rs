@@ -116,11 +116,25 @@ impl Engine {
             }
             None => {}
         }
+        // A partial apply skips the moves whose ship days have passed since the plan (made
+        // before midnight, applied after): they were right when planned, and the rest still are.
+        let mut skipped = Vec::new();
+        let fresh: Vec<RerouteMove>;
+        let moves = if *partial {
+            let stale = |m: &RerouteMove| m.packages.iter().any(|p| p.day.0.saturating_add(1) < today.0);
+            skipped.extend(moves.iter().filter(|m| stale(m)).map(|m| m.order));
+            fresh = moves.iter().filter(|m| !stale(m)).cloned().collect();
+            &fresh
+        } else {
+            moves
+        };
+        if moves.is_empty() && !skipped.is_empty() {
+            return Ok(self.finish_reroute(&mut requests, now, command, *request, 0, skipped));
+        }
         check_statically(moves, today)?;
         // Each move against its order: routed, committed, unshipped, one node per line. A partial
         // apply skips the orders that are no longer open (cancelled, shipped, forgotten).
         let mut old: Vec<(SmallVec<[HoldLine; 2]>, Vec<ShipSlot>)> = Vec::with_capacity(moves.len());
-        let mut skipped = Vec::new();
         let mut kept: Vec<&RerouteMove> = Vec::with_capacity(moves.len());
         for m in moves {
             let hold = match requests
@@ -166,8 +180,27 @@ impl Engine {
             kept.push(m);
         }
         let mut book = self.capacity.write();
-        for m in &kept {
-            check_floor(&book, &m.packages)?;
+        if *partial {
+            // Days the book has already forgotten (its floor passed them): skipped, like stale days.
+            let floor = book.floor();
+            let gone: Vec<bool> = kept
+                .iter()
+                .map(|m| m.packages.iter().any(|p| p.day < floor))
+                .collect();
+            skipped.extend(kept.iter().zip(&gone).filter(|g| *g.1).map(|g| g.0.order));
+            let mut flags = gone.iter();
+            old.retain(|_| !flags.next().copied().unwrap_or(false));
+            let mut flags = gone.iter();
+            kept.retain(|_| !flags.next().copied().unwrap_or(false));
+        } else {
+            for m in &kept {
+                check_floor(&book, &m.packages)?;
+            }
+        }
+        if kept.is_empty() {
+            // A partial apply with every move skipped: nothing to lock or move.
+            drop(book);
+            return Ok(self.finish_reroute(&mut requests, now, command, *request, 0, skipped));
         }
         let mut shards = self.lock_skus(old.iter().flat_map(|o| o.0.iter().map(|l| l.sku)));
         let network = shards.any().network.clone();

@@ -371,3 +371,83 @@ fn the_same_report_on_any_number_of_threads() {
     assert!(!one.moves.is_empty());
     assert_eq!(one, run(2));
 }
+
+#[test]
+fn a_partial_apply_skips_moves_whose_ship_days_have_passed() {
+    let (mut w, b, _s, report) = routed_then_closed(4);
+    let a = w.engine.node_id("A").unwrap();
+    let Command::Reroute {
+        request, mut moves, ..
+    } = report.command(RequestId(7_000), true).unwrap()
+    else {
+        panic!("a re-route command")
+    };
+    // Planned on Monday, applied on Wednesday: two moves were re-planned for Wednesday, two
+    // still ship on Monday, a day before yesterday.
+    w.now = at(MONDAY.plus(2), 9);
+    w.apply(Command::Tick);
+    let wednesday = MONDAY.plus(2);
+    for m in &mut moves[..2] {
+        m.packages[0].day = wednesday;
+    }
+    let (fresh, stale): (Vec<RequestId>, Vec<RequestId>) = (
+        moves[..2].iter().map(|m| m.order).collect(),
+        moves[2..].iter().map(|m| m.order).collect(),
+    );
+    // All or nothing: refused whole, nothing changed.
+    let before = w.engine.state_digest();
+    let whole = Command::Reroute {
+        request: RequestId(7_001),
+        moves: moves.clone(),
+        partial: false,
+    };
+    assert!(matches!(
+        w.engine.apply(w.now, &whole),
+        Err(EngineError::InvalidOption { .. })
+    ));
+    assert_eq!(w.engine.state_digest(), before);
+    // Partial: the fresh moves apply, the stale ones are skipped.
+    let Outcome::Reroute(RerouteOutcome::Applied {
+        moved,
+        repeated: false,
+        mut skipped,
+    }) = w.apply(Command::Reroute {
+        request,
+        moves: moves.clone(),
+        partial: true,
+    })
+    else {
+        panic!("a partial apply applies")
+    };
+    assert_eq!(moved, 2);
+    skipped.sort_unstable();
+    assert_eq!(skipped, stale);
+    for order in &fresh {
+        let hold = w.engine.hold(*order).unwrap();
+        assert_eq!(hold.lines[0].node, b);
+    }
+    for order in &stale {
+        assert_eq!(w.engine.hold(*order).unwrap().lines[0].node, a);
+    }
+    assert_eq!(w.engine.capacity_used(b, wednesday), Load { orders: 2, units: 4 });
+    w.engine.check_invariants().unwrap();
+    // Applied with Tuesday's clock after Wednesday's tick: Monday is yesterday, but the
+    // capacity book has forgotten it (its floor is Tuesday). Nothing moves, and the answer says
+    // which were skipped.
+    let before = w.engine.state_digest();
+    let late = Command::Reroute {
+        request: RequestId(7_002),
+        moves: moves[2..].to_vec(),
+        partial: true,
+    };
+    let Ok(Outcome::Reroute(RerouteOutcome::Applied { moved, skipped, .. })) =
+        w.engine.apply(at(MONDAY.plus(1), 9), &late)
+    else {
+        panic!("a partial apply applies")
+    };
+    assert_eq!((moved, skipped.len()), (0, 2));
+    for order in &stale {
+        assert_eq!(w.engine.hold(*order).unwrap().lines[0].node, a);
+    }
+    assert_ne!(w.engine.state_digest(), before, "the request id is remembered");
+}
