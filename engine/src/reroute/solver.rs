@@ -530,12 +530,13 @@ fn eject(
     let cost_at =
         |j: usize, c: Option<u32>| c.map_or(f64::INFINITY, |c| instance.candidates_of(j)[c as usize].cost);
     let mut used = vec![0u64; m];
-    // Who may use each resource (stale entries are skipped when read).
-    let mut users: Vec<Vec<u32>> = vec![Vec::new(); m];
+    // Who uses each resource: (order, the candidate that uses it). An entry whose order has
+    // moved on is stale; ejections drop those as they meet them.
+    let mut users: Vec<Vec<(u32, u32)>> = vec![Vec::new(); m];
     for (j, &c) in choice.iter().enumerate() {
         for &(r, a) in uses_of(j, c) {
             used[r as usize] += u64::from(a);
-            users[r as usize].push(j as u32);
+            users[r as usize].push((j as u32, c.expect("uses come from a candidate")));
         }
     }
     let mut ranked: Vec<u32> = Vec::new();
@@ -574,11 +575,11 @@ fn eject(
             ranked.truncate(if far { EJECT_TARGETS_FAR } else { EJECT_TARGETS });
             tried += 1;
             for &to in &ranked {
-                if let Some(moved) = try_eject(instance, &mut choice, &mut used, &users, j, to) {
+                if let Some(moved) = try_eject(instance, &mut choice, &mut used, &mut users, j, to) {
                     moved_orders += 1;
                     for (k, c) in moved {
                         for &(r, _) in uses_of(k, c) {
-                            users[r as usize].push(k as u32);
+                            users[r as usize].push((k as u32, c.expect("uses come from a candidate")));
                         }
                     }
                     changed = true;
@@ -607,7 +608,7 @@ fn try_eject(
     instance: &Instance,
     choice: &mut [Option<u32>],
     used: &mut [u64],
-    users: &[Vec<u32>],
+    users: &mut [Vec<(u32, u32)>],
     j: usize,
     to: u32,
 ) -> Option<Vec<(usize, Option<u32>)>> {
@@ -635,15 +636,23 @@ fn try_eject(
     for &(r, a) in instance.uses_of(&target) {
         let cap = instance.capacity[r as usize];
         let mut tries = 0;
-        // Users in the order they came (stale entries, of orders that moved on, are skipped but
-        // counted: the scan is bounded whatever the list's length).
-        for &k in users[r as usize].iter().take(EJECT_SCAN_MAX) {
+        // Users in list order. A stale entry (its order moved on in an earlier ejection) is
+        // dropped for good, one this ejection moved is only skipped: an undo puts it back.
+        let (mut at, mut scanned) = (0, 0);
+        while at < users[r as usize].len() && scanned < EJECT_SCAN_MAX {
             if used[r as usize] + u64::from(a) <= cap || tries >= EJECT_TRIES {
                 break;
             }
+            let (k, c) = users[r as usize][at];
             let k = k as usize;
+            if choice[k] != Some(c) && !moved.iter().any(|m| m.0 == k) {
+                users[r as usize].swap_remove(at);
+                continue;
+            }
+            at += 1;
+            scanned += 1;
             let from = choice[k];
-            if k == j || !uses_of(k, from).iter().any(|u| u.0 == r) {
+            if k == j || from != Some(c) {
                 continue;
             }
             tries += 1;
