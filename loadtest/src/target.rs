@@ -561,6 +561,21 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `binary` with the AOF on and `appendfsync` as given (`always` or `everysec`).
     pub fn start(binary: &str, fsync: &str) -> anyhow::Result<Self> {
+        // The free port is found by binding and letting go: another process (a test running
+        // alongside) may take it first, and redis-server then exits. A few tries with new ports.
+        let mut last = None;
+        for _ in 0..START_TRIES {
+            match Self::start_once(binary, fsync)? {
+                Ok(server) => return Ok(server),
+                Err(why) => last = Some(why),
+            }
+        }
+        Err(last.expect("at least one try"))
+    }
+
+    /// One start on a fresh port: `Err` when the binary cannot run at all; `Ok(Err(..))` when
+    /// this try failed and another port may work.
+    fn start_once(binary: &str, fsync: &str) -> anyhow::Result<anyhow::Result<Self>> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = std::process::Command::new(binary)
@@ -580,22 +595,29 @@ impl RedisServer {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = RedisAdmin::connect(&server.addr)
-                && c.call(&[b"PING"]).is_ok()
-            {
-                return Ok(server);
-            }
+            // Exited first: whatever answers on the port now is not this redis-server.
             if let Some(status) = server.child.try_wait()? {
-                anyhow::bail!("redis-server exited at start ({status})");
+                return Ok(Err(anyhow::anyhow!("redis-server exited at start ({status})")));
             }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer PING within 10 s"
-            );
+            if let Ok(mut c) = RedisAdmin::connect(&server.addr)
+                && c.w.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+                && c.call(&[b"PING"]).is_ok_and(|r| r == Resp::Simple("PONG".into()))
+                && c.w.set_read_timeout(None).is_ok()
+            {
+                return Ok(Ok(server));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Err(anyhow::anyhow!(
+                    "redis-server did not answer PING within 10 s"
+                )));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
+
+/// Ports a Redis start tries before it gives up.
+const START_TRIES: usize = 3;
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

@@ -509,14 +509,14 @@ fn promise_level(
     let uses = search::drop_dominated(&mut choices);
     let limit = usize::from(o.max_packages);
     // Every line ships alone, but not together: the package limit, or (with packages enough
-    // for a line each) the capacity of the nodes they would share.
-    let certain = if limit < choices.len() {
-        Shortfall::Packages
-    } else {
-        Shortfall::Capacity
-    };
-    // A search that gave up proved nothing: say so rather than claim packages or capacity.
+    // for a line each) the capacity of the nodes they would share. A search that gave up
+    // proved nothing: say so rather than claim either.
     let outcome = |choices: &[search::LineChoices], uses: &[u8], memo: &mut search::ShipMemo| {
+        let certain = if limit < choices.len() {
+            Shortfall::Packages
+        } else {
+            Shortfall::Capacity
+        };
         match search::search_outcome(choices, uses, limit, &ship, memo, budget) {
             search::Searched::Found(best) => (Some(best), certain),
             search::Searched::NoPlan => (None, certain),

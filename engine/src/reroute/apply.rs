@@ -24,7 +24,7 @@ use crate::hold::{DoneRecord, HoldLine, HoldState, Record};
 use crate::hold_ops::EvaluatedHold;
 use crate::ids::{Day, NodeId, Quantity, RequestId, Timestamp};
 use crate::ledger::{Engine, LockedShards};
-use crate::limits::REROUTE_MOVES_MAX;
+use crate::limits::{HOLD_LINES_MAX, REROUTE_MOVES_MAX};
 use crate::network::Network;
 use crate::route_ops::{check_floor, check_packages, refuse_full_days};
 
@@ -56,8 +56,14 @@ pub enum RerouteOutcome {
     },
 }
 
-/// Checks the moves' shape, with no lock held.
-fn check_statically(moves: &[RerouteMove], today: Day) -> Result<(), EngineError> {
+/// A move planned for ship days that have passed (before yesterday): a partial apply skips it.
+fn stale(m: &RerouteMove, today: Day) -> bool {
+    m.packages.iter().any(|p| p.day.0.saturating_add(1) < today.0)
+}
+
+/// Checks the moves' shape, with no lock held: every move, also those a partial apply will skip
+/// as stale (whose ship days alone are not checked), so no malformed command is logged.
+fn check_statically(moves: &[RerouteMove], today: Day, partial: bool) -> Result<(), EngineError> {
     let invalid = |what: String| Err(EngineError::InvalidOption { what });
     if moves.is_empty() {
         return Err(EngineError::EmptyRequest);
@@ -74,8 +80,16 @@ fn check_statically(moves: &[RerouteMove], today: Day) -> Result<(), EngineError
         return invalid(format!("order {} is moved twice", w[0]));
     }
     for m in moves {
+        // The log's reader takes no longer lists: a move it could not read back is refused here.
+        if m.line_nodes.len() > HOLD_LINES_MAX {
+            return Err(EngineError::CapacityExceeded {
+                what: "line nodes in one re-route move",
+                max: HOLD_LINES_MAX,
+            });
+        }
         let line_nodes: Vec<Option<NodeId>> = m.line_nodes.iter().copied().map(Some).collect();
-        check_packages(&line_nodes, &m.packages, today)
+        let window = (!(partial && stale(m, today))).then_some(today);
+        check_packages(&line_nodes, &m.packages, window)
             .or_else(|what| invalid(format!("order {}: {what}", m.order)))?;
     }
     Ok(())
@@ -116,27 +130,18 @@ impl Engine {
             }
             None => {}
         }
+        check_statically(moves, today, *partial)?;
         // A partial apply skips the moves whose ship days have passed since the plan (made
         // before midnight, applied after): they were right when planned, and the rest still are.
-        let mut skipped = Vec::new();
-        let fresh: Vec<RerouteMove>;
-        let moves = if *partial {
-            let stale = |m: &RerouteMove| m.packages.iter().any(|p| p.day.0.saturating_add(1) < today.0);
-            skipped.extend(moves.iter().filter(|m| stale(m)).map(|m| m.order));
-            fresh = moves.iter().filter(|m| !stale(m)).cloned().collect();
-            &fresh
-        } else {
-            moves
-        };
-        if moves.is_empty() && !skipped.is_empty() {
-            return Ok(self.finish_reroute(&mut requests, now, command, *request, 0, skipped));
+        let mut skipped: Vec<RequestId> = Vec::new();
+        if *partial {
+            skipped.extend(moves.iter().filter(|m| stale(m, today)).map(|m| m.order));
         }
-        check_statically(moves, today)?;
         // Each move against its order: routed, committed, unshipped, one node per line. A partial
         // apply skips the orders that are no longer open (cancelled, shipped, forgotten).
         let mut old: Vec<(SmallVec<[HoldLine; 2]>, Vec<ShipSlot>)> = Vec::with_capacity(moves.len());
         let mut kept: Vec<&RerouteMove> = Vec::with_capacity(moves.len());
-        for m in moves {
+        for m in moves.iter().filter(|m| !(*partial && stale(m, today))) {
             let hold = match requests
                 .peek(self.request_shard_of(m.order))
                 .records

@@ -4,8 +4,9 @@
 //! An order's candidates: its current plan (if its nodes are still open), every single node that
 //! can ship the whole order (on its first ship day, and the best few also a working day later,
 //! which is how a plan routes around a full day), and split plans from a beam search over each
-//! line's cheapest nodes, at most `max_packages` packages. At most [`CANDIDATES_MAX`] an order,
-//! cheapest first. The bound the solver certifies is over these candidates.
+//! line's cheapest nodes, at most `max_packages` packages. At most [`CANDIDATES_MAX`] an order
+//! (`STRANDED_CANDIDATES_MAX` for one whose plan no longer ships or that has none), cheapest
+//! first. The bound the solver certifies is over these candidates.
 
 use std::collections::HashMap;
 

@@ -410,7 +410,9 @@ impl Engine {
     ) -> (solver::Instance, Vec<Resource>) {
         let freed = Freed::of(orders);
         let today = now.day();
-        let book = self.capacity.read();
+        // A copy (a few thousand node-days): route orders need the book's write lock, and a
+        // million-order build takes seconds.
+        let book = self.capacity.read().clone();
         let mut index: std::collections::HashMap<Resource, Option<u32>, ahash::RandomState> =
             Default::default();
         let mut resources = Vec::new();

@@ -328,8 +328,8 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             }
             break;
         }
-        // Aim at the best plan (Polyak's step with it for the optimum), but at most twice the
-        // bound; with no plan yet, 5% above the bound. On the 1M-order `peak` re-route, aiming
+        // Aim at the best plan (Polyak's step with it for the optimum), but at most |bound|
+        // (at least 1) above the bound; with no plan yet, 5% above the bound. On the 1M-order `peak` re-route, aiming
         // 5% above the bound (the plan 30% above) rose the bound by half as much in 90
         // iterations as aiming at the plan.
         let near = bound + TARGET_ABOVE_BOUND * bound.abs().max(1.0);

@@ -406,6 +406,30 @@ fn a_partial_apply_skips_moves_whose_ship_days_have_passed() {
         Err(EngineError::InvalidOption { .. })
     ));
     assert_eq!(w.engine.state_digest(), before);
+    // A stale move is still checked whole: an order twice, or more line nodes than the log
+    // takes, refuses the command and changes nothing.
+    let mut twice = moves.clone();
+    twice.push(moves[3].clone());
+    let mut long = moves.clone();
+    long[3].line_nodes = vec![a; crate::limits::HOLD_LINES_MAX + 1];
+    for bad in [twice, long] {
+        let refused = w.engine.apply(
+            w.now,
+            &Command::Reroute {
+                request: RequestId(7_003),
+                moves: bad,
+                partial: true,
+            },
+        );
+        assert!(
+            matches!(
+                refused,
+                Err(EngineError::InvalidOption { .. } | EngineError::CapacityExceeded { .. })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(w.engine.state_digest(), before);
+    }
     // Partial: the fresh moves apply, the stale ones are skipped.
     let Outcome::Reroute(RerouteOutcome::Applied {
         moved,
