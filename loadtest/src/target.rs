@@ -77,9 +77,22 @@ fn node(cat: &Catalog, i: u32) -> String {
     cat.nodes[i as usize].clone()
 }
 
-/// A position's key (the hot path writes the same format in `resp_act`).
-fn position_key(sku: u32, node: u32) -> String {
-    format!("s:{sku}:{node}")
+/// A position's Redis key, `s:{sku}:{node}` (formatted straight into frames on the hot path).
+struct PositionKey(u32, u32);
+
+impl std::fmt::Display for PositionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s:{}:{}", self.0, self.1)
+    }
+}
+
+/// A hold's Redis key (`h:`) or its allocation's (`a:`), by the hold id.
+struct HoldKey(char, promised_client::RequestId);
+
+impl std::fmt::Display for HoldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:x}", self.0, self.1.0)
+    }
 }
 
 impl<'c> Encoder<'c> {
@@ -178,7 +191,8 @@ impl<'c> Encoder<'c> {
 
 fn resp_act(scripts: &Scripts, act: &Act, out: &mut Vec<u8>) {
     // Keys and numbers are written straight into the frame: this runs for every operation.
-    let position = |out: &mut Vec<u8>, sku: u32, node: u32| bulk(out, format_args!("s:{sku}:{node}"));
+    let position =
+        |out: &mut Vec<u8>, sku: u32, node: u32| bulk(out, format_args!("{}", PositionKey(sku, node)));
     match act {
         Act::Hold { id, lines } => {
             array(out, 2 * lines.len() + 5);
@@ -186,7 +200,7 @@ fn resp_act(scripts: &Scripts, act: &Act, out: &mut Vec<u8>) {
             bulk(out, format_args!("{}", scripts.hold));
             bulk(out, format_args!("{}", lines.len()));
             lines.iter().for_each(|l| position(out, l.sku, l.node));
-            bulk(out, format_args!("h:{:x}", id.0));
+            bulk(out, format_args!("{}", HoldKey('h', *id)));
             bulk(out, format_args!("{}", HOLD_TTL.as_millis()));
             lines
                 .iter()
@@ -197,15 +211,15 @@ fn resp_act(scripts: &Scripts, act: &Act, out: &mut Vec<u8>) {
             bulk(out, format_args!("EVALSHA"));
             bulk(out, format_args!("{}", scripts.commit));
             bulk(out, format_args!("2"));
-            bulk(out, format_args!("h:{:x}", hold.0));
-            bulk(out, format_args!("a:{:x}", hold.0));
+            bulk(out, format_args!("{}", HoldKey('h', *hold)));
+            bulk(out, format_args!("{}", HoldKey('a', *hold)));
         }
         Act::Release { hold, .. } => {
             array(out, 4);
             bulk(out, format_args!("EVALSHA"));
             bulk(out, format_args!("{}", scripts.release));
             bulk(out, format_args!("1"));
-            bulk(out, format_args!("h:{:x}", hold.0));
+            bulk(out, format_args!("{}", HoldKey('h', *hold)));
         }
         Act::Atp { sku, node } => {
             array(out, 2);
@@ -221,13 +235,16 @@ fn array(out: &mut Vec<u8>, n: usize) {
     let _ = write!(out, "*{n}\r\n");
 }
 
-/// One RESP bulk string, formatted in place: the text goes first, then its length header is
-/// put in front of it.
+/// One RESP bulk string, formatted in place: the text goes first, then its length header
+/// (formatted on the stack) is put in front of it.
 fn bulk(out: &mut Vec<u8>, text: std::fmt::Arguments<'_>) {
     let start = out.len();
     let _ = out.write_fmt(text);
-    let header = format!("${}\r\n", out.len() - start);
-    out.splice(start..start, header.bytes());
+    let mut header = [0u8; 24];
+    let mut cursor = io::Cursor::new(&mut header[..]);
+    let _ = write!(cursor, "${}\r\n", out.len() - start);
+    let n = cursor.position() as usize;
+    out.splice(start..start, header[..n].iter().copied());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -522,7 +539,7 @@ impl RedisAdmin {
         for chunk in all.chunks(1_000) {
             let mut mset: Vec<Vec<u8>> = vec![b"MSET".to_vec()];
             for &(p, units) in chunk {
-                mset.push(position_key(p.sku, p.node).into_bytes());
+                mset.push(PositionKey(p.sku, p.node).to_string().into_bytes());
                 mset.push(units.to_string().into_bytes());
             }
             self.pipeline(&[mset])?;
@@ -535,7 +552,11 @@ impl RedisAdmin {
         let mut out = Vec::with_capacity(positions.len());
         for chunk in positions.chunks(1_000) {
             let mut mget: Vec<Vec<u8>> = vec![b"MGET".to_vec()];
-            mget.extend(chunk.iter().map(|p| position_key(p.sku, p.node).into_bytes()));
+            mget.extend(
+                chunk
+                    .iter()
+                    .map(|p| PositionKey(p.sku, p.node).to_string().into_bytes()),
+            );
             let Some(Resp::Array(values)) = self.pipeline(&[mget])?.pop() else {
                 return Err(bad("MGET answered no array".into()));
             };

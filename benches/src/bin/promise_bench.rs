@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
         let mut complete = 0usize;
         // Unplanned (cart, level) answers by the first line's reason, by `Shortfall as u8`.
-        let mut why = [0usize; 6];
+        let mut why = [0usize; Shortfall::ALL.len()];
         let run = Instant::now();
         for cart in &carts {
             let t = Instant::now();
@@ -83,18 +83,11 @@ fn main() -> anyhow::Result<()> {
             carts.len() as f64 / secs,
             100.0 * complete as f64 / carts.len() as f64
         );
-        let reasons: Vec<String> = [
-            Shortfall::Stock,
-            Shortfall::Capability,
-            Shortfall::Lane,
-            Shortfall::Capacity,
-            Shortfall::Packages,
-            Shortfall::Search,
-        ]
-        .into_iter()
-        .filter(|&r| why[r as usize] > 0)
-        .map(|r| format!("{} {}", r.name(), why[r as usize]))
-        .collect();
+        let reasons: Vec<String> = Shortfall::ALL
+            .into_iter()
+            .filter(|&r| why[r as usize] > 0)
+            .map(|r| format!("{} {}", r.name(), why[r as usize]))
+            .collect();
         if !reasons.is_empty() {
             println!("    unplanned levels by reason: {}", reasons.join(", "));
         }

@@ -127,6 +127,16 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
+    /// Every reason, in value order (`ALL[r as usize] == r`).
+    pub const ALL: [Shortfall; 6] = [
+        Self::Stock,
+        Self::Capability,
+        Self::Lane,
+        Self::Capacity,
+        Self::Packages,
+        Self::Search,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Stock => "stock",

@@ -56,14 +56,15 @@ pub enum RerouteOutcome {
     },
 }
 
-/// A move planned for ship days that have passed (before yesterday): a partial apply skips it.
-fn stale(m: &RerouteMove, today: Day) -> bool {
-    m.packages.iter().any(|p| p.day.0.saturating_add(1) < today.0)
+/// A move with a package before `first` (a ship day that has passed since the plan).
+fn passed(m: &RerouteMove, first: Day) -> bool {
+    m.packages.iter().any(|p| p.day < first)
 }
 
-/// Checks the moves' shape, with no lock held: every move, also those a partial apply will skip
-/// as stale (whose ship days alone are not checked), so no malformed command is logged.
-fn check_statically(moves: &[RerouteMove], today: Day, partial: bool) -> Result<(), EngineError> {
+/// Checks the moves' shape against no order: every move, also those a partial apply skips as
+/// passed (`skip_from`: their ship days alone are not checked), so no malformed command is
+/// logged.
+fn check_statically(moves: &[RerouteMove], today: Day, skip_from: Option<Day>) -> Result<(), EngineError> {
     let invalid = |what: String| Err(EngineError::InvalidOption { what });
     if moves.is_empty() {
         return Err(EngineError::EmptyRequest);
@@ -88,7 +89,7 @@ fn check_statically(moves: &[RerouteMove], today: Day, partial: bool) -> Result<
             });
         }
         let line_nodes: Vec<Option<NodeId>> = m.line_nodes.iter().copied().map(Some).collect();
-        let window = (!(partial && stale(m, today))).then_some(today);
+        let window = (!skip_from.is_some_and(|first| passed(m, first))).then_some(today);
         check_packages(&line_nodes, &m.packages, window)
             .or_else(|what| invalid(format!("order {}: {what}", m.order)))?;
     }
@@ -130,18 +131,20 @@ impl Engine {
             }
             None => {}
         }
-        check_statically(moves, today, *partial)?;
         // A partial apply skips the moves whose ship days have passed since the plan (made
-        // before midnight, applied after): they were right when planned, and the rest still are.
-        let mut skipped: Vec<RequestId> = Vec::new();
-        if *partial {
-            skipped.extend(moves.iter().filter(|m| stale(m, today)).map(|m| m.order));
-        }
+        // before midnight, applied after): before yesterday, or before the book's floor (a tick
+        // moves it, under every request lock, which this holds). They were right when planned,
+        // and the rest still are.
+        let first = Day(today.0.saturating_sub(1)).max(self.capacity.read().floor());
+        let skip_from = partial.then_some(first);
+        check_statically(moves, today, skip_from)?;
+        let skips = |m: &RerouteMove| skip_from.is_some_and(|first| passed(m, first));
+        let mut skipped: Vec<RequestId> = moves.iter().filter(|m| skips(m)).map(|m| m.order).collect();
         // Each move against its order: routed, committed, unshipped, one node per line. A partial
         // apply skips the orders that are no longer open (cancelled, shipped, forgotten).
         let mut old: Vec<(SmallVec<[HoldLine; 2]>, Vec<ShipSlot>)> = Vec::with_capacity(moves.len());
         let mut kept: Vec<&RerouteMove> = Vec::with_capacity(moves.len());
-        for m in moves.iter().filter(|m| !(*partial && stale(m, today))) {
+        for m in moves.iter().filter(|m| !skips(m)) {
             let hold = match requests
                 .peek(self.request_shard_of(m.order))
                 .records
@@ -184,28 +187,13 @@ impl Engine {
             old.push((hold.lines.clone(), routed.packages.to_vec()));
             kept.push(m);
         }
-        let mut book = self.capacity.write();
-        if *partial {
-            // Days the book has already forgotten (its floor passed them): skipped, like stale days.
-            let floor = book.floor();
-            let gone: Vec<bool> = kept
-                .iter()
-                .map(|m| m.packages.iter().any(|p| p.day < floor))
-                .collect();
-            skipped.extend(kept.iter().zip(&gone).filter(|g| *g.1).map(|g| g.0.order));
-            let mut flags = gone.iter();
-            old.retain(|_| !flags.next().copied().unwrap_or(false));
-            let mut flags = gone.iter();
-            kept.retain(|_| !flags.next().copied().unwrap_or(false));
-        } else {
-            for m in &kept {
-                check_floor(&book, &m.packages)?;
-            }
-        }
         if kept.is_empty() {
             // A partial apply with every move skipped: nothing to lock or move.
-            drop(book);
             return Ok(self.finish_reroute(&mut requests, now, command, *request, 0, skipped));
+        }
+        let mut book = self.capacity.write();
+        for m in &kept {
+            check_floor(&book, &m.packages)?;
         }
         let mut shards = self.lock_skus(old.iter().flat_map(|o| o.0.iter().map(|l| l.sku)));
         let network = shards.any().network.clone();
