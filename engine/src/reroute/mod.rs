@@ -16,6 +16,7 @@
 mod apply;
 pub mod candidates;
 pub mod network;
+mod presolve;
 pub mod solver;
 
 use smallvec::SmallVec;

@@ -6,8 +6,8 @@
 //! plan draws on a position per line and on a node's day per package, so this one prices every
 //! resource:
 //!
-//! - **Presolve**: resources whose capacity covers the most every order could draw on them
-//!   (most stock positions) can never bind and are dropped ([`tightened`]).
+//! - **Presolve** ([`super::presolve`]): resources no assignment can overfill (most stock
+//!   positions) are dropped, and so are candidates dearer than one that draws on nothing left.
 //! - **Bound**: the Lagrangian relaxation of every capacity. At prices `λ ≥ 0` each order takes
 //!   its plan of least `cost + Σ λ_r · use_r`; the sum of those minima less `Σ λ_r · capacity_r`
 //!   is a lower bound on the least cost of any assignment of a candidate to every order.
@@ -148,75 +148,12 @@ fn price_orders(instance: &Instance, prices: &[f64], out: &mut Vec<(u32, f64, f6
         });
 }
 
-/// The same problem without the resources that no assignment can overfill (their capacity
-/// covers the most every order could draw on them): most stock positions in a re-route. The
-/// plans that fit are the same; the passes over orders touch far fewer resources.
-pub fn tightened(instance: &Instance) -> Instance {
-    let m = instance.capacity.len();
-    let mut demand = vec![0u64; m];
-    let mut most: Vec<(u32, u32)> = Vec::new();
-    for j in 0..instance.n_orders() {
-        most.clear();
-        for c in instance.candidates_of(j) {
-            most.extend_from_slice(instance.uses_of(c));
-        }
-        most.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        most.dedup_by_key(|u| u.0);
-        for &(r, a) in &most {
-            demand[r as usize] += u64::from(a);
-        }
-    }
-    let mut id = vec![u32::MAX; m];
-    let mut capacity = Vec::new();
-    for r in 0..m {
-        if demand[r] > instance.capacity[r] {
-            id[r] = capacity.len() as u32;
-            capacity.push(instance.capacity[r]);
-        }
-    }
-    let mut out = Instance {
-        capacity,
-        starts: instance.starts.clone(),
-        candidates: Vec::with_capacity(instance.candidates.len()),
-        uses: Vec::new(),
-        stay: instance.stay.clone(),
-    };
-    for (j, cands) in instance.starts.windows(2).enumerate() {
-        for (i, c) in instance.candidates[cands[0]..cands[1]].iter().enumerate() {
-            let first = out.uses.len() as u32;
-            // A candidate that needs more of a resource than there is can never be chosen:
-            // priced out, so the bound does not count on it (an order's own plan stays as is).
-            let never = instance
-                .uses_of(c)
-                .iter()
-                .any(|&(r, a)| u64::from(a) > instance.capacity[r as usize]);
-            let cost = if never && instance.stay.get(j) != Some(&Some(i as u32)) {
-                f64::INFINITY
-            } else {
-                c.cost
-            };
-            out.uses.extend(
-                instance
-                    .uses_of(c)
-                    .iter()
-                    .filter(|u| id[u.0 as usize] != u32::MAX)
-                    .map(|&(r, a)| (id[r as usize], a)),
-            );
-            out.candidates.push(Candidate {
-                cost,
-                first,
-                len: out.uses.len() as u32 - first,
-            });
-        }
-    }
-    out
-}
-
 /// Solves `instance`; `stop` is asked once an iteration.
 pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Solution {
     let started = std::time::Instant::now();
-    let tight = tightened(instance);
-    let instance = &tight;
+    let original = instance;
+    let reduced = super::presolve::reduce(original);
+    let instance = &reduced.instance;
     let tighten_s = started.elapsed().as_secs_f64();
     let n = instance.n_orders();
     // Small problems cost little an iteration: many more, and a plan from each.
@@ -361,7 +298,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     };
     // Candidates priced out (infinite) are no part of the problem's scale.
     let costs = (0..n).map(|j| {
-        instance
+        original
             .candidates_of(j)
             .iter()
             .map(|c| c.cost)
@@ -373,6 +310,8 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         target: "promised::reroute",
         free = free_orders(instance),
         binding_resources = m,
+        candidates_left = instance.candidates.len(),
+        presolve_rounds = reduced.rounds,
         iterations,
         tighten_s,
         iterations_s,
@@ -383,7 +322,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         "re-route solved"
     );
     Solution {
-        choice,
+        choice: reduced.original_choice(&choice),
         cost,
         lower_bound,
         gap,
@@ -835,20 +774,37 @@ mod tests {
         }
     }
 
-    /// Dropping the resources no assignment can overfill changes no optimum, and drops them.
+    /// Presolve changes no optimum; it drops the resources no assignment can overfill and the
+    /// candidates dearer than one that always fits, and its candidates name the original ones.
     #[test]
-    fn tightening_keeps_the_optimum() {
-        let mut dropped = 0;
-        for seed in 0..200 {
+    fn presolve_keeps_the_optimum() {
+        let (mut resources, mut candidates) = (0, 0);
+        for seed in 0..300 {
             let mut inst = random_instance(seed, 5, 4);
             // One resource nobody can overfill.
             inst.capacity[0] = 1_000;
-            let tight = tightened(&inst);
-            dropped += inst.capacity.len() - tight.capacity.len();
-            assert!(tight.capacity.len() < inst.capacity.len(), "seed {seed}");
-            assert_eq!(brute(&tight), brute(&inst), "seed {seed}");
+            if seed % 2 == 0 {
+                inst.stay = (0..5).map(|j| Some((seed as usize + j) as u32 % inst.candidates_of(j).len() as u32)).collect();
+            }
+            let reduced = super::super::presolve::reduce(&inst);
+            let out = &reduced.instance;
+            resources += inst.capacity.len() - out.capacity.len();
+            candidates += inst.candidates.len() - out.candidates.len();
+            assert!(out.capacity.len() < inst.capacity.len(), "seed {seed}");
+            assert_eq!(brute(out), brute(&inst), "seed {seed}");
+            for j in 0..5 {
+                for (k, c) in out.candidates_of(j).iter().enumerate() {
+                    let i = reduced.origin[out.starts[j] + k] as usize;
+                    assert_eq!(c.cost, inst.candidates_of(j)[i].cost, "seed {seed}");
+                }
+                if inst.stay.get(j).copied().flatten().is_some() {
+                    let s = out.stay[j].expect("an order with a plan keeps one") as usize;
+                    assert!(s < out.candidates_of(j).len(), "seed {seed}");
+                }
+            }
         }
-        assert!(dropped >= 200);
+        assert!(resources >= 300);
+        assert!(candidates > 0);
     }
 
     #[test]
