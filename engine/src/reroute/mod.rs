@@ -16,6 +16,7 @@
 mod apply;
 pub mod candidates;
 pub mod network;
+mod instance;
 mod presolve;
 pub mod solver;
 
@@ -166,7 +167,9 @@ pub struct LeftOut {
     pub current_ships: bool,
 }
 
-/// The resources the plan draws on: how many, and whether any is over its limit.
+/// The resources the candidates draw on that could run short, and whether the plan overfills
+/// any. Not counted: a stock position whose capacity covers every unit the orders ask of its
+/// SKU, and a node's days when it has no daily limit.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResourceCheck {
     pub positions: usize,
@@ -401,7 +404,7 @@ impl Engine {
         Ok(report)
     }
 
-    /// The solver's instance: resources interned in order of first use (order index order).
+    /// The solver's instance (built in parallel, `instance.rs`).
     fn instance(
         &self,
         now: Timestamp,
@@ -410,42 +413,17 @@ impl Engine {
         network: &crate::network::Network,
     ) -> (solver::Instance, Vec<Resource>) {
         let freed = Freed::of(orders);
-        let today = now.day();
         // A copy (a few thousand node-days): route orders need the book's write lock, and a
         // million-order build takes seconds.
         let book = self.capacity.read().clone();
-        let mut index: std::collections::HashMap<Resource, Option<u32>, ahash::RandomState> =
-            Default::default();
-        let mut resources = Vec::new();
-        let mut instance = solver::Instance::default();
-        instance.starts.reserve(orders.len() + 1);
-        instance.starts.push(0);
-        for (order, cands) in orders.iter().zip(plans) {
-            for c in cands {
-                let first = instance.uses.len() as u32;
-                for (r, amount) in candidates::uses_of(order, c) {
-                    let id = *index.entry(r).or_insert_with(|| {
-                        let cap = candidates::capacity_of(self, network, &book, &freed, today, r)?;
-                        instance.capacity.push(cap);
-                        resources.push(r);
-                        Some(resources.len() as u32 - 1)
-                    });
-                    if let Some(id) = id {
-                        instance.uses.push((id, amount));
-                    }
-                }
-                instance.candidates.push(solver::Candidate {
-                    cost: c.cost,
-                    first,
-                    len: instance.uses.len() as u32 - first,
-                });
-            }
-            instance.starts.push(instance.candidates.len());
-            instance
-                .stay
-                .push(cands.iter().position(|c| c.current).map(|i| i as u32));
-        }
-        (instance, resources)
+        let src = instance::Sources {
+            engine: self,
+            network,
+            book: &book,
+            freed: &freed,
+            today: now.day(),
+        };
+        instance::build(&src, orders, plans)
     }
 }
 

@@ -48,10 +48,19 @@ impl Reduced {
 
 /// `instance` reduced (see the module's doc).
 pub fn reduce(instance: &Instance) -> Reduced {
+    let started = std::time::Instant::now();
     let mut reduced = round(instance, None);
     let mut rounds = 1;
     while rounds < ROUNDS_MAX {
         let before = reduced.instance.capacity.len();
+        tracing::debug!(
+            target: "promised::reroute",
+            round = rounds,
+            resources = before,
+            candidates = reduced.instance.candidates.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "presolve round"
+        );
         let next = round(&reduced.instance, Some(&reduced.origin));
         rounds += 1;
         let dropped = next.instance.capacity.len() < before;
