@@ -16,7 +16,7 @@
 //! same instance on any number of threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
@@ -24,7 +24,7 @@ use super::OpenOrder;
 use super::candidates::{self, Freed, PlanCandidate, Resource};
 use super::solver::{Candidate, Instance};
 use crate::capacity::CapacityBook;
-use crate::ids::Day;
+use crate::ids::{Day, SkuId};
 use crate::ledger::Engine;
 use crate::network::Network;
 
@@ -70,6 +70,7 @@ pub(crate) fn build(
     orders: &[OpenOrder],
     plans: &[Vec<PlanCandidate>],
 ) -> (Instance, Vec<Resource>) {
+    let started = std::time::Instant::now();
     // Per SKU, the units all the orders' lines of it add up to: the most they could ever take
     // from one of its positions.
     let asked: Vec<AtomicU64> = (0..src.engine.n_skus()).map(|_| AtomicU64::new(0)).collect();
@@ -80,14 +81,20 @@ pub(crate) fn build(
             }
         }
     });
+    let covered = Covered {
+        asked: &asked,
+        state: (0..asked.len()).map(|_| AtomicU8::new(UNKNOWN)).collect(),
+    };
     let hasher = ahash::RandomState::with_seeds(0x5EED, 0xC0DE, 0xFACE, 0xBEEF);
     let partition = |r: &Resource| (hasher.hash_one(r) >> (64 - PARTITIONS.trailing_zeros())) as usize;
     let mut chunks: Vec<Chunk> = orders
         .par_chunks(CHUNK_ORDERS)
         .zip(plans.par_chunks(CHUNK_ORDERS))
-        .map(|(orders, plans)| chunk(src, &asked, &partition, orders, plans))
+        .map(|(orders, plans)| chunk(src, &asked, &covered, &partition, orders, plans))
         .collect();
+    let chunked_s = started.elapsed().as_secs_f64();
     let (resources, capacity) = merge(&mut chunks);
+    let merged_s = started.elapsed().as_secs_f64();
     // Each chunk's uses with global ids, then everything copied into place in parallel.
     chunks.par_iter_mut().for_each(|c| {
         let global = std::mem::take(&mut c.global);
@@ -137,6 +144,13 @@ pub(crate) fn build(
         instance.stay.extend_from_slice(&c.stay);
     }
     debug_assert_eq!(*order_at.last().expect("non-empty"), orders.len());
+    tracing::debug!(
+        target: "promised::reroute",
+        chunked_s,
+        merged_s,
+        copied_s = started.elapsed().as_secs_f64(),
+        "instance build"
+    );
     (instance, resources)
 }
 
@@ -144,6 +158,7 @@ pub(crate) fn build(
 fn chunk(
     src: &Sources<'_>,
     asked: &[AtomicU64],
+    covered: &Covered<'_>,
     partition: &(impl Fn(&Resource) -> usize + Sync),
     orders: &[OpenOrder],
     plans: &[Vec<PlanCandidate>],
@@ -159,6 +174,12 @@ fn chunk(
         for c in plans {
             let first = out.uses.len() as u32;
             for (r, amount) in candidates::uses_of(order, c) {
+                // Positions are never removed, and a plan's lines are at positions of theirs.
+                if let Resource::Stock(sku, _) = r
+                    && covered.covered(src, sku)
+                {
+                    continue;
+                }
                 let id = *local.entry(r).or_insert_with(|| {
                     let cap = candidates::capacity_of(
                         src.engine,
@@ -198,6 +219,44 @@ fn chunk(
         out.stay.push(plans.iter().position(|c| c.current).map(|i| i as u32));
     }
     out
+}
+
+const UNKNOWN: u8 = 0;
+const COVERED: u8 = 1;
+const NOT_COVERED: u8 = 2;
+
+/// Per SKU, whether every one of its positions has on hand today all the units the orders ask
+/// of the SKU, so none can run short: worked out once per SKU on first need (one lock, its
+/// positions' ATP), instead of once per position per chunk. Two threads may both work it out;
+/// they find the same.
+struct Covered<'a> {
+    asked: &'a [AtomicU64],
+    state: Vec<AtomicU8>,
+}
+
+impl Covered<'_> {
+    fn covered(&self, src: &Sources<'_>, sku: SkuId) -> bool {
+        let Some(state) = self.state.get(sku.index()) else {
+            return false;
+        };
+        match state.load(Ordering::Relaxed) {
+            COVERED => true,
+            NOT_COVERED => false,
+            _ => {
+                let asked = self.asked[sku.index()].load(Ordering::Relaxed);
+                let e = src.engine;
+                let shard = e.shards[e.map.shard_of(sku)].read();
+                let all = shard.skus.get(e.map.slot_of(sku)).is_some_and(|entry| {
+                    entry
+                        .positions
+                        .iter()
+                        .all(|p| shard.atp(p, src.today, src.today).max(0) as u64 >= asked)
+                });
+                state.store(if all { COVERED } else { NOT_COVERED }, Ordering::Relaxed);
+                all
+            }
+        }
+    }
 }
 
 /// Global ids for the chunks' resources (in `Chunk::global`); returns the resources and their

@@ -412,7 +412,9 @@ impl Engine {
         plans: &[Vec<PlanCandidate>],
         network: &crate::network::Network,
     ) -> (solver::Instance, Vec<Resource>) {
+        let started = std::time::Instant::now();
         let freed = Freed::of(orders);
+        tracing::debug!(target: "promised::reroute", seconds = started.elapsed().as_secs_f64(), "freed counted");
         // A copy (a few thousand node-days): route orders need the book's write lock, and a
         // million-order build takes seconds.
         let book = self.capacity.read().clone();

@@ -23,6 +23,10 @@ use super::solver::{Candidate, Instance};
 
 /// Rounds at most: each after the first drops what the one before made free.
 const ROUNDS_MAX: usize = 6;
+/// A round that drops at most this fraction of the candidates is the last. On the 1M-order
+/// `peak` re-route the rounds drop 31%, 5%, 1.2%, 0.1% of what they get, at about a second
+/// each.
+const ROUND_LITTLE: f64 = 0.02;
 /// Orders a parallel task works at once.
 const CHUNK_ORDERS: usize = 2_048;
 
@@ -61,11 +65,14 @@ pub fn reduce(instance: &Instance) -> Reduced {
             seconds = started.elapsed().as_secs_f64(),
             "presolve round"
         );
+        let candidates = reduced.instance.candidates.len();
         let next = round(&reduced.instance, Some(&reduced.origin));
         rounds += 1;
         let dropped = next.instance.capacity.len() < before;
+        // A round costs about the same whatever it drops: stop once one drops little.
+        let little = (candidates - next.instance.candidates.len()) as f64 <= ROUND_LITTLE * candidates as f64;
         reduced = next;
-        if !dropped {
+        if !dropped || little {
             break;
         }
     }

@@ -184,6 +184,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     let mut priced = Vec::new();
     // The bound STALL_ITERATIONS ago: when it has barely moved since, more steps do not pay.
     let mut bounds: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut plans_s = 0.0;
     while iterations < iterations_max.max(1) {
         // The first iteration always runs: it gives the bound at zero prices.
         if iterations > 0 && stop() {
@@ -213,7 +214,9 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             }
         }
         if iterations.is_multiple_of(plan_every) {
+            let plan_started = std::time::Instant::now();
             let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
+            plans_s += plan_started.elapsed().as_secs_f64();
             let (cost, left) = cost_of(instance, &plan);
             if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
                 best = Some((plan, cost, left));
@@ -315,6 +318,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         iterations,
         tighten_s,
         iterations_s,
+        plans_s,
         eject_s,
         cost,
         lower_bound,
@@ -485,9 +489,16 @@ fn eject(
         }
     }
     let mut ranked: Vec<u32> = Vec::new();
+    // Ejections so far; per resource, the count when an ejection last took load off it; per
+    // order, the count when it last failed every target. An order that failed is tried again
+    // only once one of its targets' resources has had load taken off: otherwise it fails the
+    // same way (on the 1M-order `peak` re-route, most of a later pass's time went to such).
+    let mut ejections = 0u32;
+    let mut freed_at = vec![0u32; m];
+    let mut failed_at = vec![u32::MAX; choice.len()];
     for pass in 0..EJECT_PASSES {
         let mut changed = false;
-        let (mut tried, mut moved_orders) = (0usize, 0usize);
+        let (mut tried, mut moved_orders, mut skipped) = (0usize, 0usize, 0usize);
         let pass_started = std::time::Instant::now();
         for j in 0..choice.len() {
             if j % 4096 == 4095 && stop() {
@@ -518,15 +529,31 @@ fn eject(
             // more of its candidates: its cheapest nodes are where everyone is.
             let far = cost_at(j, here) > EJECT_FAR_RATIO * cheapest;
             ranked.truncate(if far { EJECT_TARGETS_FAR } else { EJECT_TARGETS });
+            if failed_at[j] != u32::MAX
+                && !ranked.iter().any(|&to| {
+                    uses_of(j, Some(to))
+                        .iter()
+                        .any(|&(r, _)| freed_at[r as usize] > failed_at[j])
+                })
+            {
+                skipped += 1;
+                continue;
+            }
             tried += 1;
+            failed_at[j] = ejections;
             for &to in &ranked {
                 if let Some(moved) = try_eject(instance, &mut choice, &mut used, &mut users, j, to) {
                     moved_orders += 1;
-                    for (k, c) in moved {
+                    ejections += 1;
+                    for (k, from, c) in moved {
+                        for &(r, _) in uses_of(k, from) {
+                            freed_at[r as usize] = ejections;
+                        }
                         for &(r, _) in uses_of(k, c) {
                             users[r as usize].push((k as u32, c.expect("uses come from a candidate")));
                         }
                     }
+                    failed_at[j] = u32::MAX;
                     changed = true;
                     break;
                 }
@@ -536,6 +563,7 @@ fn eject(
             target: "promised::reroute",
             pass,
             tried,
+            skipped,
             moved = moved_orders,
             seconds = pass_started.elapsed().as_secs_f64(),
             "ejection pass"
@@ -548,7 +576,8 @@ fn eject(
 }
 
 /// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
-/// lacks, if that lowers the total cost; returns the orders moved (with their new candidates).
+/// lacks, if that lowers the total cost; returns the orders moved (with their candidates
+/// before and after).
 fn try_eject(
     instance: &Instance,
     choice: &mut [Option<u32>],
@@ -556,7 +585,7 @@ fn try_eject(
     users: &mut [Vec<(u32, u32)>],
     j: usize,
     to: u32,
-) -> Option<Vec<(usize, Option<u32>)>> {
+) -> Option<Vec<(usize, Option<u32>, Option<u32>)>> {
     let uses_of = |j: usize, c: Option<u32>| {
         c.map_or(&[][..], |c| {
             instance.uses_of(&instance.candidates_of(j)[c as usize])
@@ -631,9 +660,8 @@ fn try_eject(
     if ok && gain > 1e-9 && instance.fits(&target, used) {
         apply(used, j, None, Some(to));
         choice[j] = Some(to);
-        let mut out: Vec<(usize, Option<u32>)> = moved.iter().map(|m| (m.0, m.2)).collect();
-        out.push((j, Some(to)));
-        return Some(out);
+        moved.push((j, here, Some(to)));
+        return Some(moved);
     }
     // Undo, last first.
     for &(k, from, to) in moved.iter().rev() {
