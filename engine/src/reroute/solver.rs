@@ -489,13 +489,11 @@ fn eject(
         }
     }
     let mut ranked: Vec<u32> = Vec::new();
-    // Ejections so far; per resource, the count when an ejection last took load off it; per
-    // order, the count when it last failed every target. An order that failed is tried again
-    // only once one of its targets' resources has had load taken off: otherwise it fails the
-    // same way (on the 1M-order `peak` re-route, most of a later pass's time went to such).
-    let mut ejections = 0u32;
-    let mut freed_at = vec![0u32; m];
-    let mut failed_at = vec![u32::MAX; choice.len()];
+    // The (resource, amount) pairs the order's earlier targets could not free room for: a
+    // later target needing as much there fails the same way, so it is not tried (on the
+    // 1M-order `peak` re-route most ejection time went to orders failing every target, many
+    // of them on one sold-out position or full day).
+    let mut blocked: Vec<(u32, u32)> = Vec::new();
     for pass in 0..EJECT_PASSES {
         let mut changed = false;
         let (mut tried, mut moved_orders, mut skipped) = (0usize, 0usize, 0usize);
@@ -529,33 +527,30 @@ fn eject(
             // more of its candidates: its cheapest nodes are where everyone is.
             let far = cost_at(j, here) > EJECT_FAR_RATIO * cheapest;
             ranked.truncate(if far { EJECT_TARGETS_FAR } else { EJECT_TARGETS });
-            if failed_at[j] != u32::MAX
-                && !ranked.iter().any(|&to| {
-                    uses_of(j, Some(to))
-                        .iter()
-                        .any(|&(r, _)| freed_at[r as usize] > failed_at[j])
-                })
-            {
-                skipped += 1;
-                continue;
-            }
             tried += 1;
-            failed_at[j] = ejections;
+            blocked.clear();
             for &to in &ranked {
-                if let Some(moved) = try_eject(instance, &mut choice, &mut used, &mut users, j, to) {
-                    moved_orders += 1;
-                    ejections += 1;
-                    for (k, from, c) in moved {
-                        for &(r, _) in uses_of(k, from) {
-                            freed_at[r as usize] = ejections;
+                let needs = uses_of(j, Some(to));
+                if needs
+                    .iter()
+                    .any(|&(r, a)| blocked.iter().any(|&(b, least)| b == r && least <= a))
+                {
+                    skipped += 1;
+                    continue;
+                }
+                match try_eject(instance, &mut choice, &mut used, &mut users, j, to) {
+                    Ok(moved) => {
+                        moved_orders += 1;
+                        for (k, c) in moved {
+                            for &(r, _) in uses_of(k, c) {
+                                users[r as usize].push((k as u32, c.expect("uses come from a candidate")));
+                            }
                         }
-                        for &(r, _) in uses_of(k, c) {
-                            users[r as usize].push((k as u32, c.expect("uses come from a candidate")));
-                        }
+                        changed = true;
+                        break;
                     }
-                    failed_at[j] = u32::MAX;
-                    changed = true;
-                    break;
+                    Err(Some(full)) => blocked.push(full),
+                    Err(None) => {}
                 }
             }
         }
@@ -576,8 +571,8 @@ fn eject(
 }
 
 /// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
-/// lacks, if that lowers the total cost; returns the orders moved (with their candidates
-/// before and after).
+/// lacks, if that lowers the total cost; returns the orders moved (with their new candidates),
+/// or the (resource, amount) it could not free room for, if that was why not.
 fn try_eject(
     instance: &Instance,
     choice: &mut [Option<u32>],
@@ -585,7 +580,7 @@ fn try_eject(
     users: &mut [Vec<(u32, u32)>],
     j: usize,
     to: u32,
-) -> Option<Vec<(usize, Option<u32>, Option<u32>)>> {
+) -> Result<Vec<(usize, Option<u32>)>, Option<(u32, u32)>> {
     let uses_of = |j: usize, c: Option<u32>| {
         c.map_or(&[][..], |c| {
             instance.uses_of(&instance.candidates_of(j)[c as usize])
@@ -606,7 +601,7 @@ fn try_eject(
     // Serving an order left out is worth any price.
     let mut gain = here.map_or(f64::INFINITY, |_| cost_at(j, here) - target.cost);
     let mut moved: Vec<(usize, Option<u32>, Option<u32>)> = Vec::new();
-    let mut ok = true;
+    let mut full = None;
     for &(r, a) in instance.uses_of(&target) {
         let cap = instance.capacity[r as usize];
         let mut tries = 0;
@@ -653,15 +648,16 @@ fn try_eject(
             }
         }
         if used[r as usize] + u64::from(a) > cap {
-            ok = false;
+            full = Some((r, a));
             break;
         }
     }
-    if ok && gain > 1e-9 && instance.fits(&target, used) {
+    if full.is_none() && gain > 1e-9 && instance.fits(&target, used) {
         apply(used, j, None, Some(to));
         choice[j] = Some(to);
-        moved.push((j, here, Some(to)));
-        return Some(moved);
+        let mut out: Vec<(usize, Option<u32>)> = moved.iter().map(|m| (m.0, m.2)).collect();
+        out.push((j, Some(to)));
+        return Ok(out);
     }
     // Undo, last first.
     for &(k, from, to) in moved.iter().rev() {
@@ -669,7 +665,7 @@ fn try_eject(
         choice[k] = from;
     }
     apply(used, j, None, here);
-    None
+    Err(full)
 }
 
 /// Passes at most of the move phase.
