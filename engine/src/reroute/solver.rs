@@ -127,25 +127,65 @@ const SMALL_CANDIDATES_MAX: usize = 5_000;
 const LARGE_CANDIDATES_MIN: usize = 5_000_000;
 const LARGE_ITERATIONS_MAX: u32 = 90;
 
+/// Orders a pricing task works through.
+const PRICE_CHUNK: usize = 16_384;
+/// Up to this many resources, each pricing task also sums its orders' loads (a vector of its
+/// own), so the subgradient needs no second pass over the orders.
+const FUSED_RESOURCES_MAX: usize = 1 << 16;
+
 /// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
-/// (for the regret order), into `out`.
-fn price_orders(instance: &Instance, prices: &[f64], out: &mut Vec<(u32, f64, f64)>) {
-    out.resize(instance.n_orders(), (u32::MAX, 0.0, 0.0));
-    out.par_iter_mut()
-        .with_min_len(512)
-        .enumerate()
-        .for_each(|(j, out)| {
-            let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
-            for (i, c) in instance.candidates_of(j).iter().enumerate() {
-                let priced = instance.priced(c, prices);
-                if priced < best.1 {
-                    best = (i as u32, priced, best.1);
-                } else if priced < best.2 {
-                    best.2 = priced;
-                }
+/// (for the regret order), into `out`; into `used`, what those candidates use of each resource.
+/// Sums of integers: the same on any number of threads.
+fn price_orders(instance: &Instance, prices: &[f64], out: &mut Vec<(u32, f64, f64)>, used: &mut [u64]) {
+    let cheapest = |j: usize| {
+        let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
+        for (i, c) in instance.candidates_of(j).iter().enumerate() {
+            let priced = instance.priced(c, prices);
+            if priced < best.1 {
+                best = (i as u32, priced, best.1);
+            } else if priced < best.2 {
+                best.2 = priced;
             }
-            *out = best;
-        });
+        }
+        best
+    };
+    let add = |used: &mut [u64], j: usize, best: (u32, f64, f64)| {
+        if best.0 != u32::MAX {
+            for &(r, a) in instance.uses_of(&instance.candidates_of(j)[best.0 as usize]) {
+                used[r as usize] += u64::from(a);
+            }
+        }
+    };
+    out.resize(instance.n_orders(), (u32::MAX, 0.0, 0.0));
+    let m = used.len();
+    if m <= FUSED_RESOURCES_MAX {
+        let loads: Vec<Vec<u64>> = out
+            .par_chunks_mut(PRICE_CHUNK)
+            .enumerate()
+            .map(|(k, chunk)| {
+                let mut local = vec![0u64; m];
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    let j = k * PRICE_CHUNK + i;
+                    *o = cheapest(j);
+                    add(&mut local, j, *o);
+                }
+                local
+            })
+            .collect();
+        used.fill(0);
+        for local in loads {
+            used.iter_mut().zip(local).for_each(|(u, l)| *u += l);
+        }
+    } else {
+        out.par_iter_mut()
+            .with_min_len(512)
+            .enumerate()
+            .for_each(|(j, o)| *o = cheapest(j));
+        used.fill(0);
+        for (j, &o) in out.iter().enumerate() {
+            add(used, j, o);
+        }
+    }
 }
 
 /// Solves `instance`; `stop` is asked once an iteration.
@@ -191,7 +231,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             stopped = true;
             break;
         }
-        price_orders(instance, &prices, &mut priced);
+        price_orders(instance, &prices, &mut priced, &mut used);
         // Sums in order index order: the same bound on any number of threads.
         // Orders with no candidate at all are left out of the bound (and of every plan).
         let mut bound: f64 = priced.iter().filter(|p| p.0 != u32::MAX).map(|p| p.1).sum();
@@ -236,17 +276,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         {
             break;
         }
-        // The subgradient: use less capacity.
-        used.iter_mut().for_each(|u| *u = 0);
-        for (j, p) in priced.iter().enumerate() {
-            if p.0 == u32::MAX {
-                continue;
-            }
-            let c = &instance.candidates_of(j)[p.0 as usize];
-            for &(r, a) in instance.uses_of(c) {
-                used[r as usize] += u64::from(a);
-            }
-        }
+        // The subgradient (`used` summed while pricing): use less capacity.
         // A free resource whose price is already 0 cannot go lower.
         let slope = |u: u64, c: u64, p: f64| {
             let g = u as f64 - c as f64;
@@ -280,7 +310,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         }
     }
     let (choice, _, _) = best.unwrap_or_else(|| {
-        price_orders(instance, &prices, &mut priced);
+        price_orders(instance, &prices, &mut priced, &mut used);
         let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
         (plan, 0.0, 0)
     });
