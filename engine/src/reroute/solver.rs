@@ -524,22 +524,34 @@ fn eject(
     // 1M-order `peak` re-route most ejection time went to orders failing every target, many
     // of them on one sold-out position or full day).
     let mut blocked: Vec<(u32, u32)> = Vec::new();
+    let cheapest: Vec<f64> = (0..choice.len())
+        .map(|j| {
+            instance
+                .candidates_of(j)
+                .iter()
+                .map(|c| c.cost)
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
     for pass in 0..EJECT_PASSES {
         let mut changed = false;
         let (mut tried, mut moved_orders, mut skipped) = (0usize, 0usize, 0usize);
         let pass_started = std::time::Instant::now();
-        for j in 0..choice.len() {
-            if j % 4096 == 4095 && stop() {
+        // Orders far from any fair price first (left out, or on a broken plan): the room moves
+        // free goes to them before orders that would only save a little.
+        let far = |j: usize| cost_at(j, choice[j]) > EJECT_FAR_RATIO * cheapest[j];
+        let visit: Vec<usize> = (0..choice.len())
+            .filter(|&j| far(j))
+            .chain((0..choice.len()).filter(|&j| !far(j)))
+            .collect();
+        for (step, &j) in visit.iter().enumerate() {
+            if step % 4096 == 4095 && stop() {
                 return (choice, true);
             }
             let here = choice[j];
+            let cheapest = cheapest[j];
             // Only orders far from their cheapest plan (left out, or on a much dearer plan):
             // where ejection pays, and few enough that a million orders take seconds.
-            let cheapest = instance
-                .candidates_of(j)
-                .iter()
-                .map(|c| c.cost)
-                .fold(f64::INFINITY, f64::min);
             if cost_at(j, here) <= EJECT_RATIO * cheapest {
                 continue;
             }
