@@ -16,6 +16,7 @@
 mod apply;
 pub mod candidates;
 pub mod network;
+mod chain;
 mod instance;
 mod presolve;
 pub mod solver;

@@ -609,7 +609,21 @@ fn eject(
             break;
         }
     }
-    (choice, false)
+    let started = std::time::Instant::now();
+    let mut state = super::chain::State {
+        instance,
+        choice: &mut choice,
+        used: &mut used,
+        users: &mut users,
+    };
+    let (placed, cut) = super::chain::pass(&mut state, &cheapest, stop);
+    tracing::debug!(
+        target: "promised::reroute",
+        placed,
+        seconds = started.elapsed().as_secs_f64(),
+        "chain pass"
+    );
+    (choice, cut)
 }
 
 /// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
