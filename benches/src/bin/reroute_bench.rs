@@ -85,7 +85,13 @@ fn main() -> anyhow::Result<()> {
             let id = |i: usize| RequestId((round as u128) << 64 | (1_000_000_000 + i as u128));
             let plans: Vec<_> = batch
                 .par_iter()
-                .map(|&i| world.engine.plan_route(now, &carts[i], id(i)).ok().and_then(|p| p.command))
+                .map(|&i| {
+                    world
+                        .engine
+                        .plan_route(now, &carts[i], id(i))
+                        .ok()
+                        .and_then(|p| p.command)
+                })
                 .collect();
             for (&i, command) in batch.iter().zip(plans) {
                 let Some(command) = command else { continue };

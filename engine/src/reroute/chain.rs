@@ -35,7 +35,9 @@ pub(super) struct State<'a> {
 impl<'a> State<'a> {
     fn uses(&self, j: usize, c: Option<u32>) -> &'a [(u32, u32)] {
         let instance = self.instance;
-        c.map_or(&[][..], |c| instance.uses_of(&instance.candidates_of(j)[c as usize]))
+        c.map_or(&[][..], |c| {
+            instance.uses_of(&instance.candidates_of(j)[c as usize])
+        })
     }
 
     fn cost(&self, j: usize, c: Option<u32>) -> f64 {
@@ -103,13 +105,14 @@ impl<'a> State<'a> {
             let pick = (0..self.instance.candidates_of(k).len() as u32)
                 .filter(|&c| {
                     Some(c) != from
-                        && !self
-                            .uses(k, Some(c))
-                            .iter()
-                            .any(|u| u.0 == r || u.0 == avoid)
+                        && !self.uses(k, Some(c)).iter().any(|u| u.0 == r || u.0 == avoid)
                         && self.fits(k, c)
                 })
-                .min_by(|&x, &y| self.cost(k, Some(x)).total_cmp(&self.cost(k, Some(y))).then(x.cmp(&y)));
+                .min_by(|&x, &y| {
+                    self.cost(k, Some(x))
+                        .total_cmp(&self.cost(k, Some(y)))
+                        .then(x.cmp(&y))
+                });
             match pick {
                 Some(c) if self.used[r as usize] + u64::from(a) <= self.instance.capacity[r as usize] => {
                     self.set(moves, k, Some(c));
@@ -131,7 +134,11 @@ impl<'a> State<'a> {
         let mut targets: Vec<u32> = (0..self.instance.candidates_of(j).len() as u32)
             .filter(|&c| self.cost(j, Some(c)) < gain_max - 1e-9)
             .collect();
-        targets.sort_by(|&x, &y| self.cost(j, Some(x)).total_cmp(&self.cost(j, Some(y))).then(x.cmp(&y)));
+        targets.sort_by(|&x, &y| {
+            self.cost(j, Some(x))
+                .total_cmp(&self.cost(j, Some(y)))
+                .then(x.cmp(&y))
+        });
         targets.truncate(TARGETS);
         for to in targets {
             let mut moves: Moves = Vec::new();
@@ -161,7 +168,11 @@ impl<'a> State<'a> {
                 let mut cands: Vec<u32> = (0..self.instance.candidates_of(k).len() as u32)
                     .filter(|&c| Some(c) != k_from && !self.uses(k, Some(c)).iter().any(|u| u.0 == r))
                     .collect();
-                cands.sort_by(|&x, &y| self.cost(k, Some(x)).total_cmp(&self.cost(k, Some(y))).then(x.cmp(&y)));
+                cands.sort_by(|&x, &y| {
+                    self.cost(k, Some(x))
+                        .total_cmp(&self.cost(k, Some(y)))
+                        .then(x.cmp(&y))
+                });
                 cands.truncate(SECOND_CANDIDATES);
                 let mut placed = false;
                 for c in cands {
@@ -205,7 +216,11 @@ impl<'a> State<'a> {
 
 /// One pass over the far orders, in order index order; returns how many it placed. Asks `stop`
 /// every 1,024 orders tried.
-pub(super) fn pass(state: &mut State<'_>, cheapest: &[f64], stop: &(dyn Fn() -> bool + Sync)) -> (usize, bool) {
+pub(super) fn pass(
+    state: &mut State<'_>,
+    cheapest: &[f64],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> (usize, bool) {
     let mut placed = 0;
     let mut tried = 0usize;
     for (j, &cheapest) in cheapest.iter().enumerate() {
@@ -215,7 +230,7 @@ pub(super) fn pass(state: &mut State<'_>, cheapest: &[f64], stop: &(dyn Fn() -> 
             continue;
         }
         tried += 1;
-        if tried % 1024 == 0 && stop() {
+        if tried.is_multiple_of(1024) && stop() {
             return (placed, true);
         }
         if let Some(moves) = state.chain(j) {
@@ -240,7 +255,10 @@ mod tests {
 
     /// j wants resource 1, held by k; k could go to resource 2, held by k2; k2 can go to the
     /// free resource 3. One ejection finds nothing (k has nowhere to go as things are).
-    fn three_in_a_row(j_stay: f64, step: f64) -> (Instance, Vec<Option<u32>>, Vec<u64>, Vec<Vec<(u32, u32)>>) {
+    /// An instance, a choice, the loads and the users of each resource.
+    type Setup = (Instance, Vec<Option<u32>>, Vec<u64>, Vec<Vec<(u32, u32)>>);
+
+    fn three_in_a_row(j_stay: f64, step: f64) -> Setup {
         let mut inst = Instance {
             capacity: vec![1, 1, 1, 1],
             ..Default::default()

@@ -16,7 +16,7 @@
 //! same instance on any number of threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -181,15 +181,9 @@ fn chunk(
                     continue;
                 }
                 let id = *local.entry(r).or_insert_with(|| {
-                    let cap = candidates::capacity_of(
-                        src.engine,
-                        src.network,
-                        src.book,
-                        src.freed,
-                        src.today,
-                        r,
-                    )
-                    .unwrap_or(UNLIMITED);
+                    let cap =
+                        candidates::capacity_of(src.engine, src.network, src.book, src.freed, src.today, r)
+                            .unwrap_or(UNLIMITED);
                     let never_short = match r {
                         Resource::Stock(sku, _) => asked
                             .get(sku.index())
@@ -216,7 +210,8 @@ fn chunk(
             });
         }
         out.counts.push(plans.len() as u32);
-        out.stay.push(plans.iter().position(|c| c.current).map(|i| i as u32));
+        out.stay
+            .push(plans.iter().position(|c| c.current).map(|i| i as u32));
     }
     out
 }
@@ -259,11 +254,18 @@ impl Covered<'_> {
     }
 }
 
+/// One partition of the merge: its resources and their capacities by first use, and per chunk
+/// (local id, id in the partition).
+struct Partition {
+    resources: Vec<Resource>,
+    capacity: Vec<u64>,
+    ids: Vec<Vec<(u32, u32)>>,
+}
+
 /// Global ids for the chunks' resources (in `Chunk::global`); returns the resources and their
 /// capacities by global id.
 fn merge(chunks: &mut [Chunk]) -> (Vec<Resource>, Vec<u64>) {
-    // Per partition: its resources and capacities by first use, and per chunk (local, id).
-    let parts: Vec<(Vec<Resource>, Vec<u64>, Vec<Vec<(u32, u32)>>)> = (0..PARTITIONS)
+    let parts: Vec<Partition> = (0..PARTITIONS)
         .into_par_iter()
         .map(|p| {
             let mut index: HashMap<Resource, u32, ahash::RandomState> = HashMap::default();
@@ -282,20 +284,24 @@ fn merge(chunks: &mut [Chunk]) -> (Vec<Resource>, Vec<u64>) {
                 }
                 ids.push(mine);
             }
-            (resources, capacity, ids)
+            Partition {
+                resources,
+                capacity,
+                ids,
+            }
         })
         .collect();
     let mut offsets = Vec::with_capacity(PARTITIONS);
     let (mut resources, mut capacity) = (Vec::new(), Vec::new());
-    for (r, c, _) in &parts {
+    for part in &parts {
         offsets.push(resources.len() as u32);
-        resources.extend_from_slice(r);
-        capacity.extend_from_slice(c);
+        resources.extend_from_slice(&part.resources);
+        capacity.extend_from_slice(&part.capacity);
     }
     chunks.par_iter_mut().enumerate().for_each(|(k, c)| {
         c.global = vec![0; c.resources.len()];
-        for ((_, _, ids), &offset) in parts.iter().zip(&offsets) {
-            for &(l, id) in &ids[k] {
+        for (part, &offset) in parts.iter().zip(&offsets) {
+            for &(l, id) in &part.ids[k] {
                 c.global[l as usize] = offset + id;
             }
         }

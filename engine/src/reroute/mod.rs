@@ -15,9 +15,9 @@
 
 mod apply;
 pub mod candidates;
-pub mod network;
 mod chain;
 mod instance;
+pub mod network;
 mod presolve;
 pub mod solver;
 

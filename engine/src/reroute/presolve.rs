@@ -108,10 +108,9 @@ fn round(instance: &Instance, origin: Option<&[u32]>) -> Reduced {
     // What the orders could draw on each resource at most: per order the most any of its
     // takeable candidates uses.
     let demand: Vec<AtomicU64> = (0..m).map(|_| AtomicU64::new(0)).collect();
-    (0..n)
-        .into_par_iter()
-        .with_min_len(CHUNK_ORDERS)
-        .for_each_init(Vec::new, |most: &mut Vec<(u32, u32)>, j| {
+    (0..n).into_par_iter().with_min_len(CHUNK_ORDERS).for_each_init(
+        Vec::new,
+        |most: &mut Vec<(u32, u32)>, j| {
             most.clear();
             for (i, c) in instance.candidates_of(j).iter().enumerate() {
                 if takeable(j, i, c) {
@@ -123,7 +122,8 @@ fn round(instance: &Instance, origin: Option<&[u32]>) -> Reduced {
             for &(r, a) in most.iter() {
                 demand[r as usize].fetch_add(u64::from(a), Ordering::Relaxed);
             }
-        });
+        },
+    );
     let mut id = vec![u32::MAX; m];
     let mut capacity = Vec::new();
     for r in 0..m {

@@ -626,6 +626,10 @@ fn eject(
     (choice, cut)
 }
 
+/// The orders an ejection moved (with their new candidates), or the (resource, amount) it could
+/// not free room for, if that was why it failed.
+type Ejected = Result<Vec<(usize, Option<u32>)>, Option<(u32, u32)>>;
+
 /// Moves order `j` to its candidate `to`, first moving other orders off the resources `to`
 /// lacks, if that lowers the total cost; returns the orders moved (with their new candidates),
 /// or the (resource, amount) it could not free room for, if that was why not.
@@ -636,7 +640,7 @@ fn try_eject(
     users: &mut [Vec<(u32, u32)>],
     j: usize,
     to: u32,
-) -> Result<Vec<(usize, Option<u32>)>, Option<(u32, u32)>> {
+) -> Ejected {
     let uses_of = |j: usize, c: Option<u32>| {
         c.map_or(&[][..], |c| {
             instance.uses_of(&instance.candidates_of(j)[c as usize])
@@ -864,7 +868,9 @@ mod tests {
             // One resource nobody can overfill.
             inst.capacity[0] = 1_000;
             if seed % 2 == 0 {
-                inst.stay = (0..5).map(|j| Some((seed as usize + j) as u32 % inst.candidates_of(j).len() as u32)).collect();
+                inst.stay = (0..5)
+                    .map(|j| Some((seed as usize + j) as u32 % inst.candidates_of(j).len() as u32))
+                    .collect();
             }
             let reduced = super::super::presolve::reduce(&inst);
             let out = &reduced.instance;
