@@ -421,7 +421,13 @@ pub(crate) fn uses_of(order: &OpenOrder, c: &PlanCandidate) -> SmallVec<[(Resour
     let mut out: SmallVec<[(Resource, u32); 8]> = SmallVec::new();
     for (l, &node) in order.lines.iter().zip(&c.line_node) {
         if node != NO_NODE {
-            out.push((Resource::Stock(l.0, node), l.1));
+            // Each resource once (two lines of one SKU at one node add up): the solver checks
+            // room one use at a time.
+            let r = Resource::Stock(l.0, node);
+            match out.iter_mut().find(|u| u.0 == r) {
+                Some(u) => u.1 = u.1.saturating_add(l.1),
+                None => out.push((r, l.1)),
+            }
         }
     }
     for p in &c.packages {
@@ -448,4 +454,47 @@ pub(crate) fn all_candidates(ctx: &Context<'_>, orders: &[OpenOrder]) -> Vec<Vec
             ctx.candidates(o, &mut distances)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use smallvec::smallvec;
+
+    use super::*;
+    use crate::ids::{RequestId, ZoneId};
+    use crate::network::ServiceLevel;
+    use crate::promise::Destination;
+
+    /// Two lines of one SKU shipped from one node draw on its position once, for both.
+    #[test]
+    fn a_candidate_uses_each_resource_once() {
+        let (sku, node, day) = (SkuId::from_raw(3), NodeId::from_raw(1), Day(10));
+        let order = OpenOrder {
+            id: RequestId(1),
+            lines: smallvec![(sku, 2, NO_NODE), (sku, 5, NO_NODE)],
+            packages: SmallVec::new(),
+            destination: Destination {
+                zone: ZoneId(0),
+                point: None,
+            },
+            level: ServiceLevel::Ground,
+            promised: None,
+        };
+        let plan = PlanCandidate {
+            line_node: smallvec![node, node],
+            packages: smallvec![ShipSlot { node, day }],
+            cost: 1.0,
+            delivery: Day(12),
+            current: false,
+            broken: false,
+        };
+        assert_eq!(
+            uses_of(&order, &plan).as_slice(),
+            &[
+                (Resource::Stock(sku, node), 7),
+                (Resource::Orders(node, day), 1),
+                (Resource::Units(node, day), 7)
+            ]
+        );
+    }
 }

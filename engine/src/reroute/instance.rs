@@ -5,15 +5,18 @@
 //! VM every fresh page costs (the kernel zeroes it on first touch), so the build avoids both
 //! work and memory:
 //!
-//! - A stock position whose capacity covers every unit the orders ask of its SKU can never run
-//!   short: its uses are left out (most positions; presolve would drop them anyway).
+//! - A SKU whose every position has on hand every unit the orders ask of it can never run
+//!   short anywhere: its positions are left out (most SKUs; presolve would drop them anyway).
+//!   Other positions are interned; presolve drops those that cannot bind.
 //! - Orders are worked in chunks in parallel, each interning its resources in a small map of
 //!   its own (reading their capacities), then the chunks' resources are merged into global ids
 //!   in partitions by hash, also in parallel, and the chunks copied into the instance.
 //!
 //! A resource's id is its partition's offset plus its rank by first use (order index order)
 //! within the partition, and its capacity is the one read by the chunk that used it first: the
-//! same instance on any number of threads.
+//! same instance on any number of threads (while the engine does not change under it; when it
+//! does, each resource still has one capacity, read at some moment of the build, and the apply
+//! checks every move again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -90,7 +93,7 @@ pub(crate) fn build(
     let mut chunks: Vec<Chunk> = orders
         .par_chunks(CHUNK_ORDERS)
         .zip(plans.par_chunks(CHUNK_ORDERS))
-        .map(|(orders, plans)| chunk(src, &asked, &covered, &partition, orders, plans))
+        .map(|(orders, plans)| chunk(src, &covered, &partition, orders, plans))
         .collect();
     let chunked_s = started.elapsed().as_secs_f64();
     let (resources, capacity) = merge(&mut chunks);
@@ -100,6 +103,11 @@ pub(crate) fn build(
         let global = std::mem::take(&mut c.global);
         c.uses.iter_mut().for_each(|u| u.0 = global[u.0 as usize]);
     });
+    let total: usize = chunks.iter().map(|c| c.uses.len()).sum();
+    assert!(
+        u32::try_from(total).is_ok(),
+        "{total} uses: more than a re-route instance holds"
+    );
     let mut cand_at = vec![0usize];
     let mut use_at = vec![0usize];
     let mut order_at = vec![0usize];
@@ -157,7 +165,6 @@ pub(crate) fn build(
 /// One chunk of orders: candidates, uses and resources with local ids.
 fn chunk(
     src: &Sources<'_>,
-    asked: &[AtomicU64],
     covered: &Covered<'_>,
     partition: &(impl Fn(&Resource) -> usize + Sync),
     orders: &[OpenOrder],
@@ -184,13 +191,10 @@ fn chunk(
                     let cap =
                         candidates::capacity_of(src.engine, src.network, src.book, src.freed, src.today, r)
                             .unwrap_or(UNLIMITED);
-                    let never_short = match r {
-                        Resource::Stock(sku, _) => asked
-                            .get(sku.index())
-                            .is_some_and(|a| a.load(Ordering::Relaxed) <= cap),
-                        _ => cap == UNLIMITED,
-                    };
-                    if never_short {
+                    // A node's days without a limit. (A position is decided per SKU above,
+                    // once for the whole build: chunks reading it at different moments of a
+                    // changing engine could disagree.)
+                    if cap == UNLIMITED {
                         return NEVER_SHORT;
                     }
                     let id = out.resources.len() as u32;
@@ -223,7 +227,7 @@ const NOT_COVERED: u8 = 2;
 /// Per SKU, whether every one of its positions has on hand today all the units the orders ask
 /// of the SKU, so none can run short: worked out once per SKU on first need (one lock, its
 /// positions' ATP), instead of once per position per chunk. Two threads may both work it out;
-/// they find the same.
+/// the first answer stored is the one every chunk uses.
 struct Covered<'a> {
     asked: &'a [AtomicU64],
     state: Vec<AtomicU8>,
@@ -247,8 +251,12 @@ impl Covered<'_> {
                         .iter()
                         .all(|p| shard.atp(p, src.today, src.today).max(0) as u64 >= asked)
                 });
-                state.store(if all { COVERED } else { NOT_COVERED }, Ordering::Relaxed);
-                all
+                // The first answer stands: every chunk sees the same one.
+                let mine = if all { COVERED } else { NOT_COVERED };
+                match state.compare_exchange(UNKNOWN, mine, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => all,
+                    Err(first) => first == COVERED,
+                }
             }
         }
     }

@@ -9,8 +9,9 @@
 //!   candidate draws on nothing left is settled.
 //!
 //! Dropping candidates lowers what orders could draw, so more resources drop: the rounds repeat
-//! until one drops none. On the 1M-order `peak` re-route this leaves a small part of the
-//! candidates to price each iteration.
+//! until one drops no resource or under 2% of the candidates (at most six). On the 1M-order
+//! `peak` re-route this leaves 69% of the candidates to price each iteration, 4,072 of 11,844
+//! resources.
 //!
 //! Each order is worked alone and the demand sums are integers: the result is the same on any
 //! number of threads.
@@ -161,10 +162,15 @@ fn round(instance: &Instance, origin: Option<&[u32]>) -> Reduced {
                     kept.push((i, from, part.uses.len()));
                 }
                 // The first of the cheapest candidates that draw on nothing always fits: no
-                // dearer candidate ever pays (nor one as dear after it).
+                // dearer candidate ever pays (nor one as dear after it). The order's own plan,
+                // if it is one of them, is the one kept: staying put is no move.
+                let is_free = |&(i, from, to): &(usize, usize, usize)| {
+                    from == to && instance.candidates_of(j)[i].cost == free_cost
+                };
                 let free = kept
                     .iter()
-                    .position(|&(i, from, to)| from == to && instance.candidates_of(j)[i].cost == free_cost);
+                    .position(|k| is_free(k) && stay(j) == Some(k.0 as u32))
+                    .or_else(|| kept.iter().position(is_free));
                 // Emitted in place: kept candidates' uses move down over dropped ones'.
                 let first = part.candidates.len();
                 let mut to_at = uses_at;

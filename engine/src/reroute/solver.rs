@@ -17,10 +17,12 @@
 //!   best plan is taken from them) take the cheapest-priced candidate that still fits; then
 //!   passes move each order to a cheaper plan that fits; `settle` keeps orders on their own
 //!   plans where needed. The best plan then gets ejection moves: an order reaches a cheaper
-//!   candidate by moving others off the resources it lacks.
+//!   candidate by moving others off the resources it lacks; then chains of two moves for the
+//!   orders still far from a fair price ([`super::chain`]).
 //!
-//! Orders are priced in parallel (rayon); the sums, the greedy and the moves run in order index
-//! order, so the same instance gives the same plan, bound and gap on any number of threads.
+//! Orders are priced in parallel (rayon); the sums, the greedy and the moves run in a fixed
+//! order (order index, or regret then index), so the same instance gives the same plan, bound
+//! and gap on any number of threads.
 
 use rayon::prelude::*;
 
@@ -492,8 +494,9 @@ const EJECT_PASSES: usize = 3;
 /// Ejection moves for the final plan: an order takes a cheaper candidate that does not fit yet
 /// by moving other orders off the resources it lacks (each to its cheapest candidate that fits
 /// without them), when the orders' costs together go down. Frees the days and positions that
-/// greedy filled in its order, so orders it left on dear plans get cheap ones. In order index
-/// order, re-checked against the loads as they are: the same on any number of threads.
+/// greedy filled in its order, so orders it left on dear plans get cheap ones. Orders far from
+/// any fair price first, then the others, each in order index order, re-checked against the
+/// loads as they are: the same on any number of threads.
 /// Asks `stop` every 4,096 orders; returns the plan and whether it was cut short.
 fn eject(
     instance: &Instance,
@@ -520,9 +523,10 @@ fn eject(
     }
     let mut ranked: Vec<u32> = Vec::new();
     // The (resource, amount) pairs the order's earlier targets could not free room for: a
-    // later target needing as much there fails the same way, so it is not tried (on the
-    // 1M-order `peak` re-route most ejection time went to orders failing every target, many
-    // of them on one sold-out position or full day).
+    // later target needing as much there would almost surely fail the same way (the same users
+    // to move, as much gain or less), so it is not tried. A heuristic: it never makes a plan
+    // infeasible. On the 1M-order `peak` re-route most ejection time went to orders failing
+    // every target, many of them on one sold-out position or full day.
     let mut blocked: Vec<(u32, u32)> = Vec::new();
     let cheapest: Vec<f64> = (0..choice.len())
         .map(|j| {
@@ -891,6 +895,21 @@ mod tests {
         }
         assert!(resources >= 300);
         assert!(candidates > 0);
+    }
+
+    /// Of equally cheap candidates that always fit, the order's own plan is the one kept.
+    #[test]
+    fn presolve_keeps_the_own_plan_among_equals() {
+        let mut inst = Instance {
+            capacity: vec![1_000],
+            ..Default::default()
+        };
+        inst.push_order([(5.0, &[(0, 1)][..]), (5.0, &[(0, 1)][..]), (9.0, &[(0, 1)][..])]);
+        inst.stay = vec![Some(1)];
+        let reduced = super::super::presolve::reduce(&inst);
+        assert_eq!(reduced.instance.candidates.len(), 1);
+        assert_eq!(reduced.origin, vec![1]);
+        assert_eq!(reduced.instance.stay, vec![Some(0)]);
     }
 
     #[test]
