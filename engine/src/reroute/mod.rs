@@ -169,8 +169,8 @@ pub struct LeftOut {
 }
 
 /// The resources the candidates draw on that could run short, and whether the plan overfills
-/// any. Not counted: a stock position whose capacity covers every unit the orders ask of its
-/// SKU, and a node's days when it has no daily limit.
+/// any. Not counted: the positions of a SKU whose every position has on hand all the units the
+/// orders ask of it, and a node's days when it has no daily limit.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResourceCheck {
     pub positions: usize,
