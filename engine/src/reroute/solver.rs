@@ -227,6 +227,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
     // The bound STALL_ITERATIONS ago: when it has barely moved since, more steps do not pay.
     let mut bounds: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
     let mut plans_s = 0.0;
+    let mut stays_won = false;
     while iterations < iterations_max.max(1) {
         // The first iteration always runs: it gives the bound at zero prices.
         if iterations > 0 && stop() {
@@ -257,22 +258,30 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         }
         if iterations.is_multiple_of(plan_every) {
             let plan_started = std::time::Instant::now();
-            let mut plans = vec![settle(
-                instance,
-                improve(instance, greedy(instance, &priced, &prices)),
-            )];
-            // Large instances every time (their greedy plans leave many out); others every
-            // other time (each plan costs as much as many iterations there).
+            // Greedy from nothing, except on a large instance where the plan from the orders'
+            // own plans won last time (a second a plan at 1M orders).
+            let mut plans = Vec::with_capacity(2);
+            if !(large && stays_won) {
+                let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
+                plans.push((plan, false));
+            }
+            // From the orders' own plans: on large instances every time (their greedy plans
+            // leave many out), on others every other time (a plan costs many iterations there).
             if !instance.stay.is_empty() && (large || (iterations / plan_every).is_multiple_of(2)) {
-                plans.push(improve(instance, from_stays(instance, &priced, &prices)));
+                plans.push((improve(instance, from_stays(instance, &priced, &prices)), true));
             }
             plans_s += plan_started.elapsed().as_secs_f64();
-            for plan in plans {
+            let mut round_best: Option<(f64, usize, bool)> = None;
+            for (plan, from_own) in plans {
                 let (cost, left) = cost_of(instance, &plan);
+                if round_best.is_none_or(|b| (left, cost) < (b.1, b.0)) {
+                    round_best = Some((cost, left, from_own));
+                }
                 if best.as_ref().is_none_or(|b| (left, cost) < (b.2, b.1)) {
                     best = Some((plan, cost, left));
                 }
             }
+            stays_won = round_best.is_some_and(|b| b.2);
         }
         iterations += 1;
         bounds.push_back(best_bound);
