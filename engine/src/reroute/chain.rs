@@ -84,6 +84,20 @@ impl<'a> State<'a> {
         }
     }
 
+    /// The `n` cheapest candidates of `j` that `keep` keeps, cheapest first.
+    fn cheapest(&self, j: usize, n: usize, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut out: Vec<u32> = (0..self.instance.candidates_of(j).len() as u32)
+            .filter(|&c| keep(c))
+            .collect();
+        out.sort_by(|&x, &y| {
+            self.cost(j, Some(x))
+                .total_cmp(&self.cost(j, Some(y)))
+                .then(x.cmp(&y))
+        });
+        out.truncate(n);
+        out
+    }
+
     /// Live users of `r`, at most `n`, not in `skip`.
     fn live_users(&self, r: u32, n: usize, skip: &[usize]) -> Vec<usize> {
         self.users[r as usize]
@@ -131,15 +145,7 @@ impl<'a> State<'a> {
             None => f64::INFINITY,
             Some(_) => self.cost(j, here),
         };
-        let mut targets: Vec<u32> = (0..self.instance.candidates_of(j).len() as u32)
-            .filter(|&c| self.cost(j, Some(c)) < gain_max - 1e-9)
-            .collect();
-        targets.sort_by(|&x, &y| {
-            self.cost(j, Some(x))
-                .total_cmp(&self.cost(j, Some(y)))
-                .then(x.cmp(&y))
-        });
-        targets.truncate(TARGETS);
+        let targets = self.cheapest(j, TARGETS, |c| self.cost(j, Some(c)) < gain_max - 1e-9);
         for to in targets {
             let mut moves: Moves = Vec::new();
             self.set(&mut moves, j, None);
@@ -165,15 +171,9 @@ impl<'a> State<'a> {
                 }
                 let mark = moves.len();
                 self.set(&mut moves, k, None);
-                let mut cands: Vec<u32> = (0..self.instance.candidates_of(k).len() as u32)
-                    .filter(|&c| Some(c) != k_from && !self.uses(k, Some(c)).iter().any(|u| u.0 == r))
-                    .collect();
-                cands.sort_by(|&x, &y| {
-                    self.cost(k, Some(x))
-                        .total_cmp(&self.cost(k, Some(y)))
-                        .then(x.cmp(&y))
+                let cands = self.cheapest(k, SECOND_CANDIDATES, |c| {
+                    Some(c) != k_from && !self.uses(k, Some(c)).iter().any(|u| u.0 == r)
                 });
-                cands.truncate(SECOND_CANDIDATES);
                 let mut placed = false;
                 for c in cands {
                     let step = self.cost(k, Some(c)) - self.cost(k, k_from);
