@@ -437,8 +437,9 @@ const FROM_STAYS_PASSES: usize = 3;
 /// regret order move each order to its cheapest candidate at `prices` that fits. The plan fits
 /// throughout, so no order is sent back by `settle`; and orders leave the resources the prices
 /// say are contested, which later in the pass, or in the next, orders left out or on a broken
-/// plan take. On the 1M-order `peak` re-route the greedy plan (from nothing) left 46k orders
-/// far from any fair price, most of them pushed back by orders it had not placed.
+/// plan take. Greedy from nothing cannot promise that: an order it cannot place goes back to
+/// its own plan in `settle` and can push out whoever took the room. On the 1M-order `peak`
+/// re-route greedy's best plan left 46k orders far from any fair price, this one 23k.
 fn from_stays(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Vec<Option<u32>> {
     let n = instance.n_orders();
     let mut choice: Vec<Option<u32>> = (0..n).map(|j| instance.stay.get(j).copied().flatten()).collect();
