@@ -7,7 +7,7 @@
 //! that fits. Tried only for orders far from any fair price (left out, or kept on a plan that no
 //! longer ships), with small limits, after the ejection passes.
 
-use super::solver::Instance;
+use super::solver::{EJECT_FAR_RATIO, Instance};
 
 /// Cheaper candidates of a far order tried, cheapest first.
 const TARGETS: usize = 8;
@@ -17,8 +17,6 @@ const FIRST_TRIES: usize = 16;
 const SECOND_CANDIDATES: usize = 3;
 /// Users of the second resource tried per candidate.
 const SECOND_TRIES: usize = 8;
-/// An order on a plan dearer than this many times its cheapest is far.
-const FAR_RATIO: f64 = 8.0;
 
 /// The moves of one chain, undone in reverse on failure: (order, from, to).
 type Moves = Vec<(usize, Option<u32>, Option<u32>)>;
@@ -34,10 +32,7 @@ pub(super) struct State<'a> {
 
 impl<'a> State<'a> {
     fn uses(&self, j: usize, c: Option<u32>) -> &'a [(u32, u32)] {
-        let instance = self.instance;
-        c.map_or(&[][..], |c| {
-            instance.uses_of(&instance.candidates_of(j)[c as usize])
-        })
+        self.instance.uses_at(j, c)
     }
 
     fn cost(&self, j: usize, c: Option<u32>) -> f64 {
@@ -225,7 +220,7 @@ pub(super) fn pass(
     let mut tried = 0usize;
     for (j, &cheapest) in cheapest.iter().enumerate() {
         let here = state.choice[j];
-        let far = here.is_none_or(|_| state.cost(j, here) > FAR_RATIO * cheapest);
+        let far = here.is_none_or(|_| state.cost(j, here) > EJECT_FAR_RATIO * cheapest);
         if !far || !cheapest.is_finite() {
             continue;
         }

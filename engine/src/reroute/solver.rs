@@ -76,6 +76,19 @@ impl Instance {
             .all(|&(r, a)| used[r as usize] + u64::from(a) <= self.capacity[r as usize])
     }
 
+    /// What order `j` draws on with its candidate `c` (nothing when it has none).
+    pub fn uses_at(&self, j: usize, c: Option<u32>) -> &[(u32, u32)] {
+        c.map_or(&[][..], |c| self.uses_of(&self.candidates_of(j)[c as usize]))
+    }
+
+    /// The cost of order `j`'s cheapest candidate (infinite when it has none).
+    pub fn cheapest(&self, j: usize) -> f64 {
+        self.candidates_of(j)
+            .iter()
+            .map(|c| c.cost)
+            .fold(f64::INFINITY, f64::min)
+    }
+
     pub fn uses_of(&self, c: &Candidate) -> &[(u32, u32)] {
         &self.uses[c.first as usize..(c.first + c.len) as usize]
     }
@@ -397,9 +410,11 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
 fn free_orders(instance: &Instance) -> usize {
     (0..instance.n_orders())
         .filter(|&j| {
-            let cands = instance.candidates_of(j);
-            let min = cands.iter().map(|c| c.cost).fold(f64::INFINITY, f64::min);
-            cands.iter().any(|c| c.cost == min && c.len == 0)
+            let min = instance.cheapest(j);
+            instance
+                .candidates_of(j)
+                .iter()
+                .any(|c| c.cost == min && c.len == 0)
         })
         .count()
 }
@@ -410,9 +425,9 @@ fn far_orders(instance: &Instance, choice: &[Option<u32>]) -> usize {
         .iter()
         .enumerate()
         .filter(|&(j, c)| {
-            let cands = instance.candidates_of(j);
-            let cheapest = cands.iter().map(|c| c.cost).fold(f64::INFINITY, f64::min);
-            c.is_none_or(|c| cands[c as usize].cost > EJECT_FAR_RATIO * cheapest)
+            c.is_none_or(|c| {
+                instance.candidates_of(j)[c as usize].cost > EJECT_FAR_RATIO * instance.cheapest(j)
+            })
         })
         .count()
 }
@@ -443,11 +458,7 @@ const FROM_STAYS_PASSES: usize = 3;
 fn from_stays(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Vec<Option<u32>> {
     let n = instance.n_orders();
     let mut choice: Vec<Option<u32>> = (0..n).map(|j| instance.stay.get(j).copied().flatten()).collect();
-    let uses_of = |j: usize, c: Option<u32>| {
-        c.map_or(&[][..], |c| {
-            instance.uses_of(&instance.candidates_of(j)[c as usize])
-        })
-    };
+    let uses_of = |j: usize, c: Option<u32>| instance.uses_at(j, c);
     let mut used = vec![0u64; instance.capacity.len()];
     for (j, &c) in choice.iter().enumerate() {
         for &(r, a) in uses_of(j, c) {
@@ -545,11 +556,7 @@ fn settle(instance: &Instance, mut choice: Vec<Option<u32>>) -> Vec<Option<u32>>
     if instance.stay.is_empty() {
         return choice;
     }
-    let uses_of = |j: usize, c: Option<u32>| {
-        c.map_or(&[][..], |c| {
-            instance.uses_of(&instance.candidates_of(j)[c as usize])
-        })
-    };
+    let uses_of = |j: usize, c: Option<u32>| instance.uses_at(j, c);
     let mut used = vec![0u64; instance.capacity.len()];
     for (j, c) in choice.iter_mut().enumerate() {
         if c.is_none() {
@@ -591,7 +598,7 @@ const EJECT_TARGETS: usize = 4;
 /// Cheaper candidates tried by an order on a plan dearer than `EJECT_FAR_RATIO` times its
 /// cheapest one.
 const EJECT_TARGETS_FAR: usize = 16;
-const EJECT_FAR_RATIO: f64 = 8.0;
+pub(super) const EJECT_FAR_RATIO: f64 = 8.0;
 /// Orders on a plan dearer than this many times their cheapest one try ejections.
 const EJECT_RATIO: f64 = 1.5;
 /// Ejection passes at most.
@@ -610,11 +617,7 @@ fn eject(
     stop: &(dyn Fn() -> bool + Sync),
 ) -> (Vec<Option<u32>>, bool) {
     let m = instance.capacity.len();
-    let uses_of = |j: usize, c: Option<u32>| {
-        c.map_or(&[][..], |c| {
-            instance.uses_of(&instance.candidates_of(j)[c as usize])
-        })
-    };
+    let uses_of = |j: usize, c: Option<u32>| instance.uses_at(j, c);
     let cost_at =
         |j: usize, c: Option<u32>| c.map_or(f64::INFINITY, |c| instance.candidates_of(j)[c as usize].cost);
     let mut used = vec![0u64; m];
@@ -634,15 +637,7 @@ fn eject(
     // infeasible. On the 1M-order `peak` re-route most ejection time went to orders failing
     // every target, many of them on one sold-out position or full day.
     let mut blocked: Vec<(u32, u32)> = Vec::new();
-    let cheapest: Vec<f64> = (0..choice.len())
-        .map(|j| {
-            instance
-                .candidates_of(j)
-                .iter()
-                .map(|c| c.cost)
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
+    let cheapest: Vec<f64> = (0..choice.len()).map(|j| instance.cheapest(j)).collect();
     for pass in 0..EJECT_PASSES {
         let mut changed = false;
         let (mut tried, mut moved_orders, mut skipped) = (0usize, 0usize, 0usize);
@@ -751,11 +746,7 @@ fn try_eject(
     j: usize,
     to: u32,
 ) -> Ejected {
-    let uses_of = |j: usize, c: Option<u32>| {
-        c.map_or(&[][..], |c| {
-            instance.uses_of(&instance.candidates_of(j)[c as usize])
-        })
-    };
+    let uses_of = |j: usize, c: Option<u32>| instance.uses_at(j, c);
     let cost_at = |j: usize, c: Option<u32>| c.map_or(0.0, |c| instance.candidates_of(j)[c as usize].cost);
     let apply = |used: &mut [u64], k: usize, from: Option<u32>, to: Option<u32>| {
         for &(r, a) in uses_of(k, from) {
