@@ -14,6 +14,7 @@ use rand_pcg::Pcg64Mcg;
 pub use promised::alloc::{bulk_load, tune_allocator};
 
 pub mod gap;
+pub mod instance_file;
 pub mod wire_client;
 
 /// On-hand count given to every position: large enough for billions of 1-unit holds.

@@ -41,6 +41,9 @@ struct Args {
     /// Plan only (a dry run).
     #[arg(long)]
     no_apply: bool,
+    /// Also write the solver's instance to this file, for `reroute_solve`.
+    #[arg(long)]
+    save_instance: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,6 +137,13 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let orders = world.engine.open_orders(&RerouteFilter::default())?;
     let select_s = t.elapsed().as_secs_f64();
+    if let Some(path) = &args.save_instance {
+        let instance = world
+            .engine
+            .reroute_instance(now, &orders, &ReroutePolicy::default());
+        promised_benches::instance_file::save(&instance, path)?;
+        eprintln!("instance written to {}", path.display());
+    }
     let t = Instant::now();
     let report = world.engine.plan_orders(
         now,

@@ -405,6 +405,25 @@ impl Engine {
         Ok(report)
     }
 
+    /// The solver's instance for `orders`, as [`Engine::plan_orders`] builds it: for tools that
+    /// study the solver alone (`reroute_bench --save-instance`, then `reroute_solve`).
+    pub fn reroute_instance(
+        &self,
+        now: Timestamp,
+        orders: &[OpenOrder],
+        policy: &ReroutePolicy,
+    ) -> solver::Instance {
+        let network = self.network.load_full();
+        let ctx = Context {
+            engine: self,
+            network: &network,
+            now,
+            policy,
+        };
+        let plans = candidates::all_candidates(&ctx, orders);
+        self.instance(now, orders, &plans, &network).0
+    }
+
     /// The solver's instance (built in parallel, `instance.rs`).
     fn instance(
         &self,
