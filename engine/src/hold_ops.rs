@@ -60,6 +60,11 @@ impl Engine {
         }
         // Everything is checked: from here on the hold cannot fail.
         self.take_stock(&mut shards, &evaluated, false);
+        // Logged while the SKU shards are still locked (the log's order is the order holds
+        // took stock); the record is filed under the request shard's lock alone, so threads
+        // waiting for a hot SKU's shard do not wait for the request table too.
+        self.sequence(now, command);
+        drop(shards);
         let plan = evaluated.plan;
         let expires_at = now.saturating_add_ms(*ttl_ms);
         let hold = Hold {
@@ -76,7 +81,6 @@ impl Engine {
         let rs = requests.get(rs_idx);
         rs.expiry.push(Reverse((expires_at, *id)));
         rs.records.insert(*id, Record::Hold(hold));
-        self.sequence(now, command);
         Ok(Outcome::Hold(outcome))
     }
 
@@ -379,6 +383,11 @@ impl Engine {
             };
             (hold.state, outcome)
         };
+        // Logged while the SKU shards are still locked; what is left changes only the request
+        // shard (see `apply_hold`).
+        self.sequence(now, command);
+        drop(shards);
+        drop(book);
         hold.ops.push(OpRecord {
             request,
             op,
@@ -389,7 +398,6 @@ impl Engine {
             let cap = self.retained_per_shard();
             requests.get(h_idx).retain(now, hold_id, cap);
         }
-        self.sequence(now, command);
         Ok(outcome)
     }
 
