@@ -60,6 +60,11 @@ pub fn load(path: &Path) -> anyhow::Result<Instance> {
         *l = read_u64(&mut r)? as usize;
     }
     let [n_cap, n_starts, n_cand, n_uses, n_stay] = lens;
+    // Reserve no more than the file can hold (a damaged header must not abort the process).
+    let size = std::fs::metadata(path)?.len() as usize;
+    if n_cap * 8 + n_starts * 8 + n_cand * 16 + n_uses * 8 + n_stay * 4 + 48 > size {
+        bail!("{} is shorter than its header says", path.display());
+    }
     let mut instance = Instance {
         capacity: Vec::with_capacity(n_cap),
         starts: Vec::with_capacity(n_starts),
@@ -85,7 +90,42 @@ pub fn load(path: &Path) -> anyhow::Result<Instance> {
         let s = read_u32(&mut r)?;
         instance.stay.push((s != u32::MAX).then_some(s));
     }
+    check(&instance).with_context(|| format!("{} is not a consistent instance", path.display()))?;
     Ok(instance)
+}
+
+/// What the solver assumes of an instance, so a damaged file is an error instead of a panic.
+fn check(instance: &Instance) -> anyhow::Result<()> {
+    let (starts, cands) = (&instance.starts, &instance.candidates);
+    if starts.first().is_some_and(|&s| s != 0)
+        || starts.windows(2).any(|w| w[0] > w[1])
+        || starts.last().is_some_and(|&s| s != cands.len())
+    {
+        bail!("order starts do not cover the candidates in order");
+    }
+    if cands
+        .iter()
+        .any(|c| u64::from(c.first) + u64::from(c.len) > instance.uses.len() as u64)
+    {
+        bail!("a candidate's uses run past the end");
+    }
+    if instance
+        .uses
+        .iter()
+        .any(|&(r, _)| r as usize >= instance.capacity.len())
+    {
+        bail!("a use names a resource past the end");
+    }
+    let n = starts.len().saturating_sub(1);
+    if !instance.stay.is_empty() && instance.stay.len() != n {
+        bail!("stays do not match the orders");
+    }
+    for (j, s) in instance.stay.iter().enumerate() {
+        if s.is_some_and(|s| s as usize >= starts[j + 1] - starts[j]) {
+            bail!("order {j} stays on a candidate it does not have");
+        }
+    }
+    Ok(())
 }
 
 fn read_u64(r: &mut impl Read) -> std::io::Result<u64> {

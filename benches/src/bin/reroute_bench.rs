@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.save_instance {
         let instance = world
             .engine
-            .reroute_instance(now, &orders, &ReroutePolicy::default());
+            .reroute_instance(now, &orders, &ReroutePolicy::default())?;
         promised_benches::instance_file::save(&instance, path)?;
         eprintln!("instance written to {}", path.display());
     }

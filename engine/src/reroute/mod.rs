@@ -311,11 +311,7 @@ impl Engine {
         effort: &solver::Effort,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<RerouteReport, EngineError> {
-        if policy.max_packages == 0 {
-            return Err(EngineError::InvalidOption {
-                what: "max_packages must be at least 1".into(),
-            });
-        }
+        check_policy(policy)?;
         let network = self.network.load_full();
         let ctx = Context {
             engine: self,
@@ -412,7 +408,8 @@ impl Engine {
         now: Timestamp,
         orders: &[OpenOrder],
         policy: &ReroutePolicy,
-    ) -> solver::Instance {
+    ) -> Result<solver::Instance, EngineError> {
+        check_policy(policy)?;
         let network = self.network.load_full();
         let ctx = Context {
             engine: self,
@@ -421,7 +418,7 @@ impl Engine {
             policy,
         };
         let plans = candidates::all_candidates(&ctx, orders);
-        self.instance(now, orders, &plans, &network).0
+        Ok(self.instance(now, orders, &plans, &network).0)
     }
 
     /// The solver's instance (built in parallel, `instance.rs`).
@@ -447,6 +444,15 @@ impl Engine {
         };
         instance::build(&src, orders, plans)
     }
+}
+
+fn check_policy(policy: &ReroutePolicy) -> Result<(), EngineError> {
+    if policy.max_packages == 0 {
+        return Err(EngineError::InvalidOption {
+            what: "max_packages must be at least 1".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Counts the plan's use of every resource against its limit.

@@ -328,7 +328,20 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
                 *d = 0.0;
             }
         }
-        let direction_norm: f64 = direction.iter().map(|d| d * d).sum();
+        let mut direction_norm: f64 = direction.iter().map(|d| d * d).sum();
+        // The old direction can cancel this subgradient (+5 then -4 gives -4 + 0.8 * 5 = 0):
+        // a step along almost nothing would be huge. Then step along the subgradient alone.
+        if direction_norm <= 1e-12 * norm {
+            for (((d, &u), &c), &p) in direction
+                .iter_mut()
+                .zip(&used)
+                .zip(&instance.capacity)
+                .zip(&prices)
+            {
+                *d = slope(u, c, p);
+            }
+            direction_norm = norm;
+        }
         if norm == 0.0 {
             // The relaxed choice fits every capacity: it is optimal, and its plan is built below.
             let choice: Vec<Option<u32>> = priced.iter().map(|p| (p.0 != u32::MAX).then_some(p.0)).collect();
@@ -348,14 +361,20 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             *a = (1.0 - AVERAGE_WEIGHT) * *a + AVERAGE_WEIGHT * *p;
         }
     }
-    // The last plans, at the best bound's prices and at the averaged prices (unless a plan
-    // already meets the gap target or the caller stopped the solve).
+    // The last plans, at the best bound's prices and at the averaged prices, unless a plan
+    // already meets the gap target; when the caller stopped the solve, at the best bound's
+    // prices only (on a large instance the only other plan was made at prices of zero).
     let met = best
         .as_ref()
         .is_some_and(|b| b.2 == 0 && b.1 - best_bound <= effort.gap_target.max(1e-9) * b.1.abs().max(1.0));
-    if !stopped && !met && n > 0 {
+    if !met && n > 0 {
         let plan_started = std::time::Instant::now();
-        for at in [&best_prices, &average_prices] {
+        let at_prices: &[&Vec<f64>] = if stopped {
+            &[&best_prices]
+        } else {
+            &[&best_prices, &average_prices]
+        };
+        for &at in at_prices {
             price_orders(instance, at, &mut priced, &mut used);
             // On a large instance greedy's plans leave many more out than those from the
             // orders' own plans (46k against 23k orders far from a fair price at 1M orders).
@@ -557,9 +576,17 @@ fn from_stays(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -
         if !changed {
             break;
         }
-        // An order on its cheapest candidate at these prices (which fits: every move of a pass
-        // fits) has nowhere cheaper to go: the next passes visit only the others.
-        order.retain(|&j| choice[j as usize].is_none_or(|c| c != priced[j as usize].0));
+        // An order on its cheapest candidate at these prices, which fits, has nowhere cheaper
+        // to go: the next passes visit only the others. (Every move of a pass fits, but an
+        // order's own plan can start over a limit that was lowered since it was placed.)
+        let capacity = &instance.capacity;
+        order.retain(|&j| {
+            let j = j as usize;
+            choice[j].is_none_or(|c| c != priced[j].0)
+                || uses_of(j, choice[j])
+                    .iter()
+                    .any(|&(r, _)| used[r as usize] > capacity[r as usize])
+        });
     }
     choice
 }
