@@ -15,6 +15,22 @@ pub use promised::alloc::{bulk_load, tune_allocator};
 
 pub mod gap;
 pub mod instance_file;
+
+/// For the re-route binaries: the engine's phase logs on stderr (`RUST_LOG`, by default
+/// `promised::reroute=info`) and rayon's pool sized to `threads` when given.
+pub fn reroute_setup(threads: Option<usize>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("promised::reroute=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    Ok(())
+}
 pub mod wire_client;
 
 /// On-hand count given to every position: large enough for billions of 1-unit holds.

@@ -50,16 +50,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The engine logs each phase's seconds (candidates, instance, presolve, iterations,
     // ejection) at info under `promised::reroute`.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("promised::reroute=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
+    promised_benches::reroute_setup(args.threads)?;
     let spec =
         DataSetSpec::by_name(&args.set).ok_or_else(|| anyhow::anyhow!("--set: small, retail or peak"))?;
     // As the server runs: huge pages, freed memory kept a second; purging off while loading.

@@ -21,16 +21,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("promised::reroute=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
+    promised_benches::reroute_setup(args.threads)?;
     promised_benches::tune_allocator();
     let t = Instant::now();
     let instance = promised_benches::instance_file::load(&args.file)?;

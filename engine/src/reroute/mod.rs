@@ -311,28 +311,7 @@ impl Engine {
         effort: &solver::Effort,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<RerouteReport, EngineError> {
-        check_policy(policy)?;
-        let network = self.network.load_full();
-        let ctx = Context {
-            engine: self,
-            network: &network,
-            now,
-            policy,
-        };
-        let started = std::time::Instant::now();
-        let plans = candidates::all_candidates(&ctx, orders);
-        let candidates_s = started.elapsed().as_secs_f64();
-        let (instance, resources) = self.instance(now, orders, &plans, &network);
-        let instance_s = started.elapsed().as_secs_f64() - candidates_s;
-        tracing::info!(
-            target: "promised::reroute",
-            orders = orders.len(),
-            candidates = instance.candidates.len(),
-            resources = resources.len(),
-            candidates_s,
-            instance_s,
-            "re-route instance built"
-        );
+        let (plans, instance, resources) = self.candidates_and_instance(now, orders, policy)?;
         let solved = solver::solve(&instance, effort, stop);
         let check = check(&instance, &solved.choice, &resources);
         let mut report = RerouteReport {
@@ -409,6 +388,17 @@ impl Engine {
         orders: &[OpenOrder],
         policy: &ReroutePolicy,
     ) -> Result<solver::Instance, EngineError> {
+        Ok(self.candidates_and_instance(now, orders, policy)?.1)
+    }
+
+    /// Each order's candidate plans, the solver's instance over them and its resources.
+    #[allow(clippy::type_complexity)]
+    fn candidates_and_instance(
+        &self,
+        now: Timestamp,
+        orders: &[OpenOrder],
+        policy: &ReroutePolicy,
+    ) -> Result<(Vec<Vec<PlanCandidate>>, solver::Instance, Vec<Resource>), EngineError> {
         check_policy(policy)?;
         let network = self.network.load_full();
         let ctx = Context {
@@ -417,8 +407,21 @@ impl Engine {
             now,
             policy,
         };
+        let started = std::time::Instant::now();
         let plans = candidates::all_candidates(&ctx, orders);
-        Ok(self.instance(now, orders, &plans, &network).0)
+        let candidates_s = started.elapsed().as_secs_f64();
+        let (instance, resources) = self.instance(now, orders, &plans, &network);
+        let instance_s = started.elapsed().as_secs_f64() - candidates_s;
+        tracing::info!(
+            target: "promised::reroute",
+            orders = orders.len(),
+            candidates = instance.candidates.len(),
+            resources = resources.len(),
+            candidates_s,
+            instance_s,
+            "re-route instance built"
+        );
+        Ok((plans, instance, resources))
     }
 
     /// The solver's instance (built in parallel, `instance.rs`).
