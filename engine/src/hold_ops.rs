@@ -32,6 +32,8 @@ impl Engine {
         };
         let today = now.day();
         check_hold_statically(lines, *ttl_ms, today)?;
+        // The SKU shards' lock lines start coming while the request shard is looked up.
+        self.prefetch_sku_locks(lines.iter().map(|l| l.sku));
         let rs_idx = self.request_shard_of(*id);
         let mut requests = self.lock_requests(&[rs_idx]);
         let rs = requests.get(rs_idx);

