@@ -777,7 +777,7 @@ pub struct EngineStats {
 }
 
 /// Starts fetching the cache line at `x` (`prefetcht0`); a hint, no effect elsewhere.
-/// Measured on `retail`, 5-line hold + release: 2 threads 0.69-0.78M -> 0.97-1.01M ops/s.
+/// Measured on `retail`, 5-line hold + release on 2 threads: 0.69-0.78M -> 0.92-1.33M ops/s.
 #[inline(always)]
 fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
