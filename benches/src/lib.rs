@@ -15,6 +15,7 @@ pub use promised::alloc::{bulk_load, tune_allocator};
 
 pub mod gap;
 pub mod instance_file;
+pub mod wire_client;
 
 /// For the re-route binaries: the engine's phase logs on stderr (`RUST_LOG`, by default
 /// `promised::reroute=info`) and rayon's pool sized to `threads` when given.
@@ -31,7 +32,6 @@ pub fn reroute_setup(threads: Option<usize>) -> anyhow::Result<()> {
     }
     Ok(())
 }
-pub mod wire_client;
 
 /// On-hand count given to every position: large enough for billions of 1-unit holds.
 pub const BENCH_ON_HAND: u32 = 1 << 30;

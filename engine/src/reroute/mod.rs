@@ -410,7 +410,19 @@ impl Engine {
         let started = std::time::Instant::now();
         let plans = candidates::all_candidates(&ctx, orders);
         let candidates_s = started.elapsed().as_secs_f64();
-        let (instance, resources) = self.instance(now, orders, &plans, &network);
+        // The solver's instance, built in parallel (`instance.rs`) against a copy of the
+        // capacity book (a few thousand node-days): route orders need its write lock, and a
+        // million-order build takes seconds.
+        let freed = Freed::of(orders);
+        let book = self.capacity.read().clone();
+        let src = instance::Sources {
+            engine: self,
+            network: &network,
+            book: &book,
+            freed: &freed,
+            today: now.day(),
+        };
+        let (instance, resources) = instance::build(&src, orders, &plans);
         let instance_s = started.elapsed().as_secs_f64() - candidates_s;
         tracing::info!(
             target: "promised::reroute",
@@ -422,30 +434,6 @@ impl Engine {
             "re-route instance built"
         );
         Ok((plans, instance, resources))
-    }
-
-    /// The solver's instance (built in parallel, `instance.rs`).
-    fn instance(
-        &self,
-        now: Timestamp,
-        orders: &[OpenOrder],
-        plans: &[Vec<PlanCandidate>],
-        network: &crate::network::Network,
-    ) -> (solver::Instance, Vec<Resource>) {
-        let started = std::time::Instant::now();
-        let freed = Freed::of(orders);
-        tracing::debug!(target: "promised::reroute", seconds = started.elapsed().as_secs_f64(), "freed counted");
-        // A copy (a few thousand node-days): route orders need the book's write lock, and a
-        // million-order build takes seconds.
-        let book = self.capacity.read().clone();
-        let src = instance::Sources {
-            engine: self,
-            network,
-            book: &book,
-            freed: &freed,
-            today: now.day(),
-        };
-        instance::build(&src, orders, plans)
     }
 }
 

@@ -310,25 +310,23 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             let g = u as f64 - c as f64;
             if p <= 0.0 && g < 0.0 { 0.0 } else { g }
         };
-        let norm: f64 = used
-            .iter()
-            .zip(&instance.capacity)
-            .zip(&prices)
-            .map(|((&u, &c), &p)| slope(u, c, p).powi(2))
-            .sum();
+        // In one pass: the subgradient's norm, and the direction (deflected) with its norm.
+        let (mut norm, mut direction_norm) = (0.0f64, 0.0f64);
         for (((d, &u), &c), &p) in direction
             .iter_mut()
             .zip(&used)
             .zip(&instance.capacity)
             .zip(&prices)
         {
-            *d = slope(u, c, p) + DEFLECTION * *d;
+            let g = slope(u, c, p);
+            norm += g * g;
+            *d = g + DEFLECTION * *d;
             // A free resource whose price is 0 cannot go lower, whatever the old direction.
             if p <= 0.0 && *d < 0.0 {
                 *d = 0.0;
             }
+            direction_norm += *d * *d;
         }
-        let mut direction_norm: f64 = direction.iter().map(|d| d * d).sum();
         // The old direction can cancel this subgradient (+5 then -4 gives -4 + 0.8 * 5 = 0):
         // a step along almost nothing would be huge. Then step along the subgradient alone.
         if direction_norm <= 1e-12 * norm {
@@ -731,8 +729,8 @@ fn eject(
     // every target, many of them on one sold-out position or full day.
     let mut blocked: Vec<(u32, u32)> = Vec::new();
     let cheapest: Vec<f64> = (0..choice.len()).map(|j| instance.cheapest(j)).collect();
+    let mut before = cost_of(instance, &choice);
     for pass in 0..EJECT_PASSES {
-        let before = cost_of(instance, &choice);
         let mut changed = false;
         let (mut tried, mut moved_orders, mut skipped) = (0usize, 0usize, 0usize);
         let pass_started = std::time::Instant::now();
@@ -809,6 +807,7 @@ fn eject(
         {
             break;
         }
+        before = after;
     }
     let started = std::time::Instant::now();
     let mut state = super::chain::State {
