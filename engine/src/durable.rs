@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::codec;
 use crate::command::{Command, Outcome};
 use crate::error::{EngineError, ErrorCode};
 use crate::ids::Timestamp;
@@ -502,16 +501,7 @@ fn recover(
         None => (1, Engine::new(config.clone())),
     };
     let started = Instant::now();
-    let mut replayed = 0u64;
-    let scan = wal::scan(storage, from_lsn, |record| {
-        let command = codec::decode(record.body).map_err(|e| format!("command does not decode: {e}"))?;
-        engine
-            .apply(Timestamp(record.time), &command)
-            .map_err(|e| format!("command no longer applies ({e}): the log and the snapshot disagree"))?;
-        replayed += 1;
-        Ok(())
-    })
-    .map_err(OpenError::Damage)?;
+    let (scan, replayed) = wal::replay(storage, from_lsn, &engine).map_err(OpenError::Damage)?;
     report.replayed = replayed;
     report.replay = started.elapsed();
     if scan.tail.next_lsn != engine.next_seq() {

@@ -266,6 +266,68 @@ fn a_snapshot_without_its_log_stops_start_up() {
     }
 }
 
+/// A record that checks out but whose command no longer applies stops start-up at that record:
+/// the message names its file, offset and LSN although replay applies on one thread while
+/// another reads and decodes ahead (thousands of records, so several batches, pass first).
+#[test]
+fn a_command_that_no_longer_applies_stops_start_up_at_its_record() {
+    use promised_engine::durable::OpenError;
+    use promised_engine::storage::SimStorage;
+    use promised_engine::wal::{self, Wal, WalOptions};
+    use promised_engine::{Capabilities, CommandLog};
+
+    let storage = SimStorage::new();
+    let options = manual_snapshots();
+    let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
+    let sku = |i: usize| Command::UpsertSku {
+        name: format!("SKU-{i}"),
+        required: Capabilities::default(),
+    };
+    for i in 0..3_000 {
+        db.apply(Timestamp(1_000), &sku(i)).unwrap();
+    }
+    db.close().unwrap();
+    drop(db);
+
+    // The log writer alone (in a new segment) appends good records, a commit of a hold that
+    // never existed, then one more good record.
+    let tail = wal::scan(&storage, 1, |_| Ok(())).unwrap().tail;
+    let segment = tail.next_lsn;
+    let bad = segment + 1_500;
+    let wal = Wal::open(Arc::new(storage.clone()), tail, WalOptions::default()).unwrap();
+    for lsn in segment..bad {
+        wal.append(lsn, Timestamp(2_000), &sku(lsn as usize));
+    }
+    let commit = Command::Commit {
+        request: RequestId(7),
+        hold: RequestId(99),
+    };
+    wal.append(bad, Timestamp(2_000), &commit);
+    wal.append(bad + 1, Timestamp(2_000), &sku(bad as usize + 1));
+    wal.wait_durable(bad + 1).unwrap();
+    wal.close().unwrap();
+    drop(wal);
+
+    let mut offset = wal::format::SEGMENT_HEADER_LEN;
+    wal::scan(&storage, segment, |r| {
+        if r.lsn < bad {
+            offset += r.framed_len();
+        }
+        Ok(())
+    })
+    .unwrap();
+    match DurableEngine::open(Arc::new(storage), options) {
+        Err(OpenError::Damage(d)) => {
+            assert_eq!(d.lsn, bad, "{d}");
+            assert!(d.reason.contains("no longer applies"), "{d}");
+            assert!(d.file.ends_with(&wal::segment_name(segment)), "{d}");
+            assert_eq!(d.offset, offset as u64, "{d}");
+        }
+        Err(e) => panic!("wrong refusal: {e}"),
+        Ok(_) => panic!("started although a logged command does not apply"),
+    }
+}
+
 /// Options with snapshots only on demand, so that each test decides where they fall.
 fn manual_snapshots() -> DurableOptions {
     DurableOptions {

@@ -94,16 +94,20 @@ fn main() -> anyhow::Result<()> {
         ..DurableOptions::default()
     };
     let started = Instant::now();
-    let db = DurableEngine::open(storage, options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = bulk_load(|| DurableEngine::open(storage, options)).map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &db.recovery().warnings {
         eprintln!("durable_load: warning: {w}");
     }
+    let recovery = db.recovery();
     eprintln!(
-        "durable_load: recovered to LSN {} in {:.2?} (snapshot {:?}, {} records replayed)",
-        db.recovery().next_lsn - 1,
+        "durable_load: recovered to LSN {} in {:.2?} (snapshot {:?} loaded in {:.2?}, {} records replayed in {:.2?}: {:.2}M/s)",
+        recovery.next_lsn - 1,
         started.elapsed(),
-        db.recovery().snapshot.as_ref().map(|s| s.0),
-        db.recovery().replayed
+        recovery.snapshot.as_ref().map(|s| s.0),
+        recovery.snapshot_load,
+        recovery.replayed,
+        recovery.replay,
+        recovery.replayed as f64 / recovery.replay.as_secs_f64().max(1e-9) / 1e6
     );
     let dataset = DataSet::generate(&spec);
     let now = spec.start_day.start().saturating_add_ms(9 * 3_600_000);

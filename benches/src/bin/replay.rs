@@ -1,61 +1,70 @@
-//! Replay speed: decode + apply of logged commands, single-threaded, as recovery will run it.
+//! Replay speed: recovery's replay of logged checkout commands, as a restart runs it.
 //!
-//! `cargo run --release -p promised-benches --bin replay -- [--set small|retail] [--pairs N]`
+//! `cargo run --release -p promised-benches --bin replay -- [--set small|retail] [--pairs N]
+//! [--data-dir DIR]`
 //!
-//! Loads a data set into an engine whose `CommandLog` encodes every command (codec v1), plays N
-//! checkout pairs (1-line hold + commit, Zipf-popular positions, UUID-like ids), then replays the
-//! log into a fresh engine: the load part untimed, the checkout part timed. Reports records per
-//! second and checks that the replica's state digest equals the original's.
+//! Loads a data set into a durable engine (a real write-ahead log in a fresh directory, fsync
+//! off: only the replay is measured), takes a snapshot, plays N checkout pairs (1-line hold +
+//! commit, Zipf-popular positions, UUID-like ids), closes, and opens the directory again: the
+//! snapshot loads and the checkout records replay (read, checked and decoded on one thread,
+//! applied on another). Reports records per second of the replay and checks that the restarted
+//! state digest equals the original's.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
+use anyhow::Context;
 use promised_benches::{bulk_load, open_positions, tune_allocator, zipf_positions};
-use promised_engine::codec;
 use promised_engine::dataset::{DataSet, DataSetSpec};
-use promised_engine::{
-    Command, CommandLog, Engine, EngineConfig, HoldLineRequest, NodeChoice, Quantity, RequestId, Timestamp,
-};
+use promised_engine::durable::{DurableEngine, DurableOptions};
+use promised_engine::storage::FsStorage;
+use promised_engine::wal::{FsyncPolicy, WalOptions};
+use promised_engine::{Command, HoldLineRequest, NodeChoice, Quantity, RequestId};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Default)]
-struct BytesLog(Mutex<Vec<(Timestamp, Vec<u8>)>>);
-
-impl CommandLog for BytesLog {
-    fn append(&self, _seq: u64, now: Timestamp, command: &Command) {
-        let mut bytes = Vec::with_capacity(64);
-        codec::encode(command, &mut bytes);
-        self.0.lock().expect("log lock").push((now, bytes));
-    }
-}
-
-fn main() {
+fn main() -> anyhow::Result<()> {
     let mut set = "retail".to_string();
     let mut pairs: u64 = 1_000_000;
+    let mut data_dir = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--set" => set = args.next().expect("--set NAME"),
-            "--pairs" => pairs = args.next().and_then(|n| n.parse().ok()).expect("--pairs N"),
+            "--set" => set = args.next().context("--set NAME")?,
+            "--pairs" => pairs = args.next().and_then(|n| n.parse().ok()).context("--pairs N")?,
+            "--data-dir" => data_dir = Some(args.next().context("--data-dir DIR")?),
             other => {
-                eprintln!("usage: replay [--set small|retail|peak] [--pairs N] (got {other:?})");
+                eprintln!(
+                    "usage: replay [--set small|retail|peak] [--pairs N] [--data-dir DIR] (got {other:?})"
+                );
                 std::process::exit(2);
             }
         }
     }
     tune_allocator();
-    let spec = DataSetSpec::by_name(&set).expect("--set: small, retail or peak");
+    let spec = DataSetSpec::by_name(&set).context("--set: small, retail or peak")?;
     let ds = DataSet::generate(&spec);
-    let log = Arc::new(BytesLog::default());
-    let engine = Engine::with_log(EngineConfig::default(), Some(log.clone()));
+    let temp = tempfile::tempdir()?;
+    let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), Into::into);
+    let storage = Arc::new(FsStorage::open(&dir).context("data directory")?);
+    let options = DurableOptions {
+        wal: WalOptions {
+            fsync: FsyncPolicy::Never,
+            ..WalOptions::default()
+        },
+        snapshot_every_records: 0,
+        snapshot_every: None,
+        ..DurableOptions::default()
+    };
+    let db = DurableEngine::open(storage.clone(), options.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(db.engine().next_seq() == 1, "{} is not empty", dir.display());
+    let engine = db.engine();
     let now = spec.start_day.start();
-    bulk_load(|| ds.load(&engine, now)).expect("load");
-    let load_records = log.0.lock().expect("log lock").len();
+    bulk_load(|| ds.load(engine, now)).context("load")?;
+    db.snapshot().context("snapshot")?;
 
     // Zipf-popular positions, as checkout traffic picks them (same picker as the benches).
-    let picks = zipf_positions(&open_positions(&engine, &ds), ds.skus.len(), 1 << 16, 1);
+    let picks = zipf_positions(&open_positions(engine, &ds), ds.skus.len(), 1 << 16, 1);
     for i in 0..pairs {
         let (sku, node) = picks[(i as usize) & 0xFFFF];
         let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -89,32 +98,22 @@ fn main() {
                         hold,
                     },
                 )
-                .expect("commit");
+                .context("commit")?;
         }
     }
-    let records = std::mem::take(&mut *log.0.lock().expect("log lock"));
-    let bytes: usize = records.iter().map(|r| r.1.len()).sum();
+    let digest = engine.state_digest();
+    db.close().map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(db);
 
-    let replica = Engine::new(EngineConfig::default());
-    bulk_load(|| {
-        for (at, b) in &records[..load_records] {
-            replica
-                .apply(*at, &codec::decode(b).expect("decodes"))
-                .expect("replays");
-        }
-    });
-    let t = Instant::now();
-    for (at, b) in &records[load_records..] {
-        replica
-            .apply(*at, &codec::decode(b).expect("decodes"))
-            .expect("replays");
-    }
-    let s = t.elapsed().as_secs_f64();
-    let n = records.len() - load_records;
-    assert_eq!(replica.state_digest(), engine.state_digest(), "replay diverged");
+    let db = bulk_load(|| DurableEngine::open(storage, options)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = db.recovery();
+    let s = report.replay.as_secs_f64();
+    anyhow::ensure!(db.engine().state_digest() == digest, "replay diverged");
     println!(
-        "set {set}: replayed {n} checkout records ({:.1} MB encoded log incl. load) in {s:.2} s = {:.2} M records/s; digest matches",
-        bytes as f64 / 1e6,
-        n as f64 / s / 1e6
+        "set {set}: snapshot loaded in {:.2} s, then {} checkout records replayed in {s:.2} s = {:.2} M records/s; digest matches",
+        report.snapshot_load.as_secs_f64(),
+        report.replayed,
+        report.replayed as f64 / s / 1e6
     );
+    Ok(())
 }
