@@ -188,7 +188,8 @@ fn main() -> anyhow::Result<()> {
     };
     let (n, stats, elapsed) = measured;
     db.close()?;
-    let fsync_rate = raw_fdatasync_rate(&args.data_dir, Duration::from_secs(1))?;
+    let fsync_rate = raw_fdatasync_rate(&args.data_dir, Duration::from_secs(1), false)?;
+    let overwrite_rate = raw_fdatasync_rate(&args.data_dir, Duration::from_secs(1), true)?;
     let shape = if args.tasks > 0 {
         format!("{} tasks x 1 in flight", args.tasks)
     } else {
@@ -196,7 +197,8 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "writers {} ({shape}), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
-         {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us); raw fdatasync rate of this disk {:.0}/s",
+         {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us); raw fdatasync rate of this disk {:.0}/s \
+         appending ({:.0}/s overwriting a zero-filled file)",
         if args.tasks > 0 {
             args.tasks
         } else {
@@ -210,7 +212,8 @@ fn main() -> anyhow::Result<()> {
         stats.syncs,
         stats.syncs as f64 / elapsed,
         stats.sync_nanos as f64 / stats.syncs.max(1) as f64 / 1e3,
-        fsync_rate
+        fsync_rate,
+        overwrite_rate
     );
     Ok(())
 }
@@ -430,11 +433,22 @@ fn worker(
 }
 
 /// `fdatasync` calls per second on a small file in `dir`, each after a 4 KiB write: the rate the
-/// disk allows one writer without group commit.
-fn raw_fdatasync_rate(dir: &std::path::Path, for_how_long: Duration) -> anyhow::Result<f64> {
+/// disk allows one writer without group commit. Appending (as the log does) grows the file, so
+/// each sync also writes the inode; `overwrite` writes over a file zero-filled and synced first,
+/// which syncs data alone (what a log with preallocated segments would pay).
+fn raw_fdatasync_rate(dir: &std::path::Path, for_how_long: Duration, overwrite: bool) -> anyhow::Result<f64> {
+    use std::io::{Seek, SeekFrom};
     let path = dir.join("fdatasync-probe.tmp");
     let mut f = std::fs::File::create(&path)?;
     let block = [0x5Au8; 4096];
+    if overwrite {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            f.write_all(&zeros)?;
+        }
+        f.sync_all()?;
+        f.seek(SeekFrom::Start(0))?;
+    }
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < for_how_long {
