@@ -150,8 +150,10 @@ struct Slab {
     len: usize,
 }
 
-/// 64 slots of 192 bytes: 12 KiB, a size every shard allocates again and again.
+/// 64 slots of 192 bytes: 12 KiB, a size every shard allocates again and again. A request shard
+/// with any record has at least one chunk: 48 MiB over the 4,096 shards of the default config.
 const SLAB_CHUNK: usize = 64;
+const _: () = assert!(std::mem::size_of::<Option<Record>>() == 192);
 
 impl Slab {
     fn with_capacity(slots: usize) -> Self {
@@ -240,6 +242,16 @@ impl Records {
 
     /// Checks that index, slab and free list agree.
     pub fn check(&self) -> Result<(), String> {
+        let chunks = &self.slab.chunks;
+        if chunks.len() != self.slab.len().div_ceil(SLAB_CHUNK)
+            || chunks.iter().flat_map(|c| c.iter()).skip(self.slab.len()).any(Option::is_some)
+        {
+            return Err(format!(
+                "the request slab has {} chunks for {} slots, or records past its end",
+                chunks.len(),
+                self.slab.len()
+            ));
+        }
         let mut used = vec![false; self.slab.len()];
         for &slot in self.index.values() {
             if slot as usize >= self.slab.len() || used[slot as usize] || self.slab.get(slot).is_none() {

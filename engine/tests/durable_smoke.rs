@@ -268,7 +268,8 @@ fn a_snapshot_without_its_log_stops_start_up() {
 
 /// A record that checks out but whose command no longer applies stops start-up at that record:
 /// the message names its file, offset and LSN although replay applies on one thread while
-/// another reads and decodes ahead (thousands of records, so several batches, pass first).
+/// another reads and decodes ahead. Several batches pass before it, and enough records follow
+/// it that the reader is blocked on a full queue when the applier stops.
 #[test]
 fn a_command_that_no_longer_applies_stops_start_up_at_its_record() {
     use promised_engine::durable::OpenError;
@@ -290,7 +291,7 @@ fn a_command_that_no_longer_applies_stops_start_up_at_its_record() {
     drop(db);
 
     // The log writer alone (in a new segment) appends good records, a commit of a hold that
-    // never existed, then one more good record.
+    // never existed, then more good records than the replay queue holds.
     let tail = wal::scan(&storage, 1, |_| Ok(())).unwrap().tail;
     let segment = tail.next_lsn;
     let bad = segment + 1_500;
@@ -303,8 +304,11 @@ fn a_command_that_no_longer_applies_stops_start_up_at_its_record() {
         hold: RequestId(99),
     };
     wal.append(bad, Timestamp(2_000), &commit);
-    wal.append(bad + 1, Timestamp(2_000), &sku(bad as usize + 1));
-    wal.wait_durable(bad + 1).unwrap();
+    let last = bad + 12_000;
+    for lsn in bad + 1..=last {
+        wal.append(lsn, Timestamp(2_000), &sku(lsn as usize));
+    }
+    wal.wait_durable(last).unwrap();
     wal.close().unwrap();
     drop(wal);
 

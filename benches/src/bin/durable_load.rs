@@ -432,6 +432,9 @@ fn worker(
     drain(&mut in_flight, 0)
 }
 
+/// How much of the overwrite probe's file is zero-filled (and then written over, again and again).
+const PROBE_FILL_BYTES: u64 = 64 << 20;
+
 /// `fdatasync` calls per second on a small file in `dir`, each after a 4 KiB write: the rate the
 /// disk allows one writer without group commit. Appending (as the log does) grows the file, so
 /// each sync also writes the inode; `overwrite` writes over a file zero-filled and synced first,
@@ -443,15 +446,18 @@ fn raw_fdatasync_rate(dir: &std::path::Path, for_how_long: Duration, overwrite: 
     let block = [0x5Au8; 4096];
     if overwrite {
         let zeros = vec![0u8; 1 << 20];
-        for _ in 0..64 {
+        for _ in 0..PROBE_FILL_BYTES >> 20 {
             f.write_all(&zeros)?;
         }
         f.sync_all()?;
-        f.seek(SeekFrom::Start(0))?;
     }
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < for_how_long {
+        if overwrite && n % (PROBE_FILL_BYTES / 4096) == 0 {
+            // Back to the start before running past the zero-filled part.
+            f.seek(SeekFrom::Start(0))?;
+        }
         f.write_all(&block)?;
         f.sync_data()?;
         n += 1;

@@ -44,8 +44,19 @@ fn main() -> anyhow::Result<()> {
     tune_allocator();
     let spec = DataSetSpec::by_name(&set).context("--set: small, retail or peak")?;
     let ds = DataSet::generate(&spec);
-    let temp = tempfile::tempdir()?;
-    let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), Into::into);
+    let temp;
+    let dir: std::path::PathBuf = match data_dir {
+        Some(dir) => dir.into(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    anyhow::ensure!(
+        std::fs::read_dir(&dir).map_or(true, |mut entries| entries.next().is_none()),
+        "{} is not empty: the bench writes a data directory from scratch",
+        dir.display()
+    );
     let storage = Arc::new(FsStorage::open(&dir).context("data directory")?);
     let options = DurableOptions {
         wal: WalOptions {
@@ -57,7 +68,6 @@ fn main() -> anyhow::Result<()> {
         ..DurableOptions::default()
     };
     let db = DurableEngine::open(storage.clone(), options.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    anyhow::ensure!(db.engine().next_seq() == 1, "{} is not empty", dir.display());
     let engine = db.engine();
     let now = spec.start_day.start();
     bulk_load(|| ds.load(engine, now)).context("load")?;

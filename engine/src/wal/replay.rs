@@ -2,8 +2,8 @@
 //!
 //! Reading a segment, checking every record's checksum and chain link and decoding its command
 //! is about a tenth of a replay; applying is the rest and is serial (the log order is the
-//! order of the state). Splitting them puts the first part on a second core while the first
-//! applies: batches of decoded commands pass through a short bounded queue, and the emptied
+//! order of the state). Splitting them puts the first part on a second core while the calling
+//! thread applies: batches of decoded commands pass through a short bounded queue, and the emptied
 //! batches go back to the reader to be filled again.
 
 use std::sync::mpsc;
@@ -64,7 +64,8 @@ pub fn replay(storage: &dyn Storage, from_lsn: u64, engine: &Engine) -> Result<(
             })
             .expect("spawn the replay reader");
         let applied = apply_batches(engine, full_rx, empty_tx);
-        (reader.join().expect("the replay reader does not panic"), applied)
+        let scanned = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (scanned, applied)
     });
     match applied {
         Ok(applied) => scanned.map(|report| (report, applied)),
@@ -107,6 +108,7 @@ fn damage_at(storage: &dyn Storage, lsn: u64, reason: String) -> WalDamage {
     });
     match located {
         Err(damage) => damage,
+        // Only if the log changed between the two scans (nothing writes it during recovery).
         Ok(_) => WalDamage {
             file: storage.describe(""),
             offset: 0,
