@@ -244,7 +244,11 @@ impl Records {
     pub fn check(&self) -> Result<(), String> {
         let chunks = &self.slab.chunks;
         if chunks.len() != self.slab.len().div_ceil(SLAB_CHUNK)
-            || chunks.iter().flat_map(|c| c.iter()).skip(self.slab.len()).any(Option::is_some)
+            || chunks
+                .iter()
+                .flat_map(|c| c.iter())
+                .skip(self.slab.len())
+                .any(Option::is_some)
         {
             return Err(format!(
                 "the request slab has {} chunks for {} slots, or records past its end",

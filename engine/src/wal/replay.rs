@@ -64,7 +64,9 @@ pub fn replay(storage: &dyn Storage, from_lsn: u64, engine: &Engine) -> Result<(
             })
             .expect("spawn the replay reader");
         let applied = apply_batches(engine, full_rx, empty_tx);
-        let scanned = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let scanned = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (scanned, applied)
     });
     match applied {
