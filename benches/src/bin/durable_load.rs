@@ -454,7 +454,7 @@ fn raw_fdatasync_rate(dir: &std::path::Path, for_how_long: Duration, overwrite: 
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < for_how_long {
-        if overwrite && n % (PROBE_FILL_BYTES / 4096) == 0 {
+        if overwrite && n.is_multiple_of(PROBE_FILL_BYTES / 4096) {
             // Back to the start before running past the zero-filled part.
             f.seek(SeekFrom::Start(0))?;
         }
