@@ -332,6 +332,100 @@ fn a_command_that_no_longer_applies_stops_start_up_at_its_record() {
     }
 }
 
+/// The log writes into segments zero-filled ahead (`wal::PREPARED_SEGMENT`, renamed into place
+/// when the log moves on): a segment then ends in zeros where its records end. That is the end of
+/// its records, not a torn tail; bytes written after the last record (a torn write) are one.
+#[test]
+fn a_log_written_over_zero_filled_segments_restarts_exactly() {
+    use promised_engine::storage::{SimStorage, Storage};
+    use promised_engine::wal::{self, WalOptions};
+    use promised_engine::{Capabilities, durable::DurableOptions};
+    use std::time::{Duration, Instant};
+
+    const SEGMENT: u64 = 4096;
+    let storage = SimStorage::with_preallocation();
+    let options = DurableOptions {
+        wal: WalOptions {
+            segment_bytes: SEGMENT,
+            ..WalOptions::default()
+        },
+        ..manual_snapshots()
+    };
+    let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
+    let prepared = || storage.list().unwrap().iter().any(|n| n == wal::PREPARED_SEGMENT);
+    for i in 0..400 {
+        if i % 25 == 0 {
+            // Let the helper finish, so that the next segments are prepared ones.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !prepared() {
+                assert!(Instant::now() < deadline, "no segment prepared within 10 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let command = Command::UpsertSku {
+            name: format!("SKU-{i}"),
+            required: Capabilities::default(),
+        };
+        db.apply(Timestamp(1_000), &command).unwrap();
+    }
+    let digest = db.engine().state_digest();
+    db.close().unwrap();
+    drop(db);
+
+    let mut segments: Vec<(u64, String)> = storage
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter_map(|n| wal::format::parse_segment_name(&n).map(|lsn| (lsn, n)))
+        .collect();
+    segments.sort();
+    let last = &segments.last().unwrap().1;
+    let bytes = storage.read(last).unwrap();
+    let sizes: Vec<usize> = segments
+        .iter()
+        .map(|(_, n)| storage.read(n).unwrap().len())
+        .collect();
+    // The first segment (appended to) gave way once a prepared one was ready; every later one
+    // was prepared, so the last (not full) is still exactly its prepared size.
+    assert!((sizes[0] as u64) < SEGMENT / 2, "{segments:?} {sizes:?}");
+    assert!(sizes.iter().skip(1).all(|&s| s as u64 >= SEGMENT), "{sizes:?}");
+    assert_eq!(bytes.len() as u64, SEGMENT, "the last segment is a prepared one");
+    let mut end = wal::format::SEGMENT_HEADER_LEN;
+    let report = wal::scan(&storage, 1, |r| {
+        if r.lsn >= segments.last().unwrap().0 {
+            end += r.framed_len();
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(report.torn, None);
+    assert!(
+        end < bytes.len() && bytes[end..].iter().all(|&b| b == 0),
+        "a zero tail after {end}"
+    );
+
+    // A copy for the torn write below, before the restart starts a segment of its own.
+    let dir = storage.power_loss(promised_engine::storage::PowerLoss::DropUnsynced);
+
+    // A clean restart: no warning, the same state.
+    let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
+    assert_eq!(db.recovery().warnings, Vec::<String>::new());
+    assert_eq!(db.engine().state_digest(), digest);
+    db.close().unwrap();
+    drop(db);
+
+    // Bytes of a write that never completed, after the last record: a torn tail, cut there.
+    dir.corrupt(last, end + 5);
+    let db = DurableEngine::open(Arc::new(dir.clone()), options).unwrap();
+    let warnings = &db.recovery().warnings;
+    assert!(
+        warnings.len() == 1 && warnings[0].contains(&format!("at byte {end} of")),
+        "{warnings:?}"
+    );
+    assert_eq!(db.engine().state_digest(), digest);
+    assert_eq!(dir.read(last).unwrap().len(), end, "cut where the records end");
+}
+
 /// Options with snapshots only on demand, so that each test decides where they fall.
 fn manual_snapshots() -> DurableOptions {
     DurableOptions {

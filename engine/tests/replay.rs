@@ -68,6 +68,11 @@ fn durable_options(engine: EngineConfig, segment_bytes: u64) -> DurableOptions {
         wal: WalOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes,
+            // Small segments are written over prepared (zero-filled) files where the storage
+            // offers them. One large segment is appended to, so that the whole log stays from
+            // LSN 1 (a prepared segment would take over from the first one early, and snapshots
+            // would prune that).
+            preallocate: segment_bytes < WalOptions::default().segment_bytes,
         },
         snapshot_every_records: 0,
         snapshot_every: None,

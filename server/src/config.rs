@@ -66,6 +66,9 @@ pub struct DurabilitySection {
     pub snapshot_every_records: Option<u64>,
     pub snapshot_every_secs: Option<u64>,
     pub segment_mb: Option<u64>,
+    /// Write the log into segments zero-filled ahead (default true): faster syncs, one more
+    /// segment-sized file in the data directory.
+    pub preallocate_segments: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,9 @@ struct Args {
     snapshot_every_records: u64,
     #[arg(long, default_value_t = 64)]
     segment_mb: u64,
+    /// Append to new segments instead of writing over segments zero-filled ahead.
+    #[arg(long)]
+    no_preallocate: bool,
     /// Instead of threads: this many shoppers as tasks on a 2-thread tokio runtime, each with one
     /// write in flight, as a server's connections would be (waking a task is a queue push, waking
     /// a blocked thread a context switch).
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         wal: WalOptions {
             fsync: promised::config::fsync_policy(&args.fsync, None)?,
             segment_bytes: args.segment_mb << 20,
+            preallocate: !args.no_preallocate,
         },
         snapshot_every_records: args.snapshot_every_records,
         snapshot_every: None,
@@ -197,7 +201,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "writers {} ({shape}), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
-         {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us); raw fdatasync rate of this disk {:.0}/s \
+         {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us), {} segments prepared; raw fdatasync rate of this disk {:.0}/s \
          appending ({:.0}/s overwriting a zero-filled file)",
         if args.tasks > 0 {
             args.tasks
@@ -212,6 +216,7 @@ fn main() -> anyhow::Result<()> {
         stats.syncs,
         stats.syncs as f64 / elapsed,
         stats.sync_nanos as f64 / stats.syncs.max(1) as f64 / 1e3,
+        stats.segments_prepared,
         fsync_rate,
         overwrite_rate
     );

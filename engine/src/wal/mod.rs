@@ -10,4 +10,4 @@ pub mod writer;
 pub use format::{RecordRef, segment_name};
 pub use reader::{ScanReport, TornTail, WalDamage, scan};
 pub use replay::replay;
-pub use writer::{DurableAck, FsyncPolicy, LogTail, Wal, WalFailed, WalOptions, WalStats};
+pub use writer::{DurableAck, FsyncPolicy, LogTail, PREPARED_SEGMENT, Wal, WalFailed, WalOptions, WalStats};

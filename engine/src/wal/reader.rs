@@ -5,6 +5,11 @@
 //! torn tail: a bad record in the last segment after which no intact record follows, which is
 //! what a crash in the middle of a write leaves. Anything else is damage, reported with the file,
 //! the offset and the LSN, and the scan stops there: nothing after damage is ever applied.
+//!
+//! A segment the writer prepared ahead is zero-filled to its full size before any record is
+//! written into it, so its records end where the zeros begin: a segment whose bytes from some
+//! record boundary on are all zero has no record there (whichever segment it is: the chain
+//! check at the next segment's header still catches a record that went missing).
 
 use std::fmt;
 
@@ -112,7 +117,7 @@ pub fn scan(
         && start + 1 == firsts.len()
         && storage
             .read(&segment_name(firsts[start]))
-            .is_ok_and(|b| b.len() <= SEGMENT_HEADER_LEN)
+            .is_ok_and(|b| holds_no_record(&b))
     {
         start -= 1;
     }
@@ -125,9 +130,10 @@ pub fn scan(
             .map_err(|e| damage(&name, 0, first, format!("cannot read: {e}")))?;
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
-            // A crash while creating the last segment leaves it empty or short: nothing in it
-            // was ever acknowledged.
-            Err(reason) if last && bytes.len() <= SEGMENT_HEADER_LEN => {
+            // A crash while creating the last segment leaves it empty or short, or (prepared
+            // ahead) zeros after a header that never reached the disk: nothing in it was ever
+            // acknowledged.
+            Err(reason) if last && holds_no_record(&bytes) => {
                 report.torn = Some(TornTail {
                     file: name,
                     offset: 0,
@@ -184,6 +190,10 @@ pub fn scan(
             let record = match read_record(&bytes[at..]) {
                 Ok(r) => r,
                 Err(fault) => {
+                    if blank(&bytes[at..]) {
+                        // The zero-filled rest of a preallocated segment.
+                        break;
+                    }
                     if last && !intact_record_after(&bytes, at + 1, lsn) {
                         report.torn = Some(TornTail {
                             file: name.clone(),
@@ -232,7 +242,18 @@ pub fn scan(
 }
 
 /// Whether an intact record with an LSN at or after `lsn` starts anywhere from `from` on: if one
-/// does, the bad bytes before it are damage, not a torn tail.
+/// does, the bad bytes before it are damage, not a torn tail. A record's length is never zero
+/// (every command encodes to some bytes), which skips the zeros of a preallocated segment fast.
 fn intact_record_after(bytes: &[u8], from: usize, lsn: u64) -> bool {
-    (from..bytes.len()).any(|at| read_record(&bytes[at..]).is_ok_and(|r| r.lsn >= lsn))
+    (from..bytes.len().saturating_sub(3))
+        .any(|at| bytes[at..at + 4] != [0; 4] && read_record(&bytes[at..]).is_ok_and(|r| r.lsn >= lsn))
+}
+
+fn blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Whether a segment file has no room for a record: cut short at its header, or zeros after it.
+fn holds_no_record(bytes: &[u8]) -> bool {
+    bytes.len() <= SEGMENT_HEADER_LEN || blank(&bytes[SEGMENT_HEADER_LEN..])
 }

@@ -43,6 +43,9 @@ pub struct WalOptions {
     pub fsync: FsyncPolicy,
     /// A new segment starts once the current one reaches this size.
     pub segment_bytes: u64,
+    /// Write into segments zero-filled ahead of time (where the storage offers it), so that a
+    /// sync has no new file size to record: one more file of `segment_bytes` on disk.
+    pub preallocate: bool,
 }
 
 impl Default for WalOptions {
@@ -50,9 +53,14 @@ impl Default for WalOptions {
         Self {
             fsync: FsyncPolicy::Always,
             segment_bytes: 64 << 20,
+            preallocate: true,
         }
     }
 }
+
+/// The next segment, zero-filled by a helper thread while the current one fills; renamed to its
+/// segment name when the log moves on. A leftover is removed at recovery with the other `.tmp`.
+pub const PREPARED_SEGMENT: &str = "wal-next.tmp";
 
 /// The WAL can no longer make writes durable. Sticky: every later write fails too.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +88,8 @@ pub struct WalStats {
     pub sync_nanos: u64,
     /// `sync_micros[i]`: syncs that took `2^(i-1) < us <= 2^i` microseconds (the last: more).
     pub sync_micros: [u64; 24],
+    /// Segments started on a file zero-filled ahead (`WalOptions::preallocate`).
+    pub segments_prepared: u64,
 }
 
 impl WalStats {
@@ -104,6 +114,7 @@ impl WalStats {
             batch_sizes,
             sync_nanos: self.sync_nanos - earlier.sync_nanos,
             sync_micros: std::array::from_fn(|i| self.sync_micros[i] - earlier.sync_micros[i]),
+            segments_prepared: self.segments_prepared - earlier.segments_prepared,
         }
     }
 
@@ -169,7 +180,7 @@ impl Wal {
             .filter(|&first| first < tail.next_lsn)
             .collect();
         segments.sort_unstable();
-        let file = start_segment(&*storage, tail)?;
+        let file = start_segment(&*storage, tail, false)?;
         segments.push(tail.next_lsn);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -191,6 +202,9 @@ impl Wal {
             options,
             file,
             segment_len: SEGMENT_HEADER_LEN as u64,
+            preallocated: false,
+            prepared: None,
+            ready: false,
             tail,
             held: Vec::new(),
             held_bytes: Vec::new(),
@@ -389,8 +403,16 @@ impl Future for DurableAck {
     }
 }
 
-fn start_segment(storage: &dyn Storage, tail: LogTail) -> io::Result<Box<dyn StorageFile>> {
-    let mut file = storage.create(&segment_name(tail.next_lsn))?;
+/// Starts the segment whose first record is `tail.next_lsn`: the prepared, zero-filled file if
+/// `prepared`, else a new empty one. Its header is synced, and its name, before any record.
+fn start_segment(storage: &dyn Storage, tail: LogTail, prepared: bool) -> io::Result<Box<dyn StorageFile>> {
+    let name = segment_name(tail.next_lsn);
+    let mut file = if prepared {
+        storage.rename(PREPARED_SEGMENT, &name)?;
+        storage.open_overwrite(&name)?
+    } else {
+        storage.create(&name)?
+    };
     let header = SegmentHeader {
         first_lsn: tail.next_lsn,
         prev_crc: tail.prev_crc,
@@ -437,11 +459,27 @@ struct Writer {
     last_batch: usize,
     /// Moving average of `fdatasync` time (capped at 2 ms per sample).
     sync_ewma_nanos: u64,
+    /// Whether the current segment was zero-filled ahead (see `PREPARED_SEGMENT`).
+    preallocated: bool,
+    /// The helper thread zero-filling the next segment, until its result is read.
+    prepared: Option<JoinHandle<io::Result<()>>>,
+    /// A prepared segment is ready to be renamed into place.
+    ready: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // No thread of the log outlives it.
+        if let Some(helper) = self.prepared.take() {
+            let _ = helper.join();
+        }
+    }
 }
 
 impl Writer {
     fn run(mut self) {
         let _exit = ExitGuard(self.shared.clone());
+        self.prepare_next();
         let mut entries = Vec::new();
         let mut bytes = Vec::new();
         let mut sync_wanted;
@@ -531,7 +569,11 @@ impl Writer {
             return self.maybe_interval_sync();
         }
         self.last_batch = n as usize;
-        if self.segment_len >= self.options.segment_bytes {
+        // A segment that was not prepared (the first after a start) gives way to a prepared
+        // one as soon as it is ready and holds a record (an empty one would share its name).
+        if self.segment_len >= self.options.segment_bytes
+            || (!self.preallocated && self.segment_len > SEGMENT_HEADER_LEN as u64 && self.poll_prepared())
+        {
             self.rotate(first)?;
         }
         self.file.append(&self.out)?;
@@ -633,10 +675,58 @@ impl Writer {
             next_lsn: first_lsn,
             prev_crc: self.chain_before(first_lsn),
         };
-        self.file = start_segment(&*self.storage, tail)?;
+        let prepared = self.poll_prepared();
+        self.ready = false;
+        self.file = start_segment(&*self.storage, tail, prepared)?;
+        self.preallocated = prepared;
+        if prepared {
+            self.shared.stats.lock().segments_prepared += 1;
+        }
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.shared.segments.lock().push(first_lsn);
+        self.prepare_next();
         Ok(())
+    }
+
+    /// Starts zero-filling the next segment on a helper thread, unless one is at work already.
+    fn prepare_next(&mut self) {
+        if !self.options.preallocate || self.prepared.is_some() {
+            return;
+        }
+        let storage = self.storage.clone();
+        let len = self.options.segment_bytes;
+        let helper = std::thread::Builder::new()
+            .name("wal-prepare".into())
+            .spawn(move || storage.create_zeroed(PREPARED_SEGMENT, len));
+        match helper {
+            Ok(helper) => self.prepared = Some(helper),
+            Err(e) => tracing::warn!(target: "promised::wal", "cannot start the segment preparer: {e}"),
+        }
+    }
+
+    /// Whether a prepared segment is ready to be renamed into place (never waits for one).
+    fn poll_prepared(&mut self) -> bool {
+        if self.ready || !self.prepared.as_ref().is_some_and(|h| h.is_finished()) {
+            return self.ready;
+        }
+        self.ready = match self.prepared.take().expect("checked").join() {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                self.options.preallocate = false;
+                false
+            }
+            Ok(Err(e)) => {
+                // Appended segments work as well, only with slower syncs; the next rotation
+                // tries again.
+                tracing::warn!(
+                    target: "promised::wal",
+                    "cannot prepare the next segment ({e}); appending to a new one instead"
+                );
+                false
+            }
+            Err(_) => false,
+        };
+        self.ready
     }
 
     /// The chain value before the first record in `out` (the batch being written).

@@ -297,6 +297,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             segment_bytes: d
                 .segment_mb
                 .map_or(WalOptions::default().segment_bytes, |mb| mb << 20),
+            preallocate: d
+                .preallocate_segments
+                .unwrap_or(WalOptions::default().preallocate),
         },
         snapshot_every_records: d
             .snapshot_every_records
