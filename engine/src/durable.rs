@@ -522,16 +522,11 @@ fn recover(
             torn.reason
         ));
         let cut = if torn.offset == 0 {
-            // A segment cut short at creation: the log continues in a new segment of the same
-            // name, which `Wal::open` writes over it (removing it first would leave a window in
-            // which a crash loses the only segment after a snapshot).
-            if torn.file != wal::segment_name(scan.tail.next_lsn) {
-                return Err(OpenError::Corrupt(format!(
-                    "{} is cut short but does not continue the log at LSN {}",
-                    storage.describe(&torn.file),
-                    scan.tail.next_lsn
-                )));
-            }
+            // A segment cut short at creation (the scan checked that it is the one the log
+            // continues in): `Wal::open` writes a new segment of the same name over it
+            // (removing it first would leave a window in which a crash loses the only segment
+            // after a snapshot).
+            debug_assert_eq!(torn.file, wal::segment_name(scan.tail.next_lsn));
             Ok(())
         } else {
             storage.truncate(&torn.file, torn.offset)

@@ -113,15 +113,24 @@ impl Storage for FsStorage {
         Ok(Box::new(FsFile(file)))
     }
     fn create_zeroed(&self, name: &str, len: u64) -> io::Result<()> {
-        let mut file = File::create(self.dir.join(name))?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            file.write_all(&zeros[..n])?;
-            left -= n as u64;
+        let path = self.dir.join(name);
+        let zero_fill = || {
+            let mut file = File::create(&path)?;
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()
+        };
+        let result = zero_fill();
+        if result.is_err() {
+            // A partial file (the disk filled up) would hold space the log needs.
+            let _ = fs::remove_file(&path);
         }
-        file.sync_all()
+        result
     }
     fn open_overwrite(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
@@ -190,6 +199,9 @@ pub enum PowerLoss {
     /// A prefix of `keep` bytes of them survives, the last `garbage` of those overwritten with
     /// junk (a torn sector).
     Tear { keep: usize, garbage: usize },
+    /// Each `page`-byte page of them survives or not on its own (chosen by `seed`), as on a
+    /// disk that writes back pages in any order: a hole can come before pages that made it.
+    Scatter { page: usize, seed: u64 },
 }
 
 impl SimStorage {
@@ -232,24 +244,7 @@ impl SimStorage {
         };
         for (name, &id) in &st.synced_names {
             let file = &st.files[id];
-            let mut data = file.synced.clone();
-            if let PowerLoss::Tear { keep, garbage } = mode {
-                // Writes since the last sync start where the bytes first differ (at the end of
-                // the synced bytes for a file appended to, inside them for one written over).
-                let from = (0..file.data.len())
-                    .find(|&i| file.synced.get(i) != Some(&file.data[i]))
-                    .unwrap_or(file.data.len());
-                let extra = &file.data[from..];
-                let keep = keep.min(extra.len());
-                if data.len() < from + keep {
-                    data.resize(from + keep, 0);
-                }
-                data[from..from + keep].copy_from_slice(&extra[..keep]);
-                let junk = from + keep - garbage.min(keep);
-                for (i, b) in data[junk..from + keep].iter_mut().enumerate() {
-                    *b = 0xA5 ^ i as u8;
-                }
-            }
+            let data = mode.apply(file, id as u64);
             out.files.push(SimFile {
                 synced: data.clone(),
                 data,
@@ -268,6 +263,55 @@ impl SimStorage {
             None => Ok(()),
         }
     }
+}
+
+impl PowerLoss {
+    /// What of `file` survives this power loss.
+    fn apply(self, file: &SimFile, file_id: u64) -> Vec<u8> {
+        let mut data = file.synced.clone();
+        // Writes since the last sync lie between the first and the last byte that differ from
+        // the synced bytes (past their end for a file appended to, inside them for one written
+        // over).
+        let differs = |i: &usize| file.synced.get(*i) != Some(&file.data[*i]);
+        let from = (0..file.data.len()).find(differs).unwrap_or(file.data.len());
+        let to = (from..file.data.len()).rfind(differs).map_or(from, |i| i + 1);
+        let keep = |data: &mut Vec<u8>, range: std::ops::Range<usize>| {
+            if data.len() < range.end {
+                data.resize(range.end, 0);
+            }
+            data[range.clone()].copy_from_slice(&file.data[range]);
+        };
+        match self {
+            Self::DropUnsynced => {}
+            Self::Tear { keep: n, garbage } => {
+                let end = from + n.min(to - from);
+                keep(&mut data, from..end);
+                let junk = end - garbage.min(end - from);
+                for (i, b) in data[junk..end].iter_mut().enumerate() {
+                    *b = 0xA5 ^ i as u8;
+                }
+            }
+            Self::Scatter { page, seed } => {
+                let page = page.max(1);
+                let mut at = from;
+                while at < to {
+                    let end = ((at / page + 1) * page).min(to);
+                    if mix(seed ^ (file_id << 40) ^ (at / page) as u64) & 1 == 1 {
+                        keep(&mut data, at..end);
+                    }
+                    at = end;
+                }
+            }
+        }
+        data
+    }
+}
+
+/// SplitMix64's finaliser: a well-spread coin per page, deterministic in its input.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 fn not_found(name: &str) -> io::Error {

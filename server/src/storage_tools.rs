@@ -147,10 +147,11 @@ fn dump(dir: &Path, from_lsn: Option<u64>) -> anyhow::Result<()> {
             Err(e) => format!("UNDECODABLE ({e})"),
         };
         let line = format!(
-            "lsn={} time={} crc={:08x} {}",
+            "lsn={} time={} crc={:08x} synced={} {}",
             record.lsn,
             format_time(record.time),
             record.crc,
+            record.synced_lsn,
             command
         );
         if let Err(e) = writeln!(out, "{line}") {

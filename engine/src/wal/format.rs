@@ -1,15 +1,20 @@
-//! The byte format of WAL segments and records (version 1, documented in `docs/design.md`).
+//! The byte format of WAL segments and records (version 2, documented in `docs/design.md`).
 //!
-//! A segment is a 32-byte header followed by records. A record is a 28-byte header and the
+//! A segment is a 32-byte header followed by records. A record is a 32-byte header and the
 //! command in codec v1. Each record's CRC32C covers its length, the previous record's CRC, its
-//! LSN, its time and its command, so the records form a hash chain: a record that is lost,
-//! repeated or moved breaks the chain even when each record is intact on its own.
+//! sync distance, its LSN, its time and its command, so the records form a hash chain: a record
+//! that is lost, repeated or moved breaks the chain even when each record is intact on its own.
+//!
+//! The sync distance says how far back the last record known synced to the media was when this
+//! one was written. Recovery needs it to tell a power cut from damage: a cut may keep any subset
+//! of the pages written since the last sync (a hole, then intact records), but an intact record
+//! whose writer already knew the bad one synced proves that the bad one is damage.
 
 /// Segment file magic: "PROMWAL" and the format version.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"PROMWAL1";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
-pub const RECORD_HEADER_LEN: usize = 28;
+pub const RECORD_HEADER_LEN: usize = 32;
 /// No command encodes to more than this; a larger length is damage.
 pub const RECORD_BODY_MAX: usize = 16 << 20;
 
@@ -78,6 +83,8 @@ pub struct RecordRef<'a> {
     pub time: u64,
     pub prev_crc: u32,
     pub crc: u32,
+    /// Every record up to this LSN was synced to the media when this one was written.
+    pub synced_lsn: u64,
     pub body: &'a [u8],
 }
 
@@ -88,12 +95,31 @@ impl RecordRef<'_> {
     }
 }
 
+/// Where a record sits in the log, and what was known synced when it was written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RecordPlace {
+    pub prev_crc: u32,
+    pub lsn: u64,
+    /// The last LSN synced to the media (below `lsn`).
+    pub synced_lsn: u64,
+}
+
 /// Appends a framed record to `out` and returns its CRC (the next record's `prev_crc`).
-pub fn frame_record(out: &mut Vec<u8>, prev_crc: u32, lsn: u64, time: u64, body: &[u8]) -> u32 {
+pub fn frame_record(out: &mut Vec<u8>, place: RecordPlace, time: u64, body: &[u8]) -> u32 {
+    let RecordPlace {
+        prev_crc,
+        lsn,
+        synced_lsn,
+    } = place;
+    debug_assert!(synced_lsn < lsn);
+    // Saturates: a distance past u32::MAX (fsync never, for billions of records) claims less
+    // was synced than was, which only makes recovery more forgiving of a cut.
+    let distance = u32::try_from(lsn - synced_lsn).unwrap_or(u32::MAX);
     let start = out.len();
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&prev_crc.to_le_bytes());
+    out.extend_from_slice(&distance.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&time.to_le_bytes());
     out.extend_from_slice(body);
@@ -145,11 +171,13 @@ pub fn read_record(b: &[u8]) -> Result<RecordRef<'_>, RecordFault> {
     if record_crc(framed) != crc {
         return Err(RecordFault::BadChecksum);
     }
+    let lsn = u64_at(b, 16);
     Ok(RecordRef {
-        lsn: u64_at(b, 12),
-        time: u64_at(b, 20),
+        lsn,
+        time: u64_at(b, 24),
         prev_crc: u32_at(b, 8),
         crc,
+        synced_lsn: lsn.saturating_sub(u64::from(u32_at(b, 12))),
         body: &framed[RECORD_HEADER_LEN..],
     })
 }
@@ -169,11 +197,16 @@ mod tests {
     #[test]
     fn a_record_reads_back_and_any_flipped_bit_is_caught() {
         let mut out = Vec::new();
-        let crc = frame_record(&mut out, 7, 42, 1_000, b"hello");
+        let place = RecordPlace {
+            prev_crc: 7,
+            lsn: 42,
+            synced_lsn: 39,
+        };
+        let crc = frame_record(&mut out, place, 1_000, b"hello");
         let r = read_record(&out).unwrap();
         assert_eq!(
-            (r.lsn, r.time, r.prev_crc, r.crc, r.body),
-            (42, 1_000, 7, crc, &b"hello"[..])
+            (r.lsn, r.time, r.prev_crc, r.crc, r.synced_lsn, r.body),
+            (42, 1_000, 7, crc, 39, &b"hello"[..])
         );
         for byte in 0..out.len() {
             for bit in 0..8 {

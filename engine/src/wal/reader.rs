@@ -2,14 +2,18 @@
 //!
 //! The scan walks the segments in LSN order and checks every record's checksum, its LSN (one
 //! more than the last) and its chain link (the last record's CRC). The one fault it forgives is a
-//! torn tail: a bad record in the last segment after which no intact record follows, which is
-//! what a crash in the middle of a write leaves. Anything else is damage, reported with the file,
-//! the offset and the LSN, and the scan stops there: nothing after damage is ever applied.
+//! torn tail: a bad record in the last segment that no intact record after it proves synced (by
+//! its sync distance, see `format`). A power cut leaves exactly that: of the bytes written since
+//! the last sync, any pages may survive, so a hole can sit before intact records that were never
+//! acknowledged. Anything else is damage, reported with the file, the offset and the LSN, and the
+//! scan stops there: nothing after damage is ever applied.
 //!
 //! A segment the writer prepared ahead is zero-filled to its full size before any record is
-//! written into it, so its records end where the zeros begin: a segment whose bytes from some
-//! record boundary on are all zero has no record there (whichever segment it is: the chain
-//! check at the next segment's header still catches a record that went missing).
+//! written into it, so its records end where the zeros begin. In a segment that is not the last,
+//! the next segment's header still catches a record that went missing; at the end of the last
+//! one, synced records that media damage turned to zeros read as the end of the log, as they
+//! would in an appended file that lost its end. The snapshot LSN check in recovery catches a log
+//! that ends before the snapshot.
 
 use std::fmt;
 
@@ -133,14 +137,22 @@ pub fn scan(
             // A crash while creating the last segment leaves it empty or short, or (prepared
             // ahead) zeros after a header that never reached the disk: nothing in it was ever
             // acknowledged.
-            Err(reason) if last && holds_no_record(&bytes) => {
+            Err(_) if last && holds_no_record(&bytes) => {
+                let next = expected.map_or(from_lsn.max(1), |(lsn, _)| lsn);
+                if first != next {
+                    return Err(damage(
+                        &name,
+                        0,
+                        next,
+                        format!("segment is cut short at its header but the log continues at LSN {next}"),
+                    ));
+                }
                 report.torn = Some(TornTail {
                     file: name,
                     offset: 0,
                     bytes: bytes.len() as u64,
                     reason: "segment header cut short",
                 });
-                let _ = reason;
                 break;
             }
             Err(reason) => return Err(damage(&name, 0, first, reason)),
@@ -194,7 +206,7 @@ pub fn scan(
                         // The zero-filled rest of a preallocated segment.
                         break;
                     }
-                    if last && !intact_record_after(&bytes, at + 1, lsn) {
+                    if last && !synced_by_a_later_record(&bytes, at + 1, lsn) {
                         report.torn = Some(TornTail {
                             file: name.clone(),
                             offset: at as u64,
@@ -241,12 +253,13 @@ pub fn scan(
     Ok(report)
 }
 
-/// Whether an intact record with an LSN at or after `lsn` starts anywhere from `from` on: if one
-/// does, the bad bytes before it are damage, not a torn tail. A record's length is never zero
-/// (every command encodes to some bytes), which skips the zeros of a preallocated segment fast.
-fn intact_record_after(bytes: &[u8], from: usize, lsn: u64) -> bool {
+/// Whether an intact record anywhere from `from` on was written after record `lsn` was synced:
+/// if one was, the bad bytes at `lsn` are damage to synced data, not a write cut by a crash.
+/// A record's length is never zero (every command encodes to some bytes), which skips the zeros
+/// of a preallocated segment fast.
+fn synced_by_a_later_record(bytes: &[u8], from: usize, lsn: u64) -> bool {
     (from..bytes.len().saturating_sub(3))
-        .any(|at| bytes[at..at + 4] != [0; 4] && read_record(&bytes[at..]).is_ok_and(|r| r.lsn >= lsn))
+        .any(|at| bytes[at..at + 4] != [0; 4] && read_record(&bytes[at..]).is_ok_and(|r| r.synced_lsn >= lsn))
 }
 
 fn blank(bytes: &[u8]) -> bool {
@@ -256,4 +269,113 @@ fn blank(bytes: &[u8]) -> bool {
 /// Whether a segment file has no room for a record: cut short at its header, or zeros after it.
 fn holds_no_record(bytes: &[u8]) -> bool {
     bytes.len() <= SEGMENT_HEADER_LEN || blank(&bytes[SEGMENT_HEADER_LEN..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+    use crate::wal::format::{RecordPlace, frame_record};
+
+    /// A one-segment log written in batches: `batches[i]` records each, every batch written
+    /// knowing the batches before it synced. Returns the bytes and each record's offset.
+    fn log(batches: &[u64]) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = SegmentHeader {
+            first_lsn: 1,
+            prev_crc: CHAIN_START,
+        }
+        .encode()
+        .to_vec();
+        let (mut lsn, mut chain, mut offsets) = (1, CHAIN_START, Vec::new());
+        for &n in batches {
+            let synced_lsn = lsn - 1;
+            for _ in 0..n {
+                offsets.push(bytes.len());
+                let place = RecordPlace {
+                    prev_crc: chain,
+                    lsn,
+                    synced_lsn,
+                };
+                chain = frame_record(&mut bytes, place, 1_000 + lsn, b"a command body of some length");
+                lsn += 1;
+            }
+        }
+        (bytes, offsets)
+    }
+
+    fn scan_of(bytes: &[u8]) -> Result<ScanReport, WalDamage> {
+        let sim = SimStorage::new();
+        sim.create(&segment_name(1)).unwrap().append(bytes).unwrap();
+        scan(&sim, 1, |_| Ok(()))
+    }
+
+    #[test]
+    fn a_hole_in_the_last_batch_is_a_torn_tail_even_with_intact_records_after_it() {
+        let (mut bytes, at) = log(&[2, 3]);
+        // Record 4 lost a page (zeros, as in a prepared segment); record 5 made it.
+        bytes[at[3] + 4..at[4] - 2].fill(0);
+        let report = scan_of(&bytes).unwrap();
+        assert_eq!(report.tail.next_lsn, 4);
+        assert_eq!(report.torn.map(|t| t.offset), Some(at[3] as u64));
+        // The first record of the batch too: records 4 and 5 after it were never synced.
+        let (mut bytes, at) = log(&[2, 3]);
+        bytes[at[2]..at[2] + 8].fill(0);
+        let report = scan_of(&bytes).unwrap();
+        assert_eq!(
+            (report.tail.next_lsn, report.torn.map(|t| t.offset)),
+            (3, Some(at[2] as u64))
+        );
+    }
+
+    #[test]
+    fn a_hole_that_a_later_batch_proves_synced_is_damage() {
+        let (mut bytes, at) = log(&[2, 3, 1]);
+        bytes[at[3] + 4..at[4] - 2].fill(0);
+        let damage = scan_of(&bytes).unwrap_err();
+        assert_eq!((damage.offset, damage.lsn), (at[3] as u64, 4));
+        // Damage in an older segment is damage whatever follows it.
+        let sim = SimStorage::new();
+        let (mut first, _) = log(&[2, 3]);
+        let cut = first.len() - 3;
+        first[cut] ^= 0xFF;
+        sim.create(&segment_name(1)).unwrap().append(&first).unwrap();
+        sim.create(&segment_name(6)).unwrap();
+        assert!(scan(&sim, 1, |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn records_zeroed_at_the_end_of_an_older_segment_are_caught_by_the_next_header() {
+        let sim = SimStorage::new();
+        let (mut first, at) = log(&[2, 3]);
+        first[at[4]..].fill(0);
+        let next = SegmentHeader {
+            first_lsn: 6,
+            prev_crc: 0,
+        };
+        sim.create(&segment_name(1)).unwrap().append(&first).unwrap();
+        sim.create(&segment_name(6))
+            .unwrap()
+            .append(&next.encode())
+            .unwrap();
+        let damage = scan(&sim, 1, |_| Ok(())).unwrap_err();
+        assert_eq!(
+            (damage.file.as_str(), damage.lsn),
+            ("sim:wal-00000000000000000006.log", 5)
+        );
+    }
+
+    #[test]
+    fn a_segment_cut_at_creation_must_be_the_one_the_log_continues_in() {
+        let sim = SimStorage::new();
+        let (bytes, _) = log(&[2, 3]);
+        sim.create(&segment_name(1)).unwrap().append(&bytes).unwrap();
+        sim.create(&segment_name(9)).unwrap();
+        let damage = scan(&sim, 1, |_| Ok(())).unwrap_err();
+        assert_eq!(damage.lsn, 6, "{damage}");
+        sim.remove(&segment_name(9)).unwrap();
+        sim.create(&segment_name(6)).unwrap();
+        let report = scan(&sim, 1, |_| Ok(())).unwrap();
+        assert_eq!(report.tail.next_lsn, 6);
+        assert_eq!(report.torn.map(|t| t.file), Some(segment_name(6)));
+    }
 }

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, frame_record, parse_segment_name, segment_name};
+use super::format::{
+    RecordPlace, SEGMENT_HEADER_LEN, SegmentHeader, frame_record, parse_segment_name, segment_name,
+};
 use crate::codec;
 use crate::command::Command;
 use crate::ids::Timestamp;
@@ -180,6 +182,11 @@ impl Wal {
             .filter(|&first| first < tail.next_lsn)
             .collect();
         segments.sort_unstable();
+        // Records recovered from the page cache (after a kill, not a power cut) may not be on
+        // the media yet; the records written next claim them synced (see `RecordPlace`).
+        if let Some(&last) = segments.last() {
+            storage.open_append(&segment_name(last))?.sync_data()?;
+        }
         let file = start_segment(&*storage, tail, false)?;
         segments.push(tail.next_lsn);
         let shared = Arc::new(Shared {
@@ -556,13 +563,14 @@ impl Writer {
                 .enumerate()
                 .all(|(i, e)| e.lsn == self.tail.next_lsn + i as u64);
         let first = self.tail.next_lsn;
+        let synced = self.shared.synced.load(Ordering::Acquire);
         self.out.clear();
         if in_order {
             for e in entries {
-                self.frame(e.lsn, e.time, &bytes[e.start..][..e.len as usize]);
+                self.frame(e.lsn, e.time, synced, &bytes[e.start..][..e.len as usize]);
             }
         } else {
-            self.frame_out_of_order(entries, bytes);
+            self.frame_out_of_order(entries, bytes, synced);
         }
         let n = self.tail.next_lsn - first;
         if n == 0 {
@@ -618,12 +626,17 @@ impl Writer {
         Ok(())
     }
 
-    fn frame(&mut self, lsn: u64, time: u64, body: &[u8]) {
-        self.tail.prev_crc = frame_record(&mut self.out, self.tail.prev_crc, lsn, time, body);
+    fn frame(&mut self, lsn: u64, time: u64, synced_lsn: u64, body: &[u8]) {
+        let place = RecordPlace {
+            prev_crc: self.tail.prev_crc,
+            lsn,
+            synced_lsn,
+        };
+        self.tail.prev_crc = frame_record(&mut self.out, place, time, body);
         self.tail.next_lsn = lsn + 1;
     }
 
-    fn frame_out_of_order(&mut self, entries: &[Entry], bytes: &[u8]) {
+    fn frame_out_of_order(&mut self, entries: &[Entry], bytes: &[u8], synced: u64) {
         let mut all: Vec<(Entry, bool)> = self.held.drain(..).map(|e| (e, true)).collect();
         all.extend(entries.iter().map(|&e| (e, false)));
         all.sort_unstable_by_key(|(e, _)| e.lsn);
@@ -632,7 +645,7 @@ impl Writer {
             let src = if was_held { &held_bytes[..] } else { bytes };
             let body = &src[e.start..][..e.len as usize];
             if e.lsn == self.tail.next_lsn {
-                self.frame(e.lsn, e.time, body);
+                self.frame(e.lsn, e.time, synced, body);
             } else {
                 let start = self.held_bytes.len();
                 self.held_bytes.extend_from_slice(body);
@@ -715,6 +728,15 @@ impl Writer {
                 self.options.preallocate = false;
                 false
             }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::StorageFull => {
+                // Another full segment's worth of zeros would take the room the log needs.
+                tracing::warn!(
+                    target: "promised::wal",
+                    "cannot prepare the next segment ({e}); appending to new segments from now on"
+                );
+                self.options.preallocate = false;
+                false
+            }
             Ok(Err(e)) => {
                 // Appended segments work as well, only with slower syncs; the next rotation
                 // tries again.
@@ -724,7 +746,10 @@ impl Writer {
                 );
                 false
             }
-            Err(_) => false,
+            Err(_) => {
+                tracing::warn!(target: "promised::wal", "the segment preparer panicked; appending to a new one instead");
+                false
+            }
         };
         self.ready
     }
