@@ -514,8 +514,8 @@ fn recover(
     if let Some(torn) = &scan.torn {
         report.warnings.push(format!(
             "cut a torn tail of {} bytes at byte {} of {} ({}): most likely a write in flight when \
-             the server stopped, never acknowledged (were it media damage to the last record, \
-             that record is lost)",
+             the server stopped, never acknowledged (were it media damage to records no later \
+             record proves synced, the records from there on are lost)",
             torn.bytes,
             torn.offset,
             storage.describe(&torn.file),

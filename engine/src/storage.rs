@@ -235,6 +235,21 @@ impl SimStorage {
         file.synced = file.data.clone();
     }
 
+    /// A new directory as a process killed now leaves this one: every written byte and name
+    /// stays (the kernel's page cache has them), but nothing more is synced than was.
+    pub fn process_crash(&self) -> SimStorage {
+        let st = self.state.lock();
+        SimStorage {
+            state: Arc::new(Mutex::new(SimState {
+                names: st.names.clone(),
+                synced_names: st.synced_names.clone(),
+                files: st.files.clone(),
+                failing: Vec::new(),
+                preallocation: st.preallocation,
+            })),
+        }
+    }
+
     /// A new directory holding what survives a power loss of this one now.
     pub fn power_loss(&self, mode: PowerLoss) -> SimStorage {
         let st = self.state.lock();
@@ -450,5 +465,75 @@ impl Storage for SimStorage {
     }
     fn describe(&self, name: &str) -> String {
         format!("sim:{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(synced: Vec<u8>, data: Vec<u8>) -> SimFile {
+        SimFile { data, synced }
+    }
+
+    #[test]
+    fn a_tear_keeps_a_prefix_of_what_was_written_and_nothing_past_it() {
+        // Appended: 100 synced bytes, 300 written after them.
+        let appended = file(vec![1; 100], [vec![1; 100], vec![2; 300]].concat());
+        let all = PowerLoss::Tear {
+            keep: 1_000,
+            garbage: 10,
+        }
+        .apply(&appended, 0);
+        assert_eq!(all.len(), 400, "a tear never grows a file past what was written");
+        assert!(all[100..390].iter().all(|&b| b == 2));
+        assert_ne!(&all[390..], &[2; 10][..], "the torn sector is junk");
+        let some = PowerLoss::Tear { keep: 50, garbage: 0 }.apply(&appended, 0);
+        assert_eq!(some, [vec![1; 100], vec![2; 50]].concat());
+
+        // Written over a zero-filled file: the tear stays inside the bytes written.
+        let mut data = vec![0; 4096];
+        data[1000..1500].fill(7);
+        let over = file(vec![0; 4096], data.clone());
+        let whole = PowerLoss::Tear {
+            keep: 10_000,
+            garbage: 0,
+        }
+        .apply(&over, 0);
+        assert_eq!(whole, data);
+        let torn = PowerLoss::Tear {
+            keep: 100,
+            garbage: 5,
+        }
+        .apply(&over, 0);
+        assert_eq!(torn.len(), 4096);
+        assert!(torn[1000..1095].iter().all(|&b| b == 7));
+        assert!(torn[..1000].iter().chain(&torn[1100..]).all(|&b| b == 0));
+        assert!(PowerLoss::DropUnsynced.apply(&over, 0).iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_scatter_keeps_whole_pages_and_can_leave_a_hole_before_a_kept_one() {
+        let mut data = vec![0; 4096];
+        data[64..4032].fill(7);
+        let over = file(vec![0; 4096], data);
+        let mut hole_before_kept = false;
+        for seed in 0..16 {
+            let out = PowerLoss::Scatter { page: 512, seed }.apply(&over, 3);
+            assert_eq!(out.len(), 4096);
+            let kept: Vec<bool> = (0..8)
+                .map(|p| {
+                    let page = p * 512..(p + 1) * 512;
+                    let new = out[page.clone()] == over.data[page.clone()];
+                    assert!(
+                        new || out[page.clone()] == over.synced[page],
+                        "seed {seed}: page {p} is kept whole or not at all"
+                    );
+                    new
+                })
+                .collect();
+            hole_before_kept |= kept.windows(2).any(|w| !w[0] && w[1]);
+        }
+        assert!(hole_before_kept, "some seed drops a page and keeps a later one");
     }
 }

@@ -14,8 +14,9 @@
 //!   offsets in any segment. A flip in a non-last segment, or before the last record of the last
 //!   segment, is refused with `OpenError::Damage` naming the file, the offset where the damaged
 //!   record starts (never after the flipped byte) and its LSN, exactly as `scan` reports it, and
-//!   the files are left as they were. A flip in the last record can only be told from a torn
-//!   write by what follows it, so it is accepted as a torn tail, keeping every earlier record.
+//!   the files are left as they were (under `always`, each record's sync distance proves the one
+//!   before it synced). Nothing after the last record proves it synced, so a flip there reads as
+//!   a torn tail, keeping every earlier record.
 //! - `a_damaged_newest_snapshot_falls_back_to_the_previous_one`: every flipped byte and every
 //!   truncation of a snapshot fails `SnapshotFile::parse`; recovery with a damaged newest
 //!   snapshot warns, loads the previous one and reaches the same digest; with both damaged it
@@ -32,7 +33,8 @@
 //!   restart) every acknowledged write is there. The same with writer threads keeping many
 //!   writes in flight when the fault hits.
 //!
-//! Power loss (`SimStorage::power_loss`, both `DropUnsynced` and `Tear` with random sizes):
+//! Power loss (`SimStorage::power_loss`: `DropUnsynced`, `Tear` with random sizes, and `Scatter`,
+//! where each page written since the last sync survives or not on its own):
 //! - `power_loss_under_fsync_always_keeps_every_acknowledged_write`: threads keep writes in
 //!   flight with `submit` + `wait` while the directory is copied as a power cut would leave it;
 //!   every copy recovers, holds every write acknowledged before the cut, passes the invariants,
@@ -943,6 +945,40 @@ fn a_newest_segment_cut_at_creation_keeps_the_log_one_hash_chain() {
     assert_eq!(db.engine().state_digest(), want);
 }
 
+/// Records a killed process left written but not synced (in the page cache) are read back at
+/// the restart, and new records follow them in a new segment. Unless the log syncs what it read
+/// back before writing, a power cut later loses them behind acknowledged records: a gap.
+#[test]
+fn records_read_back_after_a_kill_are_synced_before_new_writes() {
+    let storage = SimStorage::new();
+    let db = open(
+        &storage,
+        &options(SMALL_SEGMENTS, FsyncPolicy::Never),
+        "first run",
+    )
+    .unwrap();
+    let mut log = Vec::new();
+    setup(&db, &mut log);
+    for n in 0..20 {
+        apply_logged(&db, &mut log, T0, hold_cmd(rid(7, n), n as u32));
+    }
+    let killed = storage.process_crash();
+    drop(db);
+
+    let opts = options(SMALL_SEGMENTS, FsyncPolicy::Always);
+    let db = open(&killed, &opts, "after the kill").unwrap();
+    assert_eq!(lsn_of(&db), log.len() as u64, "a kill loses nothing written");
+    let acked: Vec<RequestId> = (0..5).map(|n| rid(8, n)).collect();
+    for (n, &id) in acked.iter().enumerate() {
+        apply_logged(&db, &mut log, T0, hold_cmd(id, n as u32));
+    }
+    drop(db);
+
+    let cut = killed.power_loss(PowerLoss::DropUnsynced);
+    let k = check_restart(&cut, &log, &acked, "a power cut after the restart");
+    assert_eq!(k, log.len() as u64);
+}
+
 // ---- storage faults --------------------------------------------------------------------------
 
 fn hold_cmd(hold: RequestId, sku: u32) -> Command {
@@ -1330,7 +1366,25 @@ struct PowerRun {
     cuts: usize,
 }
 
-fn power_run(run: &PowerRun, seed: u64) -> (usize, usize) {
+/// What a power run saw.
+struct PowerTally {
+    /// Acknowledged writes that a cut had to keep.
+    guaranteed: usize,
+    acked: usize,
+    /// Cuts whose torn tail had an intact record after it: a hole before pages that survived.
+    holes: usize,
+}
+
+/// Whether the torn tail a scan of `dir` cuts has an intact record after it.
+fn torn_before_intact(dir: &SimStorage) -> bool {
+    let Some(torn) = wal::scan(dir, 1, |_| Ok(())).ok().and_then(|r| r.torn) else {
+        return false;
+    };
+    let bytes = dir.read(&torn.file).unwrap();
+    (torn.offset as usize + 1..bytes.len()).any(|at| wal::format::read_record(&bytes[at..]).is_ok())
+}
+
+fn power_run(run: &PowerRun, seed: u64) -> PowerTally {
     let what = format!(
         "seed {seed} {:?} segments {} snapshots {} preallocated {}",
         run.fsync, run.segment_bytes, run.snapshots, run.preallocate
@@ -1415,9 +1469,11 @@ fn power_run(run: &PowerRun, seed: u64) -> (usize, usize) {
     let full = read_log(&storage);
     assert!(full.len() > 200, "{what}: only {} records", full.len());
     let mut guaranteed = 0;
+    let mut holes = 0;
     for (c, cut) in cuts.iter().enumerate() {
         let what = format!("{what} cut {c} {:?}", cut.mode);
         guaranteed += cut.must.len();
+        holes += usize::from(torn_before_intact(&cut.dir));
         let db = open(&cut.dir, &opts, &what).unwrap_or_else(|e| panic!("{what}: recovery refused: {e}"));
         let k = lsn_of(&db);
         let engine = db.engine();
@@ -1480,7 +1536,11 @@ fn power_run(run: &PowerRun, seed: u64) -> (usize, usize) {
         let report = wal::scan(&cut.dir, 1, |_| Ok(())).unwrap_or_else(|d| panic!("{what}: {d}"));
         assert_eq!((report.tail.next_lsn, report.torn), (k + 2, None), "{what}");
     }
-    (guaranteed, acked_total)
+    PowerTally {
+        guaranteed,
+        acked: acked_total,
+        holes,
+    }
 }
 
 #[test]
@@ -1493,9 +1553,9 @@ fn power_loss_under_fsync_always_keeps_every_acknowledged_write() {
             preallocate: false,
             cuts: 10,
         };
-        let (guaranteed, _) = power_run(&run, seed);
+        let tally = power_run(&run, seed);
         assert!(
-            guaranteed > 0,
+            tally.guaranteed > 0,
             "seed {seed}: no cut came after an acknowledgement"
         );
         let run = PowerRun {
@@ -1515,9 +1575,9 @@ fn power_loss_under_fsync_always_keeps_every_acknowledged_write() {
             preallocate: true,
             cuts: 10,
         };
-        let (guaranteed, _) = power_run(&run, seed);
+        let tally = power_run(&run, seed);
         assert!(
-            guaranteed > 0,
+            tally.guaranteed > 0,
             "seed {seed}: no cut came after an acknowledgement (preallocated)"
         );
     }
@@ -1525,6 +1585,7 @@ fn power_loss_under_fsync_always_keeps_every_acknowledged_write() {
 
 #[test]
 fn power_loss_under_fsync_interval_keeps_what_a_completed_sync_covered() {
+    let mut holes = 0;
     for seed in seeds(&[31, 32, 33]) {
         let run = PowerRun {
             fsync: FsyncPolicy::Interval(Duration::from_millis(2)),
@@ -1533,17 +1594,21 @@ fn power_loss_under_fsync_interval_keeps_what_a_completed_sync_covered() {
             preallocate: false,
             cuts: 10,
         };
-        let (guaranteed, acked) = power_run(&run, seed);
+        let tally = power_run(&run, seed);
         assert!(
-            guaranteed > 0,
-            "seed {seed}: no acknowledged write was covered by a sync before a cut ({acked} acked)"
+            tally.guaranteed > 0,
+            "seed {seed}: no acknowledged write was covered by a sync before a cut ({} acked)",
+            tally.acked
         );
+        holes += tally.holes;
         let run = PowerRun {
             preallocate: true,
             ..run
         };
-        power_run(&run, seed);
+        holes += power_run(&run, seed).holes;
     }
+    // The case the sync distance exists for: a hole, then records that survived, all unsynced.
+    assert!(holes > 0, "no cut left a hole before intact records");
 }
 
 // ---- power loss during a snapshot ------------------------------------------------------------

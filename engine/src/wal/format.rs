@@ -10,7 +10,7 @@
 //! of the pages written since the last sync (a hole, then intact records), but an intact record
 //! whose writer already knew the bad one synced proves that the bad one is damage.
 
-/// Segment file magic: "PROMWAL" and the format version.
+/// Segment file magic. It has not changed since version 1; the header's version field follows it.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"PROMWAL1";
 pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
@@ -48,6 +48,16 @@ impl SegmentHeader {
         let crc = crc32c::crc32c(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
         b
+    }
+
+    /// The format version of an intact segment header that is not this build's: such a
+    /// segment is not damaged, only unreadable here.
+    pub fn other_version(b: &[u8]) -> Option<u32> {
+        let intact = b.len() >= SEGMENT_HEADER_LEN
+            && b[0..8] == SEGMENT_MAGIC
+            && crc32c::crc32c(&b[0..28]) == u32_at(b, 28);
+        let version = if intact { u32_at(b, 8) } else { FORMAT_VERSION };
+        (version != FORMAT_VERSION).then_some(version)
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, String> {
@@ -177,9 +187,29 @@ pub fn read_record(b: &[u8]) -> Result<RecordRef<'_>, RecordFault> {
         time: u64_at(b, 24),
         prev_crc: u32_at(b, 8),
         crc,
-        synced_lsn: lsn.saturating_sub(u64::from(u32_at(b, 12))),
+        synced_lsn: synced_lsn(lsn, u32_at(b, 12)),
         body: &framed[RECORD_HEADER_LEN..],
     })
+}
+
+/// The LSN a record's sync distance points at. The writer never frames a distance of 0 (a
+/// record is not synced before it is written), so 0 proves nothing.
+fn synced_lsn(lsn: u64, distance: u32) -> u64 {
+    match distance {
+        0 => 0,
+        d => lsn.saturating_sub(u64::from(d)),
+    }
+}
+
+/// Whether the record header at the start of `b` could prove `lsn` synced, read from its fields
+/// alone (no checksum): an LSN after `lsn` but at most `max_lsn`, and a sync distance that reaches
+/// back to `lsn`. Lets the search for such a record skip most offsets without hashing.
+pub fn may_prove_synced(b: &[u8], lsn: u64, max_lsn: u64) -> bool {
+    if b.len() < RECORD_HEADER_LEN {
+        return false;
+    }
+    let later = u64_at(b, 16);
+    later > lsn && later <= max_lsn && synced_lsn(later, u32_at(b, 12)) >= lsn
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {

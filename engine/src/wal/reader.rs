@@ -18,7 +18,8 @@
 use std::fmt;
 
 use super::format::{
-    CHAIN_START, RecordRef, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name, read_record, segment_name,
+    CHAIN_START, RECORD_HEADER_LEN, RecordRef, SEGMENT_HEADER_LEN, SegmentHeader, may_prove_synced,
+    parse_segment_name, read_record, segment_name,
 };
 use super::writer::LogTail;
 use crate::storage::Storage;
@@ -52,10 +53,23 @@ pub struct WalDamage {
     /// The LSN the scan expected at `offset`.
     pub lsn: u64,
     pub reason: String,
+    /// Set when the segment is intact but written in another WAL format version: not damage,
+    /// but this build cannot read it.
+    pub version: Option<u32>,
 }
 
 impl fmt::Display for WalDamage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(version) = self.version {
+            return write!(
+                f,
+                "{} was written in WAL format version {version}; this build reads version {}. The \
+                 file is not damaged: start this data directory with the release that wrote it \
+                 (a log is never converted in place)",
+                self.file,
+                super::format::FORMAT_VERSION
+            );
+        }
         write!(
             f,
             "WAL damaged in {} at byte {} (expected LSN {}): {}. Records before it are intact. \
@@ -85,6 +99,7 @@ pub fn scan(
         offset,
         lsn,
         reason,
+        version: None,
     };
     let mut firsts: Vec<u64> = storage
         .list()
@@ -132,6 +147,12 @@ pub fn scan(
         let bytes = storage
             .read(&name)
             .map_err(|e| damage(&name, 0, first, format!("cannot read: {e}")))?;
+        if let Some(version) = SegmentHeader::other_version(&bytes) {
+            return Err(WalDamage {
+                version: Some(version),
+                ..damage(&name, 8, first, format!("WAL format version {version}"))
+            });
+        }
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
             // A crash while creating the last segment leaves it empty or short, or (prepared
@@ -255,11 +276,15 @@ pub fn scan(
 
 /// Whether an intact record anywhere from `from` on was written after record `lsn` was synced:
 /// if one was, the bad bytes at `lsn` are damage to synced data, not a write cut by a crash.
-/// A record's length is never zero (every command encodes to some bytes), which skips the zeros
-/// of a preallocated segment fast.
+/// Offsets whose header fields cannot make that claim are skipped before any checksum, so the
+/// search stays linear in practice even over a large torn tail or a zero-filled segment.
 fn synced_by_a_later_record(bytes: &[u8], from: usize, lsn: u64) -> bool {
-    (from..bytes.len().saturating_sub(3))
-        .any(|at| bytes[at..at + 4] != [0; 4] && read_record(&bytes[at..]).is_ok_and(|r| r.synced_lsn >= lsn))
+    (from..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).any(|at| {
+        // Every record takes more than a header, so a record at `at` is at most this far on.
+        let max_lsn = lsn + ((at - from) / RECORD_HEADER_LEN) as u64;
+        may_prove_synced(&bytes[at..], lsn, max_lsn)
+            && read_record(&bytes[at..]).is_ok_and(|r| r.synced_lsn >= lsn)
+    })
 }
 
 fn blank(bytes: &[u8]) -> bool {
@@ -335,12 +360,16 @@ mod tests {
         assert_eq!((damage.offset, damage.lsn), (at[3] as u64, 4));
         // Damage in an older segment is damage whatever follows it.
         let sim = SimStorage::new();
-        let (mut first, _) = log(&[2, 3]);
+        let (mut first, at) = log(&[2, 3]);
         let cut = first.len() - 3;
         first[cut] ^= 0xFF;
         sim.create(&segment_name(1)).unwrap().append(&first).unwrap();
         sim.create(&segment_name(6)).unwrap();
-        assert!(scan(&sim, 1, |_| Ok(())).is_err());
+        let damage = scan(&sim, 1, |_| Ok(())).unwrap_err();
+        assert_eq!(
+            (damage.file, damage.offset, damage.lsn),
+            (format!("sim:{}", segment_name(1)), at[4] as u64, 5)
+        );
     }
 
     #[test]
@@ -377,5 +406,30 @@ mod tests {
         let report = scan(&sim, 1, |_| Ok(())).unwrap();
         assert_eq!(report.tail.next_lsn, 6);
         assert_eq!(report.torn.map(|t| t.file), Some(segment_name(6)));
+    }
+
+    /// A segment of another format version, intact, is named as such, never cut as torn.
+    fn as_version(bytes: &mut [u8], version: u32) {
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn a_segment_of_another_format_version_is_named_not_cut() {
+        let (mut bytes, _) = log(&[2, 3]);
+        as_version(&mut bytes, 1);
+        let refused = scan_of(&bytes).unwrap_err();
+        assert_eq!(refused.version, Some(1));
+        assert!(refused.to_string().contains("WAL format version 1"), "{refused}");
+        assert!(refused.to_string().contains("not damaged"), "{refused}");
+        // Header only: still not a segment cut at creation, which recovery would rewrite.
+        let mut header = bytes[..SEGMENT_HEADER_LEN].to_vec();
+        assert_eq!(scan_of(&header).unwrap_err().version, Some(1));
+        header.resize(4096, 0);
+        assert_eq!(scan_of(&header).unwrap_err().version, Some(1));
+        // A header whose checksum fails is damage (or a cut), whatever its version field says.
+        bytes[28] ^= 1;
+        assert_eq!(scan_of(&bytes).unwrap_err().version, None);
     }
 }

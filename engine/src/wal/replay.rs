@@ -116,6 +116,7 @@ fn damage_at(storage: &dyn Storage, lsn: u64, reason: String) -> WalDamage {
             offset: 0,
             lsn,
             reason,
+            version: None,
         },
     }
 }

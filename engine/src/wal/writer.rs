@@ -683,6 +683,9 @@ impl Writer {
     fn rotate(&mut self, first_lsn: u64) -> io::Result<()> {
         if self.options.fsync != FsyncPolicy::Always {
             self.file.sync_data()?;
+            // Everything before this batch is in the old segment, now synced; the batch itself
+            // was framed before this sync and claims no more.
+            self.shared.synced.fetch_max(first_lsn - 1, Ordering::Release);
         }
         let tail = LogTail {
             next_lsn: first_lsn,
@@ -728,7 +731,12 @@ impl Writer {
                 self.options.preallocate = false;
                 false
             }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::StorageFull => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
                 // Another full segment's worth of zeros would take the room the log needs.
                 tracing::warn!(
                     target: "promised::wal",
