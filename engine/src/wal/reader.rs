@@ -281,7 +281,7 @@ pub fn scan(
 fn synced_by_a_later_record(bytes: &[u8], from: usize, lsn: u64) -> bool {
     (from..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).any(|at| {
         // Every record takes more than a header, so a record at `at` is at most this far on.
-        let max_lsn = lsn + ((at - from) / RECORD_HEADER_LEN) as u64;
+        let max_lsn = lsn.saturating_add(((at - from) / RECORD_HEADER_LEN) as u64);
         may_prove_synced(&bytes[at..], lsn, max_lsn)
             && read_record(&bytes[at..]).is_ok_and(|r| r.synced_lsn >= lsn)
     })
