@@ -353,21 +353,43 @@ fn a_log_written_over_zero_filled_segments_restarts_exactly() {
     };
     let db = DurableEngine::open(Arc::new(storage.clone()), options.clone()).unwrap();
     let prepared = || storage.list().unwrap().iter().any(|n| n == wal::PREPARED_SEGMENT);
-    for i in 0..400 {
-        if i % 25 == 0 {
-            // Let the helper finish, so that the next segments are prepared ones.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !prepared() {
-                assert!(Instant::now() < deadline, "no segment prepared within 10 s");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+    let wait_for_prepared = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !prepared() {
+            assert!(Instant::now() < deadline, "no segment prepared within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
         }
+    };
+    // Bytes in the segment being written (one record a batch here).
+    let mut segment_len = wal::format::SEGMENT_HEADER_LEN as u64;
+    let mut rotations = 0;
+    for i in 0..400 {
+        // The helper starts at open, then once the segment in use is half full; let it finish
+        // before the write that moves the log on, so that every later segment is a prepared one.
+        if i == 0 || segment_len >= SEGMENT {
+            wait_for_prepared();
+        }
+        let before = db.wal_stats();
         let command = Command::UpsertSku {
             name: format!("SKU-{i}"),
             required: Capabilities::default(),
         };
         db.apply(Timestamp(1_000), &command).unwrap();
+        let after = db.wal_stats();
+        let written = after.bytes - before.bytes;
+        if after.segments_prepared > before.segments_prepared {
+            rotations += 1;
+            segment_len = wal::format::SEGMENT_HEADER_LEN as u64 + written;
+            // The next segment is not zero-filled while this one is under half full.
+            assert!(
+                !prepared(),
+                "write {i}: a segment prepared right after a rotation"
+            );
+        } else {
+            segment_len += written;
+        }
     }
+    assert!(rotations >= 5, "{rotations} rotations into prepared segments");
     let digest = db.engine().state_digest();
     db.close().unwrap();
     drop(db);

@@ -586,6 +586,13 @@ impl Writer {
         }
         self.file.append(&self.out)?;
         self.segment_len += self.out.len() as u64;
+        // The next segment is zero-filled once this one is half full, not at rotation: its
+        // pages are still in the page cache when the log writes over them (a page that left it
+        // must be read back from the disk before a partial write), and a quiet log does not keep
+        // a second segment's worth of zeros for hours.
+        if self.segment_len >= self.options.segment_bytes / 2 {
+            self.prepare_next();
+        }
         let sync_started = Instant::now();
         let acked = match self.options.fsync {
             FsyncPolicy::Always => {
@@ -700,13 +707,13 @@ impl Writer {
         }
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.shared.segments.lock().push(first_lsn);
-        self.prepare_next();
         Ok(())
     }
 
-    /// Starts zero-filling the next segment on a helper thread, unless one is at work already.
+    /// Starts zero-filling the next segment on a helper thread, unless one is at work already or
+    /// a prepared file waits.
     fn prepare_next(&mut self) {
-        if !self.options.preallocate || self.prepared.is_some() {
+        if !self.options.preallocate || self.prepared.is_some() || self.ready {
             return;
         }
         let storage = self.storage.clone();
