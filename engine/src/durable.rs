@@ -438,7 +438,8 @@ fn recover(
         .list()
         .map_err(io_err(format!("cannot list {}", storage.describe(""))))?;
     for tmp in names.iter().filter(|n| n.ends_with(".tmp")) {
-        // A snapshot or meta file cut off by a crash before its rename.
+        // A snapshot or meta file cut off by a crash before its rename, or the WAL's next
+        // segment being prepared (`wal::PREPARED_SEGMENT`).
         storage
             .remove(tmp)
             .map_err(io_err(format!("cannot remove {}", storage.describe(tmp))))?;

@@ -1607,8 +1607,11 @@ fn power_loss_under_fsync_interval_keeps_what_a_completed_sync_covered() {
         };
         holes += power_run(&run, seed).holes;
     }
-    // The case the sync distance exists for: a hole, then records that survived, all unsynced.
-    assert!(holes > 0, "no cut left a hole before intact records");
+    // The case the sync distance exists for: a hole, then records that survived, all unsynced
+    // (3-10 of the 60 cuts of the default seeds; one seed alone may have none).
+    if std::env::var_os("PROMISED_TEST_SEED").is_none() {
+        assert!(holes > 0, "no cut left a hole before intact records");
+    }
 }
 
 // ---- power loss during a snapshot ------------------------------------------------------------

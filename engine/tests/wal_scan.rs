@@ -2,14 +2,15 @@
 //! flips, zeroed ranges, cuts, inserted junk and junk files, in one or two segments, at LSNs
 //! from 1 up to near `u64::MAX`. Whatever the bytes, the scan never panics, never reports a
 //! record that was not written (each visited record is the one written at its LSN, in order),
-//! and reaches every record that lies wholly before the first changed byte. A zero tail after
+//! reaches every record that lies wholly before the first changed byte, and cuts a torn tail
+//! only where no intact record after it claims it synced (checked at every later offset). A zero tail after
 //! the last record (a prepared segment not filled) is no damage at all.
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 use promised_engine::storage::{SimStorage, Storage};
-use promised_engine::wal::format::{CHAIN_START, RecordPlace, SegmentHeader, frame_record};
+use promised_engine::wal::format::{CHAIN_START, RecordPlace, SegmentHeader, frame_record, read_record};
 use promised_engine::wal::{scan, segment_name};
 
 /// One written record: where it ends in the concatenation of the segments, and what it holds.
@@ -172,6 +173,23 @@ proptest! {
         );
         if let Ok(report) = result {
             prop_assert_eq!(report.tail.next_lsn, base + visited as u64);
+            // A torn tail only where no intact record after it claims its LSN synced: checked
+            // against every later offset, without the scan's shortcuts.
+            if let Some(torn) = report.torn.filter(|t| t.offset > 0) {
+                let bytes = sim.read(&torn.file).unwrap();
+                let lsn = report.tail.next_lsn;
+                for at in torn.offset as usize + 1..bytes.len() {
+                    if let Ok(r) = read_record(&bytes[at..]) {
+                        prop_assert!(
+                            r.synced_lsn < lsn,
+                            "cut as torn at {} (LSN {lsn}), but the record at {at} (LSN {}) was \
+                             framed with it synced",
+                            torn.offset,
+                            r.lsn
+                        );
+                    }
+                }
+            }
         }
     }
 

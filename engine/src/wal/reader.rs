@@ -305,6 +305,10 @@ mod tests {
     /// A one-segment log written in batches: `batches[i]` records each, every batch written
     /// knowing the batches before it synced. Returns the bytes and each record's offset.
     fn log(batches: &[u64]) -> (Vec<u8>, Vec<usize>) {
+        log_of(batches, b"a command body of some length")
+    }
+
+    fn log_of(batches: &[u64], body: &[u8]) -> (Vec<u8>, Vec<usize>) {
         let mut bytes = SegmentHeader {
             first_lsn: 1,
             prev_crc: CHAIN_START,
@@ -321,7 +325,7 @@ mod tests {
                     lsn,
                     synced_lsn,
                 };
-                chain = frame_record(&mut bytes, place, 1_000 + lsn, b"a command body of some length");
+                chain = frame_record(&mut bytes, place, 1_000 + lsn, body);
                 lsn += 1;
             }
         }
@@ -370,6 +374,22 @@ mod tests {
             (damage.file, damage.offset, damage.lsn),
             (format!("sim:{}", segment_name(1)), at[4] as u64, 5)
         );
+    }
+
+    /// The smallest records (a 1-byte command): the proof sits exactly one record length on,
+    /// the tightest case of the search's bound on how far a later LSN can be.
+    #[test]
+    fn the_next_record_of_the_smallest_size_proves_a_bad_one_synced() {
+        let (mut bytes, at) = log_of(&[1, 1, 1], b"x");
+        assert_eq!(at[1] - at[0], RECORD_HEADER_LEN + 1);
+        bytes[at[1] + RECORD_HEADER_LEN] ^= 1;
+        let damage = scan_of(&bytes).unwrap_err();
+        assert_eq!((damage.offset, damage.lsn), (at[1] as u64, 2));
+        // The last record has nothing after it to prove it synced: a torn tail.
+        let (mut bytes, at) = log_of(&[1, 1, 1], b"x");
+        bytes[at[2] + RECORD_HEADER_LEN] ^= 1;
+        let report = scan_of(&bytes).unwrap();
+        assert_eq!(report.torn.map(|t| t.offset), Some(at[2] as u64));
     }
 
     #[test]

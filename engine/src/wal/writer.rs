@@ -212,6 +212,7 @@ impl Wal {
             preallocated: false,
             prepared: None,
             ready: false,
+            prepare_tried: false,
             tail,
             held: Vec::new(),
             held_bytes: Vec::new(),
@@ -472,6 +473,9 @@ struct Writer {
     prepared: Option<JoinHandle<io::Result<()>>>,
     /// A prepared segment is ready to be renamed into place.
     ready: bool,
+    /// Preparing was tried for the segment in use (once per segment, so that a failing helper
+    /// is not started again after every batch).
+    prepare_tried: bool,
 }
 
 impl Drop for Writer {
@@ -693,6 +697,7 @@ impl Writer {
             // Everything before this batch is in the old segment, now synced; the batch itself
             // was framed before this sync and claims no more.
             self.shared.synced.fetch_max(first_lsn - 1, Ordering::Release);
+            self.wake_all(|_| false);
         }
         let tail = LogTail {
             next_lsn: first_lsn,
@@ -707,15 +712,17 @@ impl Writer {
         }
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.shared.segments.lock().push(first_lsn);
+        self.prepare_tried = false;
         Ok(())
     }
 
-    /// Starts zero-filling the next segment on a helper thread, unless one is at work already or
-    /// a prepared file waits.
+    /// Starts zero-filling the next segment on a helper thread, unless one is at work already, a
+    /// prepared file waits, or it was tried for this segment already.
     fn prepare_next(&mut self) {
-        if !self.options.preallocate || self.prepared.is_some() || self.ready {
+        if !self.options.preallocate || self.prepared.is_some() || self.ready || self.prepare_tried {
             return;
         }
+        self.prepare_tried = true;
         let storage = self.storage.clone();
         let len = self.options.segment_bytes;
         let helper = std::thread::Builder::new()
@@ -753,8 +760,8 @@ impl Writer {
                 false
             }
             Ok(Err(e)) => {
-                // Appended segments work as well, only with slower syncs; the next rotation
-                // tries again.
+                // Appended segments work as well, only with slower syncs; preparing is tried
+                // again once the next segment is half full.
                 tracing::warn!(
                     target: "promised::wal",
                     "cannot prepare the next segment ({e}); appending to a new one instead"
