@@ -202,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "writers {} ({shape}), fsync {}: {:.0} durable writes/s, {:.1} MB/s of log; \
          {} batches, mean {:.1} records/batch, {} syncs ({:.0}/s, mean {:.0} us), {} segments prepared; raw fdatasync rate of this disk {:.0}/s \
-         appending ({:.0}/s overwriting a zero-filled file)",
+         appending ({:.0}/s overwriting a zero-filled file): {:.1}x the appending rate, {:.1}x the overwriting rate",
         if args.tasks > 0 {
             args.tasks
         } else {
@@ -218,7 +218,9 @@ fn main() -> anyhow::Result<()> {
         stats.sync_nanos as f64 / stats.syncs.max(1) as f64 / 1e3,
         stats.segments_prepared,
         fsync_rate,
-        overwrite_rate
+        overwrite_rate,
+        n as f64 / elapsed / fsync_rate,
+        n as f64 / elapsed / overwrite_rate
     );
     Ok(())
 }
