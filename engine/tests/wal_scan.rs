@@ -135,8 +135,15 @@ fn store(segments: &[(u64, Vec<u8>)]) -> SimStorage {
     sim
 }
 
-fn base() -> impl Strategy<Value = u64> {
-    prop_oneof![Just(1u64), 2u64..1_000, Just(u64::MAX - 200)]
+/// A log's shape for `build`: base LSN (from 1 up to near `u64::MAX`), records per batch, command
+/// size, and where the second segment starts.
+fn shape() -> impl Strategy<Value = (u64, Vec<usize>, usize, usize)> {
+    (
+        prop_oneof![Just(1u64), 2u64..1_000, Just(u64::MAX - 200)],
+        prop::collection::vec(1usize..6, 1..8),
+        1usize..48,
+        0usize..30,
+    )
 }
 
 proptest! {
@@ -144,10 +151,7 @@ proptest! {
 
     #[test]
     fn a_damaged_log_never_panics_never_invents_a_record_and_keeps_what_precedes_the_damage(
-        base in base(),
-        batches in prop::collection::vec(1usize..6, 1..8),
-        body_len in 1usize..48,
-        split in 0usize..30,
+        (base, batches, body_len, split) in shape(),
         edits in prop::collection::vec(edit(), 1..4),
     ) {
         let (mut segments, written) = build(base, &batches, body_len, split);
@@ -195,10 +199,7 @@ proptest! {
 
     #[test]
     fn zeros_after_the_last_record_are_no_damage(
-        base in base(),
-        batches in prop::collection::vec(1usize..6, 1..8),
-        body_len in 1usize..48,
-        split in 0usize..30,
+        (base, batches, body_len, split) in shape(),
         zeros in 1usize..5_000,
     ) {
         let (mut segments, written) = build(base, &batches, body_len, split);
