@@ -170,7 +170,7 @@ struct SimFile {
     synced: Vec<u8>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SimState {
     /// Directory entries now: name -> file id.
     names: HashMap<String, usize>,
@@ -238,15 +238,10 @@ impl SimStorage {
     /// A new directory as a process killed now leaves this one: every written byte and name
     /// stays (the kernel's page cache has them), but nothing more is synced than was.
     pub fn process_crash(&self) -> SimStorage {
-        let st = self.state.lock();
+        let mut state = self.state.lock().clone();
+        state.failing.clear();
         SimStorage {
-            state: Arc::new(Mutex::new(SimState {
-                names: st.names.clone(),
-                synced_names: st.synced_names.clone(),
-                files: st.files.clone(),
-                failing: Vec::new(),
-                preallocation: st.preallocation,
-            })),
+            state: Arc::new(Mutex::new(state)),
         }
     }
 

@@ -50,40 +50,40 @@ impl SegmentHeader {
         b
     }
 
-    /// The format version of an intact segment header that is not this build's: such a
-    /// segment is not damaged, only unreadable here.
-    pub fn other_version(b: &[u8]) -> Option<u32> {
-        let intact = b.len() >= SEGMENT_HEADER_LEN
-            && b[0..8] == SEGMENT_MAGIC
-            && crc32c::crc32c(&b[0..28]) == u32_at(b, 28);
-        let version = if intact { u32_at(b, 8) } else { FORMAT_VERSION };
-        (version != FORMAT_VERSION).then_some(version)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    pub fn decode(b: &[u8]) -> Result<Self, HeaderFault> {
         if b.len() < SEGMENT_HEADER_LEN {
-            return Err(format!(
+            return Err(HeaderFault::Damaged(format!(
                 "segment header needs {SEGMENT_HEADER_LEN} bytes, file has {}",
                 b.len()
-            ));
+            )));
         }
         if b[0..8] != SEGMENT_MAGIC {
-            return Err("not a promised WAL segment (bad magic)".into());
+            return Err(HeaderFault::Damaged(
+                "not a promised WAL segment (bad magic)".into(),
+            ));
         }
         if crc32c::crc32c(&b[0..28]) != u32_at(b, 28) {
-            return Err("segment header checksum mismatch".into());
+            return Err(HeaderFault::Damaged("segment header checksum mismatch".into()));
         }
         let version = u32_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(format!(
-                "WAL format version {version}; this build reads {FORMAT_VERSION}"
-            ));
+            return Err(HeaderFault::OtherVersion(version));
         }
         Ok(Self {
             first_lsn: u64_at(b, 16),
             prev_crc: u32_at(b, 24),
         })
     }
+}
+
+/// Why a segment header does not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderFault {
+    /// Intact, but of another format version: the segment is not damaged, only unreadable by
+    /// this build.
+    OtherVersion(u32),
+    /// Cut short, not a segment, or a failed checksum.
+    Damaged(String),
 }
 
 /// A record as read back.

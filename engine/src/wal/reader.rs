@@ -18,8 +18,8 @@
 use std::fmt;
 
 use super::format::{
-    CHAIN_START, RECORD_HEADER_LEN, RecordRef, SEGMENT_HEADER_LEN, SegmentHeader, may_prove_synced,
-    parse_segment_name, read_record, segment_name,
+    CHAIN_START, HeaderFault, RECORD_HEADER_LEN, RecordRef, SEGMENT_HEADER_LEN, SegmentHeader,
+    may_prove_synced, parse_segment_name, read_record, segment_name,
 };
 use super::writer::LogTail;
 use crate::storage::Storage;
@@ -147,18 +147,18 @@ pub fn scan(
         let bytes = storage
             .read(&name)
             .map_err(|e| damage(&name, 0, first, format!("cannot read: {e}")))?;
-        if let Some(version) = SegmentHeader::other_version(&bytes) {
-            return Err(WalDamage {
-                version: Some(version),
-                ..damage(&name, 8, first, format!("WAL format version {version}"))
-            });
-        }
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
+            Err(HeaderFault::OtherVersion(version)) => {
+                return Err(WalDamage {
+                    version: Some(version),
+                    ..damage(&name, 8, first, format!("WAL format version {version}"))
+                });
+            }
             // A crash while creating the last segment leaves it empty or short, or (prepared
             // ahead) zeros after a header that never reached the disk: nothing in it was ever
             // acknowledged.
-            Err(_) if last && holds_no_record(&bytes) => {
+            Err(HeaderFault::Damaged(_)) if last && holds_no_record(&bytes) => {
                 let next = expected.map_or(from_lsn.max(1), |(lsn, _)| lsn);
                 if first != next {
                     return Err(damage(
@@ -176,7 +176,7 @@ pub fn scan(
                 });
                 break;
             }
-            Err(reason) => return Err(damage(&name, 0, first, reason)),
+            Err(HeaderFault::Damaged(reason)) => return Err(damage(&name, 0, first, reason)),
         };
         if header.first_lsn != first {
             return Err(damage(
