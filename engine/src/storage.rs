@@ -52,7 +52,19 @@ pub trait Storage: Send + Sync + 'static {
 pub trait StorageFile: Send {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// `fdatasync`: when it returns `Ok`, every appended byte survives a power loss.
-    fn sync_data(&mut self) -> io::Result<()>;
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.syncer().sync_data()
+    }
+    /// A handle that syncs this file from another thread while appends go on, so that the
+    /// group commit can write the next batch while the last one syncs.
+    fn syncer(&self) -> Arc<dyn FileSync>;
+}
+
+/// Syncs one file; shared between threads.
+pub trait FileSync: Send + Sync {
+    /// `fdatasync`: when it returns `Ok`, every byte appended before the call survives a power
+    /// loss, whatever other syncs of the file are in flight.
+    fn sync_data(&self) -> io::Result<()>;
 }
 
 /// A real directory.
@@ -73,14 +85,22 @@ impl FsStorage {
     }
 }
 
-struct FsFile(File);
+/// One open file description for appends and syncs alike: a sync on a second descriptor of the
+/// file (opened anew) would not report a write-back error that happened before it was opened.
+struct FsFile(Arc<File>);
 
 impl StorageFile for FsFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+        (&*self.0).write_all(bytes)
     }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+    fn syncer(&self) -> Arc<dyn FileSync> {
+        self.0.clone()
+    }
+}
+
+impl FileSync for File {
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
     }
 }
 
@@ -106,11 +126,11 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(true)
             .open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(file)))
+        Ok(Box::new(FsFile(Arc::new(file))))
     }
     fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new().append(true).open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(file)))
+        Ok(Box::new(FsFile(Arc::new(file))))
     }
     fn create_zeroed(&self, name: &str, len: u64) -> io::Result<()> {
         let path = self.dir.join(name);
@@ -134,7 +154,7 @@ impl Storage for FsStorage {
     }
     fn open_overwrite(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(file)))
+        Ok(Box::new(FsFile(Arc::new(file))))
     }
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
@@ -365,7 +385,22 @@ impl StorageFile for SimHandle {
         self.write(&mut st, bytes);
         Ok(())
     }
-    fn sync_data(&mut self) -> io::Result<()> {
+    fn syncer(&self) -> Arc<dyn FileSync> {
+        Arc::new(SimSync {
+            state: self.state.clone(),
+            id: self.id,
+        })
+    }
+}
+
+/// Syncs a `SimStorage` file: what was written before the call becomes what survives.
+struct SimSync {
+    state: Arc<Mutex<SimState>>,
+    id: usize,
+}
+
+impl FileSync for SimSync {
+    fn sync_data(&self) -> io::Result<()> {
         let mut st = self.state.lock();
         SimStorage::check(&st, FaultOp::Sync)?;
         let file = &mut st.files[self.id];

@@ -73,6 +73,7 @@ fn durable_options(engine: EngineConfig, segment_bytes: u64) -> DurableOptions {
             // LSN 1 (a prepared segment would take over from the first one early, and snapshots
             // would prune that).
             preallocate: segment_bytes < WalOptions::default().segment_bytes,
+            ..WalOptions::default()
         },
         snapshot_every_records: 0,
         snapshot_every: None,

@@ -69,6 +69,9 @@ pub struct DurabilitySection {
     /// Write the log into segments zero-filled ahead (default true): faster syncs, one more
     /// segment-sized file in the data directory.
     pub preallocate_segments: Option<bool>,
+    /// Syncs in flight at once under fsync always (default 2, at most 8): with 2, a batch is
+    /// written and synced while the last one's sync runs. 1 waits for each sync in turn.
+    pub concurrent_syncs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +129,10 @@ impl ConfigFile {
         ensure!(
             d.segment_mb != Some(0),
             "durability.segment_mb must be at least 1"
+        );
+        ensure!(
+            d.concurrent_syncs.is_none_or(|n| (1..=8).contains(&n)),
+            "durability.concurrent_syncs must be between 1 and 8"
         );
         for t in &self.auth.tokens {
             role_of(&t.role)?;
@@ -270,5 +277,12 @@ mod tests {
         assert!(e.contains("both cert and key"), "{e}");
         let e = parse("[server]\nexpiry_tick_ms = 0\n").unwrap_err().to_string();
         assert!(e.contains("expiry_tick_ms"), "{e}");
+        for n in [0, 9] {
+            let e = parse(&format!("[durability]\nconcurrent_syncs = {n}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("concurrent_syncs must be between 1 and 8"), "{e}");
+        }
+        assert!(parse("[durability]\nconcurrent_syncs = 1\n").is_ok());
     }
 }

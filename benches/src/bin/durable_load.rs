@@ -69,6 +69,9 @@ struct Args {
     /// Append to new segments instead of writing over segments zero-filled ahead.
     #[arg(long)]
     no_preallocate: bool,
+    /// Syncs in flight at once under fsync always (1: each batch waits for the last one's sync).
+    #[arg(long, default_value_t = WalOptions::default().concurrent_syncs)]
+    concurrent_syncs: usize,
     /// Instead of threads: this many shoppers as tasks on a 2-thread tokio runtime, each with one
     /// write in flight, as a server's connections would be (waking a task is a queue push, waking
     /// a blocked thread a context switch).
@@ -92,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             fsync: promised::config::fsync_policy(&args.fsync, None)?,
             segment_bytes: args.segment_mb << 20,
             preallocate: !args.no_preallocate,
+            concurrent_syncs: args.concurrent_syncs,
         },
         snapshot_every_records: args.snapshot_every_records,
         snapshot_every: None,

@@ -1,18 +1,24 @@
-//! The group-commit writer: one thread turns the commands of many requests into one write and
-//! one `fdatasync`, then releases every request whose record that sync made durable.
+//! The group commit: committer threads turn the commands of many requests into one write and
+//! one `fdatasync`, then release every request whose record that sync made durable.
 //!
 //! Request threads encode their command into a shared queue while they still hold the engine's
-//! locks (`CommandLog::append`), which is what makes the log order the apply order. The writer
-//! swaps the queue out, puts the records in LSN order (a thread may be preempted between taking
-//! its number and queueing), frames them into the hash chain, writes, syncs, and publishes the
-//! new durable LSN. While it syncs, the next batch gathers: the slower the disk, the larger the
-//! batch, so throughput follows the requests, not the fsync rate.
+//! locks (`CommandLog::append`), which is what makes the log order the apply order. A committer
+//! takes the writer (one at a time), swaps the queue out, puts the records in LSN order (a
+//! thread may be preempted between taking its number and queueing), frames them into the hash
+//! chain and writes them; then it lets go of the writer and syncs. While it syncs, a second
+//! committer can write the next batch and start its own sync, so a record that arrives during a
+//! sync waits for one sync, not for the rest of that one and then its own. Syncs may finish in
+//! any order; a batch is acknowledged only once its sync and every earlier batch's have
+//! returned `Ok` (`Commits`), so one failed sync fails every later batch too, even one whose own
+//! sync returned first. The slower the disk, the larger the batches: throughput follows the
+//! requests, not the fsync rate.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,7 +32,7 @@ use crate::codec;
 use crate::command::Command;
 use crate::ids::Timestamp;
 use crate::ledger::CommandLog;
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{FileSync, Storage, StorageFile};
 
 /// When the writer syncs, and so when a write is acknowledged.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -48,6 +54,9 @@ pub struct WalOptions {
     /// Write into segments zero-filled ahead of time (where the storage offers it), so that a
     /// sync has no new file size to record: one more file of `segment_bytes` on disk.
     pub preallocate: bool,
+    /// Syncs that may be in flight at once under `FsyncPolicy::Always` (at least 1): with 2, one
+    /// batch is written and synced while the last one's sync runs.
+    pub concurrent_syncs: usize,
 }
 
 impl Default for WalOptions {
@@ -56,6 +65,7 @@ impl Default for WalOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: 64 << 20,
             preallocate: true,
+            concurrent_syncs: 2,
         }
     }
 }
@@ -146,8 +156,17 @@ struct Queue {
 }
 
 struct Shared {
+    storage: Arc<dyn Storage>,
     queue: Mutex<Queue>,
     work: Condvar,
+    /// Syncs in flight, in the order their batches were written.
+    commits: Mutex<Commits>,
+    /// Signalled when a sync in flight returns.
+    commit_returned: Condvar,
+    /// Committer threads still running: the log closes when the last one stops.
+    live_committers: AtomicUsize,
+    /// Moving average of `fdatasync` time (capped at 2 ms per sample), for the gathering delay.
+    sync_ewma_nanos: AtomicU64,
     /// Every record up to here is acknowledged (durable under the policy).
     durable: AtomicU64,
     /// Every record up to here is synced to the media (equals `durable` under `Always`).
@@ -164,10 +183,55 @@ struct Shared {
     segments: Mutex<Vec<u64>>,
 }
 
+/// Batches written and not yet acknowledged under `FsyncPolicy::Always`, oldest first: each is
+/// the last LSN of its batch and, once its sync returned, how it went. Acknowledging in this
+/// order is what makes a later sync's early return safe: on Linux a write-back error is
+/// reported to one `fdatasync` of the file only, so a later sync can return `Ok` although an
+/// earlier one, still in flight, is about to report that the earlier batch was lost.
+#[derive(Default)]
+struct Commits {
+    /// The ticket of `in_flight[0]`.
+    first_ticket: u64,
+    in_flight: VecDeque<(u64, Option<io::Result<()>>)>,
+    /// A sync failed: nothing is acknowledged any more.
+    failed: bool,
+}
+
+impl Commits {
+    /// Registers a written batch ending at `last_lsn`; returns its ticket.
+    fn issue(&mut self, last_lsn: u64) -> u64 {
+        self.in_flight.push_back((last_lsn, None));
+        self.first_ticket + self.in_flight.len() as u64 - 1
+    }
+
+    /// Records that the sync of `ticket` returned. Returns the LSN every record up to which is
+    /// now durable, if that moved, or the error that stops the log.
+    fn finish(&mut self, ticket: u64, result: io::Result<()>) -> io::Result<Option<u64>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let at = (ticket - self.first_ticket) as usize;
+        self.in_flight[at].1 = Some(result);
+        let mut durable = None;
+        while let Some((lsn, Some(_))) = self.in_flight.front() {
+            let lsn = *lsn;
+            let (_, result) = self.in_flight.pop_front().expect("a front");
+            self.first_ticket += 1;
+            if let Some(Err(e)) = result {
+                self.failed = true;
+                self.in_flight.clear();
+                return Err(e);
+            }
+            durable = Some(lsn);
+        }
+        Ok(durable)
+    }
+}
+
 /// The write-ahead log, open for appending. Hand it to the engine as its `CommandLog`.
 pub struct Wal {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    committers: Mutex<Vec<JoinHandle<()>>>,
     storage: Arc<dyn Storage>,
 }
 
@@ -189,9 +253,19 @@ impl Wal {
         }
         let file = start_segment(&*storage, tail, false)?;
         segments.push(tail.next_lsn);
+        let committers = match options.fsync {
+            FsyncPolicy::Always => options.concurrent_syncs.max(1),
+            // A relaxed policy syncs inline, rarely: one committer.
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => 1,
+        };
         let shared = Arc::new(Shared {
+            storage: storage.clone(),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
+            commits: Mutex::new(Commits::default()),
+            commit_returned: Condvar::new(),
+            live_committers: AtomicUsize::new(committers),
+            sync_ewma_nanos: AtomicU64::new(0),
             durable: AtomicU64::new(tail.next_lsn - 1),
             synced: AtomicU64::new(tail.next_lsn - 1),
             failed: AtomicBool::new(false),
@@ -203,10 +277,11 @@ impl Wal {
             stats: Mutex::new(WalStats::default()),
             segments: Mutex::new(segments),
         });
-        let writer = Writer {
+        let mut writer = Writer {
             shared: shared.clone(),
             storage: storage.clone(),
             options,
+            syncer: file.syncer(),
             file,
             segment_len: SEGMENT_HEADER_LEN as u64,
             preallocated: false,
@@ -220,16 +295,32 @@ impl Wal {
             last_sync: Instant::now(),
             unsynced: false,
             last_batch: 0,
-            sync_ewma_nanos: 0,
         };
-        let handle = std::thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || writer.run())?;
-        Ok(Self {
-            shared,
-            writer: Mutex::new(Some(handle)),
+        writer.prepare_next();
+        let writer = Arc::new(Mutex::new(writer));
+        let wal = Self {
+            shared: shared.clone(),
+            committers: Mutex::new(Vec::new()),
             storage,
-        })
+        };
+        for i in 0..committers {
+            let (writer, shared) = (writer.clone(), shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("wal-commit-{i}"))
+                .spawn(move || commit_loop(writer, shared));
+            match spawned {
+                Ok(handle) => wal.committers.lock().push(handle),
+                Err(e) => {
+                    // The ones that run stop once `wal` is dropped; those never started count
+                    // as stopped.
+                    wal.shared
+                        .live_committers
+                        .fetch_sub(committers - i, Ordering::AcqRel);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(wal)
     }
 
     /// Every record up to this LSN is acknowledged.
@@ -337,12 +428,13 @@ impl Wal {
         Ok(removed)
     }
 
-    /// Writes and syncs everything queued, then stops the writer. Idempotent.
+    /// Writes and syncs everything queued, then stops the committers. Idempotent.
     pub fn close(&self) -> Result<(), WalFailed> {
         self.shared.queue.lock().stop = true;
-        self.shared.work.notify_one();
-        if let Some(h) = self.writer.lock().take() {
-            // A writer that panicked has already marked the log failed (`ExitGuard`).
+        self.shared.work.notify_all();
+        let committers = std::mem::take(&mut *self.committers.lock());
+        for h in committers {
+            // A committer that panicked has already marked the log failed (`ExitGuard`).
             let _ = h.join();
         }
         match self.failure() {
@@ -431,22 +523,142 @@ fn start_segment(storage: &dyn Storage, tail: LogTail, prepared: bool) -> io::Re
     Ok(file)
 }
 
-/// Marks the log closed when the writer stops, however it stops (a panic included: then also
-/// failed), and wakes every waiter, so that no request waits for a writer that is gone.
+/// Marks the log closed when the last committer stops, however it stops, and failed when one
+/// panics; then wakes every waiter, so that no request waits for a committer that is gone.
 struct ExitGuard(Arc<Shared>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() && !self.0.failed.load(Ordering::Acquire) {
-            tracing::error!(target: "promised::wal", "the WAL writer crashed; writes are refused from now on");
-            *self.0.failure.lock() = Some("the WAL writer crashed".into());
-            self.0.failed.store(true, Ordering::Release);
+        let panicked = std::thread::panicking();
+        if panicked {
+            tracing::error!(target: "promised::wal", "a WAL committer crashed; writes are refused from now on");
+            self.0.fail_with("a WAL committer crashed".into());
         }
-        self.0.closed.store(true, Ordering::Release);
-        let ready: Vec<_> = std::mem::take(&mut *self.0.waiters.lock());
+        if self.0.live_committers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.store(true, Ordering::Release);
+            self.0.wake_all(|_| true);
+        }
+    }
+}
+
+/// What a committer does once it has written a batch and let go of the writer.
+enum Step {
+    /// Sync the batch's file, then finish its ticket.
+    Sync {
+        file: Arc<dyn FileSync>,
+        ticket: u64,
+    },
+    /// Nothing to sync: look for the next batch.
+    Again,
+    Stop,
+}
+
+/// A committer thread: write a batch holding the writer, sync it without, repeat.
+fn commit_loop(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
+    let _exit = ExitGuard(shared.clone());
+    let mut entries = Vec::new();
+    let mut bytes = Vec::new();
+    loop {
+        let step = {
+            let mut w = writer.lock();
+            if shared.failed.load(Ordering::Acquire) {
+                return;
+            }
+            w.next_batch(&mut entries, &mut bytes)
+        };
+        match step {
+            Ok(Step::Sync { file, ticket }) => {
+                let started = Instant::now();
+                let result = file.sync_data();
+                shared.sync_returned(ticket, result, started.elapsed());
+            }
+            Ok(Step::Again) => {}
+            Ok(Step::Stop) => return,
+            Err(e) => {
+                shared.fail(e);
+                return;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The sync of batch `ticket` returned after `took`: acknowledges what is now durable.
+    fn sync_returned(&self, ticket: u64, result: io::Result<()>, took: Duration) {
+        self.stats.lock().record_sync(took);
+        let took = took.as_nanos().min(2_000_000) as u64;
+        let ewma = self.sync_ewma_nanos.load(Ordering::Relaxed);
+        self.sync_ewma_nanos
+            .store((ewma * 7 + took) / 8, Ordering::Relaxed);
+        let finished = self.commits.lock().finish(ticket, result);
+        self.commit_returned.notify_all();
+        match finished {
+            Ok(Some(lsn)) => {
+                self.synced.fetch_max(lsn, Ordering::AcqRel);
+                self.publish(lsn);
+            }
+            Ok(None) => {}
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Waits until no sync is in flight (each batch before now is synced or failed).
+    fn drain_commits(&self) -> io::Result<()> {
+        let mut commits = self.commits.lock();
+        while !commits.in_flight.is_empty() && !commits.failed {
+            self.commit_returned.wait(&mut commits);
+        }
+        if commits.failed {
+            return Err(io::Error::other("an earlier sync of the log failed"));
+        }
+        Ok(())
+    }
+
+    fn publish(&self, lsn: u64) {
+        self.durable.fetch_max(lsn, Ordering::AcqRel);
+        self.wake_all(|w| w.0 <= lsn);
+    }
+
+    fn wake_all(&self, due: impl Fn(&(u64, Waker)) -> bool) {
+        let ready: Vec<_> = {
+            let mut waiters = self.waiters.lock();
+            let (ready, pending): (Vec<_>, Vec<_>) = waiters.drain(..).partition(|w| due(w));
+            *waiters = pending;
+            ready
+        };
         ready.into_iter().for_each(|(_, w)| w.wake());
-        let _guard = self.0.blocked_lock.lock();
-        self.0.blocked.notify_all();
+        let _guard = self.blocked_lock.lock();
+        self.blocked.notify_all();
+    }
+
+    fn fail(&self, error: io::Error) {
+        let message = format!(
+            "{} while writing {} (records after LSN {} are not acknowledged; restart to recover \
+             from what is on disk)",
+            error,
+            self.storage
+                .describe(&segment_name(*self.segments.lock().last().expect("a segment"))),
+            self.durable.load(Ordering::Acquire)
+        );
+        tracing::error!(
+            target: "promised::wal",
+            "STORAGE FAILURE: {message}; writes are refused from now on, reads go on"
+        );
+        self.fail_with(message);
+    }
+
+    /// Stops the log; the first failure's message is the one kept.
+    fn fail_with(&self, message: String) {
+        {
+            let mut failure = self.failure.lock();
+            if failure.is_none() {
+                *failure = Some(message);
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+        self.commits.lock().failed = true;
+        self.commit_returned.notify_all();
+        self.wake_all(|_| true);
     }
 }
 
@@ -455,6 +667,8 @@ struct Writer {
     storage: Arc<dyn Storage>,
     options: WalOptions,
     file: Box<dyn StorageFile>,
+    /// Syncs `file` outside the writer's lock.
+    syncer: Arc<dyn FileSync>,
     segment_len: u64,
     tail: LogTail,
     /// Records that arrived ahead of a missing lower LSN, waiting for it.
@@ -465,8 +679,6 @@ struct Writer {
     unsynced: bool,
     /// Records in the last batch written.
     last_batch: usize,
-    /// Moving average of `fdatasync` time (capped at 2 ms per sample).
-    sync_ewma_nanos: u64,
     /// Whether the current segment was zero-filled ahead (see `PREPARED_SEGMENT`).
     preallocated: bool,
     /// The helper thread zero-filling the next segment, until its result is read.
@@ -488,54 +700,46 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    fn run(mut self) {
-        let _exit = ExitGuard(self.shared.clone());
-        self.prepare_next();
-        let mut entries = Vec::new();
-        let mut bytes = Vec::new();
-        let mut sync_wanted;
-        loop {
-            let shared = self.shared.clone();
-            let stop = {
-                let mut q = shared.queue.lock();
-                while q.entries.is_empty() && !q.stop && !q.sync_wanted {
-                    q.writer_waiting = true;
-                    match self.options.fsync {
-                        FsyncPolicy::Interval(d) if self.unsynced => {
-                            let left = d.saturating_sub(self.last_sync.elapsed());
-                            if self.shared.work.wait_for(&mut q, left).timed_out() {
-                                break;
-                            }
+    /// Waits for records (or a stop, or a wanted sync), then writes them as one batch. `entries`
+    /// and `bytes` are buffers swapped with the queue's, returned empty.
+    fn next_batch(&mut self, entries: &mut Vec<Entry>, bytes: &mut Vec<u8>) -> io::Result<Step> {
+        let shared = self.shared.clone();
+        let (stop, sync_wanted) = {
+            let mut q = shared.queue.lock();
+            while q.entries.is_empty() && !q.stop && !q.sync_wanted {
+                q.writer_waiting = true;
+                match self.options.fsync {
+                    FsyncPolicy::Interval(d) if self.unsynced => {
+                        let left = d.saturating_sub(self.last_sync.elapsed());
+                        if self.shared.work.wait_for(&mut q, left).timed_out() {
+                            break;
                         }
-                        _ => self.shared.work.wait(&mut q),
                     }
+                    _ => self.shared.work.wait(&mut q),
                 }
-                q.writer_waiting = false;
-                self.gather(&mut q);
-                sync_wanted = std::mem::take(&mut q.sync_wanted);
-                std::mem::swap(&mut q.entries, &mut entries);
-                std::mem::swap(&mut q.bytes, &mut bytes);
-                q.stop && entries.is_empty()
-            };
-            let mut result = self.write_batch(&entries, &bytes);
-            if result.is_ok() && sync_wanted && self.unsynced {
-                result = self.sync();
             }
-            entries.clear();
-            bytes.clear();
-            if let Err(e) = result {
-                self.fail(e);
-                return;
-            }
-            if stop {
-                if self.unsynced
-                    && let Err(e) = self.sync()
-                {
-                    self.fail(e);
-                }
-                return;
-            }
+            q.writer_waiting = false;
+            self.gather(&mut q);
+            let sync_wanted = std::mem::take(&mut q.sync_wanted);
+            std::mem::swap(&mut q.entries, entries);
+            std::mem::swap(&mut q.bytes, bytes);
+            (q.stop && entries.is_empty(), sync_wanted)
+        };
+        let written = self.write_batch(entries, bytes);
+        entries.clear();
+        bytes.clear();
+        let ticket = written?;
+        if (sync_wanted || stop) && self.unsynced {
+            self.sync()?;
         }
+        Ok(match ticket {
+            Some(ticket) => Step::Sync {
+                file: self.syncer.clone(),
+                ticket,
+            },
+            None if stop => Step::Stop,
+            None => Step::Again,
+        })
     }
 
     /// Group-commit delay: when fewer records wait than the last batch carried, the writers the
@@ -547,7 +751,8 @@ impl Writer {
         if self.options.fsync != FsyncPolicy::Always || q.stop || q.entries.len() >= self.last_batch {
             return;
         }
-        let deadline = Instant::now() + Duration::from_nanos(self.sync_ewma_nanos / 2);
+        let ewma = self.shared.sync_ewma_nanos.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_nanos(ewma / 2);
         q.gather_until = self.last_batch;
         while q.entries.len() < q.gather_until {
             q.writer_waiting = true;
@@ -559,7 +764,9 @@ impl Writer {
         q.gather_until = 0;
     }
 
-    fn write_batch(&mut self, entries: &[Entry], bytes: &[u8]) -> io::Result<()> {
+    /// Frames and writes a batch. Under `FsyncPolicy::Always` returns its ticket: the caller
+    /// syncs it; a relaxed policy acknowledges it here.
+    fn write_batch(&mut self, entries: &[Entry], bytes: &[u8]) -> io::Result<Option<u64>> {
         // Order: usually already sorted and contiguous; otherwise merge with held records.
         let in_order = self.held.is_empty()
             && entries
@@ -578,7 +785,8 @@ impl Writer {
         }
         let n = self.tail.next_lsn - first;
         if n == 0 {
-            return self.maybe_interval_sync();
+            self.maybe_interval_sync()?;
+            return Ok(None);
         }
         self.last_batch = n as usize;
         // A segment that was not prepared (the first after a start) gives way to a prepared
@@ -597,44 +805,26 @@ impl Writer {
         if self.segment_len >= self.options.segment_bytes / 2 {
             self.prepare_next();
         }
-        let sync_started = Instant::now();
-        let acked = match self.options.fsync {
-            FsyncPolicy::Always => {
-                self.file.sync_data()?;
-                let took = sync_started.elapsed().as_nanos() as u64;
-                self.sync_ewma_nanos = (self.sync_ewma_nanos * 7 + took.min(2_000_000)) / 8;
-                self.last_sync = Instant::now();
-                self.shared
-                    .synced
-                    .store(self.tail.next_lsn - 1, Ordering::Release);
-                true
-            }
-            FsyncPolicy::Interval(d) => {
-                self.unsynced = true;
-                if self.last_sync.elapsed() >= d {
-                    self.sync()?;
-                }
-                true
-            }
-            FsyncPolicy::Never => {
-                self.unsynced = true;
-                true
-            }
-        };
         {
             let mut s = self.shared.stats.lock();
             s.records += n;
             s.bytes += self.out.len() as u64;
             s.batches += 1;
             s.batch_sizes[((64 - (n - 1).leading_zeros()) as usize).min(23)] += 1;
-            if self.options.fsync == FsyncPolicy::Always {
-                s.record_sync(sync_started.elapsed());
+        }
+        let last = self.tail.next_lsn - 1;
+        match self.options.fsync {
+            FsyncPolicy::Always => return Ok(Some(self.shared.commits.lock().issue(last))),
+            FsyncPolicy::Interval(d) => {
+                self.unsynced = true;
+                if self.last_sync.elapsed() >= d {
+                    self.sync()?;
+                }
             }
+            FsyncPolicy::Never => self.unsynced = true,
         }
-        if acked {
-            self.publish(self.tail.next_lsn - 1);
-        }
-        Ok(())
+        self.shared.publish(last);
+        Ok(None)
     }
 
     fn frame(&mut self, lsn: u64, time: u64, synced_lsn: u64, body: &[u8]) {
@@ -687,17 +877,21 @@ impl Writer {
         self.shared
             .synced
             .store(self.tail.next_lsn - 1, Ordering::Release);
-        self.wake_all(|_| false);
+        self.shared.wake_all(|_| false);
         Ok(())
     }
 
     fn rotate(&mut self, first_lsn: u64) -> io::Result<()> {
-        if self.options.fsync != FsyncPolicy::Always {
+        if self.options.fsync == FsyncPolicy::Always {
+            // A segment is whole on the media before the next one holds a record: recovery
+            // cuts a torn tail in the last segment only.
+            self.shared.drain_commits()?;
+        } else {
             self.file.sync_data()?;
             // Everything before this batch is in the old segment, now synced; the batch itself
             // was framed before this sync and claims no more.
             self.shared.synced.fetch_max(first_lsn - 1, Ordering::Release);
-            self.wake_all(|_| false);
+            self.shared.wake_all(|_| false);
         }
         let tail = LogTail {
             next_lsn: first_lsn,
@@ -706,6 +900,7 @@ impl Writer {
         let prepared = self.poll_prepared();
         self.ready = false;
         self.file = start_segment(&*self.storage, tail, prepared)?;
+        self.syncer = self.file.syncer();
         self.preallocated = prepared;
         if prepared {
             self.shared.stats.lock().segments_prepared += 1;
@@ -781,40 +976,205 @@ impl Writer {
         debug_assert!(first_lsn < self.tail.next_lsn);
         u32::from_le_bytes(self.out[8..12].try_into().expect("a framed record"))
     }
+}
 
-    fn publish(&self, lsn: u64) {
-        self.shared.durable.store(lsn, Ordering::Release);
-        self.wake_all(|w| w.0 <= lsn);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    #[test]
+    fn a_batch_is_acknowledged_once_every_earlier_sync_returned() {
+        let mut c = Commits::default();
+        let (a, b, d) = (c.issue(10), c.issue(20), c.issue(30));
+        assert_eq!(
+            c.finish(b, Ok(())).unwrap(),
+            None,
+            "the batch before it is not synced yet"
+        );
+        assert_eq!(c.finish(a, Ok(())).unwrap(), Some(20), "both, at once");
+        let e = c.issue(40);
+        assert_eq!(c.finish(e, Ok(())).unwrap(), None);
+        assert_eq!(c.finish(d, Ok(())).unwrap(), Some(40));
+        assert!(c.in_flight.is_empty());
     }
 
-    fn wake_all(&self, due: impl Fn(&(u64, Waker)) -> bool) {
-        let ready: Vec<_> = {
-            let mut waiters = self.shared.waiters.lock();
-            let (ready, pending): (Vec<_>, Vec<_>) = waiters.drain(..).partition(|w| due(w));
-            *waiters = pending;
-            ready
+    #[test]
+    fn a_failed_sync_fails_the_later_batches_whose_sync_returned_first() {
+        let mut c = Commits::default();
+        let first = c.issue(5);
+        assert_eq!(c.finish(first, Ok(())).unwrap(), Some(5));
+        let (a, b) = (c.issue(10), c.issue(20));
+        // On Linux the write-back error reaches one fdatasync only: the later one may say Ok.
+        assert_eq!(c.finish(b, Ok(())).unwrap(), None);
+        assert!(c.finish(a, Err(io::Error::other("EIO"))).is_err());
+        let late = c.issue(30);
+        assert_eq!(
+            c.finish(late, Ok(())).unwrap(),
+            None,
+            "nothing is acknowledged after a failure"
+        );
+    }
+
+    /// Syncs that block until the test says how each one ends (once `armed`), numbered in the
+    /// order they were called.
+    #[derive(Default)]
+    struct Gate {
+        state: std::sync::Mutex<GateState>,
+        changed: std::sync::Condvar,
+    }
+
+    #[derive(Default)]
+    struct GateState {
+        armed: bool,
+        called: usize,
+        outcomes: std::collections::HashMap<usize, Option<io::ErrorKind>>,
+        returned: usize,
+    }
+
+    impl Gate {
+        fn wait_until(&self, done: impl Fn(&GateState) -> bool) {
+            let mut st = self.state.lock().unwrap();
+            while !done(&st) {
+                st = self.changed.wait(st).unwrap();
+            }
+        }
+        fn end(&self, call: usize, error: Option<io::ErrorKind>) {
+            self.state.lock().unwrap().outcomes.insert(call, error);
+            self.changed.notify_all();
+        }
+    }
+
+    struct GatedSync {
+        inner: Arc<dyn FileSync>,
+        gate: Arc<Gate>,
+    }
+
+    impl FileSync for GatedSync {
+        fn sync_data(&self) -> io::Result<()> {
+            let mut st = self.gate.state.lock().unwrap();
+            if !st.armed {
+                return self.inner.sync_data();
+            }
+            let call = st.called;
+            st.called += 1;
+            self.gate.changed.notify_all();
+            while !st.outcomes.contains_key(&call) {
+                st = self.gate.changed.wait(st).unwrap();
+            }
+            let result = match st.outcomes[&call] {
+                None => self.inner.sync_data(),
+                Some(kind) => Err(kind.into()),
+            };
+            st.returned += 1;
+            self.gate.changed.notify_all();
+            result
+        }
+    }
+
+    struct GatedFile {
+        inner: Box<dyn StorageFile>,
+        gate: Arc<Gate>,
+    }
+
+    impl StorageFile for GatedFile {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.inner.append(bytes)
+        }
+        fn syncer(&self) -> Arc<dyn FileSync> {
+            Arc::new(GatedSync {
+                inner: self.inner.syncer(),
+                gate: self.gate.clone(),
+            })
+        }
+    }
+
+    struct GatedStorage {
+        inner: SimStorage,
+        gate: Arc<Gate>,
+    }
+
+    impl Storage for GatedStorage {
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.inner.list()
+        }
+        fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+            self.inner.read(name)
+        }
+        fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+            let inner = self.inner.create(name)?;
+            Ok(Box::new(GatedFile {
+                inner,
+                gate: self.gate.clone(),
+            }))
+        }
+        fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+            self.inner.open_append(name)
+        }
+        fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+            self.inner.truncate(name, len)
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            self.inner.remove(name)
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            self.inner.sync_dir()
+        }
+        fn describe(&self, name: &str) -> String {
+            self.inner.describe(name)
+        }
+    }
+
+    /// Two records, each written and synced by its own committer; the second sync returns
+    /// first, with `second`, then the first with `first`.
+    fn syncs_return_out_of_order(first: Option<io::ErrorKind>, second: Option<io::ErrorKind>) -> Wal {
+        let gate = Arc::new(Gate::default());
+        let storage = Arc::new(GatedStorage {
+            inner: SimStorage::new(),
+            gate: gate.clone(),
+        });
+        let tail = LogTail {
+            next_lsn: 1,
+            prev_crc: 0,
         };
-        ready.into_iter().for_each(|(_, w)| w.wake());
-        let _guard = self.shared.blocked_lock.lock();
-        self.shared.blocked.notify_all();
+        let options = WalOptions {
+            preallocate: false,
+            concurrent_syncs: 2,
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(storage, tail, options).unwrap();
+        gate.state.lock().unwrap().armed = true;
+        wal.append(1, Timestamp(1), &Command::Tick);
+        gate.wait_until(|st| st.called == 1);
+        // The first committer is in its sync: the second writes record 2 and syncs it.
+        wal.append(2, Timestamp(1), &Command::Tick);
+        gate.wait_until(|st| st.called == 2);
+        gate.end(1, second);
+        gate.wait_until(|st| st.returned == 1);
+        std::thread::sleep(Duration::from_millis(20));
+        let early = wal.durable_lsn();
+        gate.end(0, first);
+        assert_eq!(early, 0, "record 2's sync returned, record 1's had not");
+        wal
     }
 
-    fn fail(&self, error: io::Error) {
-        let message = format!(
-            "{} while writing {} (records after LSN {} are not acknowledged; restart to recover \
-             from what is on disk)",
-            error,
-            self.storage.describe(&segment_name(
-                *self.shared.segments.lock().last().expect("a segment")
-            )),
-            self.shared.durable.load(Ordering::Acquire)
-        );
-        tracing::error!(
-            target: "promised::wal",
-            "STORAGE FAILURE: {message}; writes are refused from now on, reads go on"
-        );
-        *self.shared.failure.lock() = Some(message);
-        self.shared.failed.store(true, Ordering::Release);
-        self.wake_all(|_| true);
+    #[test]
+    fn a_sync_that_returns_early_waits_for_the_earlier_one() {
+        let wal = syncs_return_out_of_order(None, None);
+        wal.wait_durable(2).unwrap();
+        assert_eq!(wal.stats().syncs, 2);
+        wal.close().unwrap();
+    }
+
+    #[test]
+    fn a_failed_earlier_sync_takes_the_later_batch_with_it() {
+        let wal = syncs_return_out_of_order(Some(io::ErrorKind::Other), None);
+        let e = wal.wait_durable(2).unwrap_err();
+        assert!(e.0.contains("while writing"), "{e}");
+        assert_eq!(wal.durable_lsn(), 0, "neither record is acknowledged");
+        assert!(wal.wait_durable(1).is_err());
     }
 }

@@ -300,6 +300,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             preallocate: d
                 .preallocate_segments
                 .unwrap_or(WalOptions::default().preallocate),
+            concurrent_syncs: d
+                .concurrent_syncs
+                .unwrap_or(WalOptions::default().concurrent_syncs),
         },
         snapshot_every_records: d
             .snapshot_every_records
