@@ -4,8 +4,6 @@
 //! the state as it was. ATP is read and consumed under the same SKU-shard locks: a hold can never
 //! be granted against stock that a concurrent hold has already taken.
 
-use std::cmp::Reverse;
-
 use smallvec::SmallVec;
 
 use crate::command::{
@@ -81,7 +79,7 @@ impl Engine {
         };
         let outcome = granted(&hold, false);
         let rs = requests.get(rs_idx);
-        rs.expiry.push(Reverse((expires_at, *id)));
+        rs.expiry.push(expires_at, *id);
         rs.records.insert(*id, Record::Hold(hold));
         Ok(Outcome::Hold(outcome))
     }
@@ -438,14 +436,14 @@ impl Engine {
             // Most shards have nothing due: leave them untouched, so a snapshot in progress need
             // not copy them out.
             let view = requests.peek(rs_idx);
-            let due_now = view.expiry.peek().is_some_and(|e| e.0.0 <= now);
+            let due_now = view.expiry.peek().is_some_and(|(at, _)| at <= now);
             let old = view.retention.front().is_some_and(|&(at, _)| at <= horizon);
             if !due_now && !old && !view.needs_compaction() {
                 continue;
             }
             let rs = requests.get(rs_idx);
             let mut due: SmallVec<[RequestId; 8]> = SmallVec::new();
-            while let Some(&Reverse((at, id))) = rs.expiry.peek() {
+            while let Some((at, id)) = rs.expiry.peek() {
                 if at > now {
                     break;
                 }

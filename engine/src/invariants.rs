@@ -70,7 +70,7 @@ impl Engine {
         let cap = self.retained_per_shard();
         for rs_idx in 0..self.config.request_shards {
             let rs = requests.get(rs_idx);
-            let in_heap: HashSet<(u64, RequestId)> = rs.expiry.iter().map(|e| ((e.0).0.0, (e.0).1)).collect();
+            let in_heap: HashSet<(u64, RequestId)> = rs.expiry.iter().map(|(at, id)| (at.0, id)).collect();
             let mut retained: HashSet<RequestId> = HashSet::new();
             if rs.retention.len() > cap {
                 return Err(format!(

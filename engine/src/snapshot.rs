@@ -17,7 +17,7 @@
 //! bytes, then a footer: magic, the section count and a CRC32C over the section CRCs, so a
 //! truncated or spliced file is caught. Sections load in parallel.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, OnceLock};
@@ -30,7 +30,9 @@ use crate::atp::{Dated, InboundLot};
 use crate::capacity::{CapacityBook, Load, Routed, ShipSlot};
 use crate::codec::{self, DecodeError, Reader, Writer};
 use crate::command::Command;
-use crate::hold::{DoneRecord, Hold, HoldLine, HoldOp, HoldState, OpRecord, Record, RequestShard};
+use crate::hold::{
+    DoneRecord, ExpiryQueue, Hold, HoldLine, HoldOp, HoldState, OpRecord, Record, RequestShard,
+};
 use crate::ids::{Day, NodeId, SkuId, Timestamp};
 use crate::ledger::{CommandLog, Engine, EngineConfig};
 use crate::network::{Capabilities, Network, NodeSpec};
@@ -879,7 +881,7 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
                     None
                 };
                 if state == HoldState::Held {
-                    live.push(std::cmp::Reverse((expires_at, id)));
+                    live.push((expires_at, id));
                 }
                 Record::Hold(Hold {
                     id,
@@ -916,6 +918,6 @@ fn decode_request_shard(bytes: &[u8]) -> Result<RequestShard, DecodeError> {
     }
     end(&r)?;
     rs.retention = retention;
-    rs.expiry = BinaryHeap::from(live);
+    rs.expiry = ExpiryQueue::from_entries(live);
     Ok(rs)
 }
