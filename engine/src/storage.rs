@@ -52,18 +52,22 @@ pub trait Storage: Send + Sync + 'static {
 pub trait StorageFile: Send {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// `fdatasync`: when it returns `Ok`, every appended byte survives a power loss.
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.syncer().sync_data()
-    }
+    fn sync_data(&mut self) -> io::Result<()>;
     /// A handle that syncs this file from another thread while appends go on, so that the
-    /// group commit can write the next batch while the last one syncs.
-    fn syncer(&self) -> Arc<dyn FileSync>;
+    /// group commit can write the next batch while the last one syncs. Each handle is a file
+    /// description of its own, opened now: Linux reports a write-back error once per open file
+    /// description, to whichever of its syncs checks first, so two syncs in flight on one
+    /// description could see the error go to the later one while the earlier returns `Ok` for
+    /// pages that were lost. On its own description, a handle's next sync reports every
+    /// write-back error that happens from now on.
+    fn syncer(&self) -> io::Result<Arc<dyn FileSync>>;
 }
 
-/// Syncs one file; shared between threads.
+/// Syncs one file from any thread.
 pub trait FileSync: Send + Sync {
-    /// `fdatasync`: when it returns `Ok`, every byte appended before the call survives a power
-    /// loss, whatever other syncs of the file are in flight.
+    /// `fdatasync`: when it returns `Ok`, every byte written to the file before the call, through
+    /// any handle, survives a power loss, and no write-back error happened since this handle
+    /// was opened or its last sync.
     fn sync_data(&self) -> io::Result<()>;
 }
 
@@ -85,16 +89,29 @@ impl FsStorage {
     }
 }
 
-/// One open file description for appends and syncs alike: a sync on a second descriptor of the
-/// file (opened anew) would not report a write-back error that happened before it was opened.
-struct FsFile(Arc<File>);
+/// A file open for writing, and its path, from which `syncer` opens further descriptions.
+struct FsFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl FsFile {
+    fn boxed(file: File, path: PathBuf) -> Box<dyn StorageFile> {
+        Box::new(Self { file, path })
+    }
+}
 
 impl StorageFile for FsFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        (&*self.0).write_all(bytes)
+        self.file.write_all(bytes)
     }
-    fn syncer(&self) -> Arc<dyn FileSync> {
-        self.0.clone()
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn syncer(&self) -> io::Result<Arc<dyn FileSync>> {
+        // Opened for writing, though it only syncs: some systems refuse `fsync` on a file
+        // opened read-only.
+        Ok(Arc::new(OpenOptions::new().write(true).open(&self.path)?))
     }
 }
 
@@ -126,11 +143,11 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(true)
             .open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(Arc::new(file))))
+        Ok(FsFile::boxed(file, self.dir.join(name)))
     }
     fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new().append(true).open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(Arc::new(file))))
+        Ok(FsFile::boxed(file, self.dir.join(name)))
     }
     fn create_zeroed(&self, name: &str, len: u64) -> io::Result<()> {
         let path = self.dir.join(name);
@@ -154,7 +171,7 @@ impl Storage for FsStorage {
     }
     fn open_overwrite(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
-        Ok(Box::new(FsFile(Arc::new(file))))
+        Ok(FsFile::boxed(file, self.dir.join(name)))
     }
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
@@ -385,11 +402,14 @@ impl StorageFile for SimHandle {
         self.write(&mut st, bytes);
         Ok(())
     }
-    fn syncer(&self) -> Arc<dyn FileSync> {
-        Arc::new(SimSync {
+    fn sync_data(&mut self) -> io::Result<()> {
+        sim_sync(&self.state, self.id)
+    }
+    fn syncer(&self) -> io::Result<Arc<dyn FileSync>> {
+        Ok(Arc::new(SimSync {
             state: self.state.clone(),
             id: self.id,
-        })
+        }))
     }
 }
 
@@ -401,12 +421,16 @@ struct SimSync {
 
 impl FileSync for SimSync {
     fn sync_data(&self) -> io::Result<()> {
-        let mut st = self.state.lock();
-        SimStorage::check(&st, FaultOp::Sync)?;
-        let file = &mut st.files[self.id];
-        file.synced = file.data.clone();
-        Ok(())
+        sim_sync(&self.state, self.id)
     }
+}
+
+fn sim_sync(state: &Mutex<SimState>, id: usize) -> io::Result<()> {
+    let mut st = state.lock();
+    SimStorage::check(&st, FaultOp::Sync)?;
+    let file = &mut st.files[id];
+    file.synced = file.data.clone();
+    Ok(())
 }
 
 impl Storage for SimStorage {

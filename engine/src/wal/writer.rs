@@ -147,8 +147,9 @@ struct Entry {
 struct Queue {
     entries: Vec<Entry>,
     bytes: Vec<u8>,
+    /// The committer holding the writer waits for records.
     writer_waiting: bool,
-    /// While the writer gathers a batch: wake it once this many records are queued.
+    /// While that committer gathers a batch: wake it once this many records are queued.
     gather_until: usize,
     /// Someone waits for a sync (a snapshot under a relaxed fsync policy).
     sync_wanted: bool,
@@ -232,12 +233,11 @@ impl Commits {
 pub struct Wal {
     shared: Arc<Shared>,
     committers: Mutex<Vec<JoinHandle<()>>>,
-    storage: Arc<dyn Storage>,
 }
 
 impl Wal {
-    /// Starts a new segment at `tail` and the writer thread. Older segments (from recovery) are
-    /// kept and listed for removal after snapshots.
+    /// Starts a new segment at `tail` and the committer threads. Older segments (from recovery)
+    /// are kept and listed for removal after snapshots.
     pub fn open(storage: Arc<dyn Storage>, tail: LogTail, options: WalOptions) -> io::Result<Self> {
         let mut segments: Vec<u64> = storage
             .list()?
@@ -280,8 +280,8 @@ impl Wal {
         let mut writer = Writer {
             shared: shared.clone(),
             storage: storage.clone(),
+            syncers: syncers(&*file, options.fsync, committers)?,
             options,
-            syncer: file.syncer(),
             file,
             segment_len: SEGMENT_HEADER_LEN as u64,
             preallocated: false,
@@ -301,13 +301,12 @@ impl Wal {
         let wal = Self {
             shared: shared.clone(),
             committers: Mutex::new(Vec::new()),
-            storage,
         };
         for i in 0..committers {
             let (writer, shared) = (writer.clone(), shared.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("wal-commit-{i}"))
-                .spawn(move || commit_loop(writer, shared));
+                .spawn(move || commit_loop(writer, shared, i));
             match spawned {
                 Ok(handle) => wal.committers.lock().push(handle),
                 Err(e) => {
@@ -408,13 +407,13 @@ impl Wal {
         let due = segments.windows(2).take_while(|w| w[1] <= lsn).count();
         let mut removed = 0;
         while removed < due {
-            match self.storage.remove(&segment_name(segments[0])) {
+            match self.shared.storage.remove(&segment_name(segments[0])) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     // What went stays gone from the list; the rest is tried again next time.
                     if removed > 0 {
-                        let _ = self.storage.sync_dir();
+                        let _ = self.shared.storage.sync_dir();
                     }
                     return Err(e);
                 }
@@ -423,7 +422,7 @@ impl Wal {
             removed += 1;
         }
         if removed > 0 {
-            self.storage.sync_dir()?;
+            self.shared.storage.sync_dir()?;
         }
         Ok(removed)
     }
@@ -523,6 +522,19 @@ fn start_segment(storage: &dyn Storage, tail: LogTail, prepared: bool) -> io::Re
     Ok(file)
 }
 
+/// The sync handles of a new segment, one per committer under `FsyncPolicy::Always` (each its
+/// own file description, see `StorageFile::syncer`), opened before any record is written to it.
+fn syncers(
+    file: &dyn StorageFile,
+    fsync: FsyncPolicy,
+    committers: usize,
+) -> io::Result<Vec<Arc<dyn FileSync>>> {
+    match fsync {
+        FsyncPolicy::Always => (0..committers).map(|_| file.syncer()).collect(),
+        FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(Vec::new()),
+    }
+}
+
 /// Marks the log closed when the last committer stops, however it stops, and failed when one
 /// panics; then wakes every waiter, so that no request waits for a committer that is gone.
 struct ExitGuard(Arc<Shared>);
@@ -553,8 +565,8 @@ enum Step {
     Stop,
 }
 
-/// A committer thread: write a batch holding the writer, sync it without, repeat.
-fn commit_loop(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
+/// Committer `me`: write a batch holding the writer, sync it without (on its own handle), repeat.
+fn commit_loop(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>, me: usize) {
     let _exit = ExitGuard(shared.clone());
     let mut entries = Vec::new();
     let mut bytes = Vec::new();
@@ -564,7 +576,7 @@ fn commit_loop(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
             if shared.failed.load(Ordering::Acquire) {
                 return;
             }
-            w.next_batch(&mut entries, &mut bytes)
+            w.next_batch(&mut entries, &mut bytes, me)
         };
         match step {
             Ok(Step::Sync { file, ticket }) => {
@@ -658,6 +670,9 @@ impl Shared {
         self.failed.store(true, Ordering::Release);
         self.commits.lock().failed = true;
         self.commit_returned.notify_all();
+        // The committer waiting for records stops instead of writing more.
+        drop(self.queue.lock());
+        self.work.notify_all();
         self.wake_all(|_| true);
     }
 }
@@ -667,8 +682,8 @@ struct Writer {
     storage: Arc<dyn Storage>,
     options: WalOptions,
     file: Box<dyn StorageFile>,
-    /// Syncs `file` outside the writer's lock.
-    syncer: Arc<dyn FileSync>,
+    /// Sync `file` outside the writer's lock: committer `i` uses `syncers[i]` (`Always` only).
+    syncers: Vec<Arc<dyn FileSync>>,
     segment_len: u64,
     tail: LogTail,
     /// Records that arrived ahead of a missing lower LSN, waiting for it.
@@ -702,11 +717,12 @@ impl Drop for Writer {
 impl Writer {
     /// Waits for records (or a stop, or a wanted sync), then writes them as one batch. `entries`
     /// and `bytes` are buffers swapped with the queue's, returned empty.
-    fn next_batch(&mut self, entries: &mut Vec<Entry>, bytes: &mut Vec<u8>) -> io::Result<Step> {
+    fn next_batch(&mut self, entries: &mut Vec<Entry>, bytes: &mut Vec<u8>, me: usize) -> io::Result<Step> {
         let shared = self.shared.clone();
+        let failed = || shared.failed.load(Ordering::Acquire);
         let (stop, sync_wanted) = {
             let mut q = shared.queue.lock();
-            while q.entries.is_empty() && !q.stop && !q.sync_wanted {
+            while q.entries.is_empty() && !q.stop && !q.sync_wanted && !failed() {
                 q.writer_waiting = true;
                 match self.options.fsync {
                     FsyncPolicy::Interval(d) if self.unsynced => {
@@ -719,6 +735,10 @@ impl Writer {
                 }
             }
             q.writer_waiting = false;
+            if failed() {
+                // Another committer's sync failed: nothing more is written.
+                return Ok(Step::Stop);
+            }
             self.gather(&mut q);
             let sync_wanted = std::mem::take(&mut q.sync_wanted);
             std::mem::swap(&mut q.entries, entries);
@@ -729,12 +749,13 @@ impl Writer {
         entries.clear();
         bytes.clear();
         let ticket = written?;
+        // Only a relaxed policy leaves records unsynced; under `Always` the ticket is synced.
         if (sync_wanted || stop) && self.unsynced {
             self.sync()?;
         }
         Ok(match ticket {
             Some(ticket) => Step::Sync {
-                file: self.syncer.clone(),
+                file: self.syncers[me].clone(),
                 ticket,
             },
             None if stop => Step::Stop,
@@ -754,7 +775,7 @@ impl Writer {
         let ewma = self.shared.sync_ewma_nanos.load(Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_nanos(ewma / 2);
         q.gather_until = self.last_batch;
-        while q.entries.len() < q.gather_until {
+        while q.entries.len() < q.gather_until && !q.stop && !self.shared.failed.load(Ordering::Acquire) {
             q.writer_waiting = true;
             if self.shared.work.wait_until(q, deadline).timed_out() {
                 break;
@@ -900,7 +921,7 @@ impl Writer {
         let prepared = self.poll_prepared();
         self.ready = false;
         self.file = start_segment(&*self.storage, tail, prepared)?;
-        self.syncer = self.file.syncer();
+        self.syncers = syncers(&*self.file, self.options.fsync, self.syncers.len())?;
         self.preallocated = prepared;
         if prepared {
             self.shared.stats.lock().segments_prepared += 1;
@@ -1081,11 +1102,14 @@ mod tests {
         fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
             self.inner.append(bytes)
         }
-        fn syncer(&self) -> Arc<dyn FileSync> {
-            Arc::new(GatedSync {
-                inner: self.inner.syncer(),
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.syncer()?.sync_data()
+        }
+        fn syncer(&self) -> io::Result<Arc<dyn FileSync>> {
+            Ok(Arc::new(GatedSync {
+                inner: self.inner.syncer()?,
                 gate: self.gate.clone(),
-            })
+            }))
         }
     }
 
@@ -1176,5 +1200,54 @@ mod tests {
         assert!(e.0.contains("while writing"), "{e}");
         assert_eq!(wal.durable_lsn(), 0, "neither record is acknowledged");
         assert!(wal.wait_durable(1).is_err());
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_more_is_written_and_the_log_closes() {
+        let gate = Arc::new(Gate::default());
+        let sim = SimStorage::new();
+        let storage = Arc::new(GatedStorage {
+            inner: sim.clone(),
+            gate: gate.clone(),
+        });
+        let tail = LogTail {
+            next_lsn: 1,
+            prev_crc: 0,
+        };
+        let options = WalOptions {
+            preallocate: false,
+            concurrent_syncs: 2,
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(storage, tail, options).unwrap();
+        let segment = segment_name(1);
+        let header_only = sim.read(&segment).unwrap().len();
+        gate.state.lock().unwrap().armed = true;
+        wal.append(1, Timestamp(1), &Command::Tick);
+        gate.wait_until(|st| st.called == 1);
+        // The other committer now waits for records, holding the writer.
+        gate.end(0, Some(io::ErrorKind::Other));
+        assert!(wal.wait_durable(1).is_err());
+        let with_record_1 = sim.read(&segment).unwrap().len();
+        assert!(with_record_1 > header_only);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !wal.shared.closed.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            wal.shared.closed.load(Ordering::Acquire),
+            "both committers stopped"
+        );
+        // A record queued by a request that passed its check just before the failure.
+        gate.state.lock().unwrap().armed = false;
+        wal.append(2, Timestamp(1), &Command::Tick);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            sim.read(&segment).unwrap().len(),
+            with_record_1,
+            "record 2 was not written"
+        );
+        assert_eq!(wal.durable_lsn(), 0);
+        assert!(wal.close().is_err());
     }
 }
