@@ -174,7 +174,8 @@ struct Shared {
     synced: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
-    /// The writer has stopped (closed, failed or crashed): nothing queued now is ever written.
+    /// The last committer has stopped (closed, failed or crashed): nothing queued now is ever
+    /// written.
     closed: AtomicBool,
     waiters: Mutex<Vec<(u64, Waker)>>,
     blocked: Condvar,
@@ -185,10 +186,12 @@ struct Shared {
 }
 
 /// Batches written and not yet acknowledged under `FsyncPolicy::Always`, oldest first: each is
-/// the last LSN of its batch and, once its sync returned, how it went. Acknowledging in this
-/// order is what makes a later sync's early return safe: on Linux a write-back error is
-/// reported to one `fdatasync` of the file only, so a later sync can return `Ok` although an
-/// earlier one, still in flight, is about to report that the earlier batch was lost.
+/// the last LSN of its batch and, once its sync returned, how it went. Batches are acknowledged
+/// in this order only, so the durable LSN stays a prefix of the log and no batch is
+/// acknowledged before every earlier batch's sync has answered: one failed sync fails every
+/// batch after it, whichever sync returns first. (Each committer syncs through a file
+/// description of its own, see `StorageFile::syncer`, so that an error is not reported to one
+/// sync and hidden from another.)
 #[derive(Default)]
 struct Commits {
     /// The ticket of `in_flight[0]`.
@@ -206,23 +209,24 @@ impl Commits {
     }
 
     /// Records that the sync of `ticket` returned. Returns the LSN every record up to which is
-    /// now durable, if that moved, or the error that stops the log.
+    /// now durable, if that moved, or the error that stops the log (then no batch in flight is
+    /// ever acknowledged, earlier ones included).
     fn finish(&mut self, ticket: u64, result: io::Result<()>) -> io::Result<Option<u64>> {
         if self.failed {
             return Ok(None);
         }
+        if let Err(e) = result {
+            // At once, even with earlier syncs in flight: nothing is written after it.
+            self.failed = true;
+            self.in_flight.clear();
+            return Err(e);
+        }
         let at = (ticket - self.first_ticket) as usize;
-        self.in_flight[at].1 = Some(result);
+        self.in_flight[at].1 = Some(Ok(()));
         let mut durable = None;
-        while let Some((lsn, Some(_))) = self.in_flight.front() {
-            let lsn = *lsn;
-            let (_, result) = self.in_flight.pop_front().expect("a front");
+        while let Some(&(lsn, Some(_))) = self.in_flight.front() {
+            self.in_flight.pop_front();
             self.first_ticket += 1;
-            if let Some(Err(e)) = result {
-                self.failed = true;
-                self.in_flight.clear();
-                return Err(e);
-            }
             durable = Some(lsn);
         }
         Ok(durable)
@@ -1026,7 +1030,6 @@ mod tests {
         let first = c.issue(5);
         assert_eq!(c.finish(first, Ok(())).unwrap(), Some(5));
         let (a, b) = (c.issue(10), c.issue(20));
-        // On Linux the write-back error reaches one fdatasync only: the later one may say Ok.
         assert_eq!(c.finish(b, Ok(())).unwrap(), None);
         assert!(c.finish(a, Err(io::Error::other("EIO"))).is_err());
         let late = c.issue(30);
@@ -1034,6 +1037,18 @@ mod tests {
             c.finish(late, Ok(())).unwrap(),
             None,
             "nothing is acknowledged after a failure"
+        );
+    }
+
+    #[test]
+    fn a_failed_later_sync_stops_the_log_before_the_earlier_one_returns() {
+        let mut c = Commits::default();
+        let (a, b) = (c.issue(10), c.issue(20));
+        assert!(c.finish(b, Err(io::Error::other("EIO"))).is_err());
+        assert_eq!(
+            c.finish(a, Ok(())).unwrap(),
+            None,
+            "not acknowledged once the log failed"
         );
     }
 
