@@ -1167,12 +1167,12 @@ mod tests {
         }
     }
 
-    /// Two records, each written and synced by its own committer; the second sync returns
-    /// first, with `second`, then the first with `first`.
-    fn syncs_return_out_of_order(first: Option<io::ErrorKind>, second: Option<io::ErrorKind>) -> Wal {
+    /// A new log with two committers over gated storage (not armed yet), and the storage.
+    fn gated_log() -> (Wal, Arc<Gate>, SimStorage) {
         let gate = Arc::new(Gate::default());
+        let sim = SimStorage::new();
         let storage = Arc::new(GatedStorage {
-            inner: SimStorage::new(),
+            inner: sim.clone(),
             gate: gate.clone(),
         });
         let tail = LogTail {
@@ -1184,7 +1184,13 @@ mod tests {
             concurrent_syncs: 2,
             ..WalOptions::default()
         };
-        let wal = Wal::open(storage, tail, options).unwrap();
+        (Wal::open(storage, tail, options).unwrap(), gate, sim)
+    }
+
+    /// Two records, each written and synced by its own committer; the second sync returns
+    /// first, with `second`, then the first with `first`.
+    fn syncs_return_out_of_order(first: Option<io::ErrorKind>, second: Option<io::ErrorKind>) -> Wal {
+        let (wal, gate, _) = gated_log();
         gate.state.lock().unwrap().armed = true;
         wal.append(1, Timestamp(1), &Command::Tick);
         gate.wait_until(|st| st.called == 1);
@@ -1235,22 +1241,7 @@ mod tests {
 
     #[test]
     fn after_a_failed_sync_nothing_more_is_written_and_the_log_closes() {
-        let gate = Arc::new(Gate::default());
-        let sim = SimStorage::new();
-        let storage = Arc::new(GatedStorage {
-            inner: sim.clone(),
-            gate: gate.clone(),
-        });
-        let tail = LogTail {
-            next_lsn: 1,
-            prev_crc: 0,
-        };
-        let options = WalOptions {
-            preallocate: false,
-            concurrent_syncs: 2,
-            ..WalOptions::default()
-        };
-        let wal = Wal::open(storage, tail, options).unwrap();
+        let (wal, gate, sim) = gated_log();
         let segment = segment_name(1);
         let header_only = sim.read(&segment).unwrap().len();
         gate.state.lock().unwrap().armed = true;
