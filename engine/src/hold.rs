@@ -316,11 +316,8 @@ impl ExpiryQueue {
     }
 
     pub fn pop(&mut self) -> Option<(Timestamp, RequestId)> {
-        let from_sorted = match (self.sorted.front(), self.early.peek()) {
-            (Some(s), Some(Reverse(e))) => s <= e,
-            (s, _) => s.is_some(),
-        };
-        if from_sorted {
+        let earliest = self.peek()?;
+        if self.sorted.front() == Some(&earliest) {
             self.sorted.pop_front()
         } else {
             self.early.pop().map(|e| e.0)

@@ -186,7 +186,7 @@ struct Shared {
 }
 
 /// Batches written and not yet acknowledged under `FsyncPolicy::Always`, oldest first: each is
-/// the last LSN of its batch and, once its sync returned, how it went. Batches are acknowledged
+/// the last LSN of its batch and whether its sync returned `Ok` yet. Batches are acknowledged
 /// in this order only, so the durable LSN stays a prefix of the log and no batch is
 /// acknowledged before every earlier batch's sync has answered: one failed sync fails every
 /// batch after it, whichever sync returns first. (Each committer syncs through a file
@@ -196,7 +196,7 @@ struct Shared {
 struct Commits {
     /// The ticket of `in_flight[0]`.
     first_ticket: u64,
-    in_flight: VecDeque<(u64, Option<io::Result<()>>)>,
+    in_flight: VecDeque<(u64, bool)>,
     /// A sync failed: nothing is acknowledged any more.
     failed: bool,
 }
@@ -204,7 +204,7 @@ struct Commits {
 impl Commits {
     /// Registers a written batch ending at `last_lsn`; returns its ticket.
     fn issue(&mut self, last_lsn: u64) -> u64 {
-        self.in_flight.push_back((last_lsn, None));
+        self.in_flight.push_back((last_lsn, false));
         self.first_ticket + self.in_flight.len() as u64 - 1
     }
 
@@ -222,9 +222,9 @@ impl Commits {
             return Err(e);
         }
         let at = (ticket - self.first_ticket) as usize;
-        self.in_flight[at].1 = Some(Ok(()));
+        self.in_flight[at].1 = true;
         let mut durable = None;
-        while let Some(&(lsn, Some(_))) = self.in_flight.front() {
+        while let Some(&(lsn, true)) = self.in_flight.front() {
             self.in_flight.pop_front();
             self.first_ticket += 1;
             durable = Some(lsn);
@@ -283,7 +283,6 @@ impl Wal {
         });
         let mut writer = Writer {
             shared: shared.clone(),
-            storage: storage.clone(),
             syncers: syncers(&*file, options.fsync, committers)?,
             options,
             file,
@@ -683,7 +682,6 @@ impl Shared {
 
 struct Writer {
     shared: Arc<Shared>,
-    storage: Arc<dyn Storage>,
     options: WalOptions,
     file: Box<dyn StorageFile>,
     /// Sync `file` outside the writer's lock: committer `i` uses `syncers[i]` (`Always` only).
@@ -838,16 +836,11 @@ impl Writer {
             s.batch_sizes[((64 - (n - 1).leading_zeros()) as usize).min(23)] += 1;
         }
         let last = self.tail.next_lsn - 1;
-        match self.options.fsync {
-            FsyncPolicy::Always => return Ok(Some(self.shared.commits.lock().issue(last))),
-            FsyncPolicy::Interval(d) => {
-                self.unsynced = true;
-                if self.last_sync.elapsed() >= d {
-                    self.sync()?;
-                }
-            }
-            FsyncPolicy::Never => self.unsynced = true,
+        if self.options.fsync == FsyncPolicy::Always {
+            return Ok(Some(self.shared.commits.lock().issue(last)));
         }
+        self.unsynced = true;
+        self.maybe_interval_sync()?;
         self.shared.publish(last);
         Ok(None)
     }
@@ -924,7 +917,7 @@ impl Writer {
         };
         let prepared = self.poll_prepared();
         self.ready = false;
-        self.file = start_segment(&*self.storage, tail, prepared)?;
+        self.file = start_segment(&*self.shared.storage, tail, prepared)?;
         self.syncers = syncers(&*self.file, self.options.fsync, self.syncers.len())?;
         self.preallocated = prepared;
         if prepared {
@@ -943,7 +936,7 @@ impl Writer {
             return;
         }
         self.prepare_tried = true;
-        let storage = self.storage.clone();
+        let storage = self.shared.storage.clone();
         let len = self.options.segment_bytes;
         let helper = std::thread::Builder::new()
             .name("wal-prepare".into())
@@ -1203,7 +1196,7 @@ mod tests {
             // The returned sync is booked, behind the one still in flight.
             let booked = || {
                 let commits = wal.shared.commits.lock();
-                commits.in_flight.len() == 2 && commits.in_flight[1].1.is_some()
+                commits.in_flight.len() == 2 && commits.in_flight[1].1
             };
             let deadline = Instant::now() + Duration::from_secs(5);
             while !booked() && Instant::now() < deadline {
