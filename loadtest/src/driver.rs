@@ -39,6 +39,8 @@ pub struct Plan {
     pub batch: usize,
     /// Open loop at this many operations per second in total.
     pub rate: Option<f64>,
+    /// Open loop: a connection's writer wakes at most once a tick and sends every frame due.
+    pub tick: Duration,
     pub warmup: Duration,
     pub duration: Duration,
     /// How long the drain at the end may wait for answers.
@@ -300,9 +302,12 @@ fn write_loop(
             if work && room {
                 // Open loop, early: wait for the next frame's time without the lock.
                 drop(flow);
+                // At least a tick: the frames that fall due meanwhile go out in one write, and
+                // each is late by its wait, which its latency counts.
                 std::thread::sleep(
                     due.saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(1)),
+                        .max(plan.tick)
+                        .min(Duration::from_millis(1).max(plan.tick)),
                 );
                 flow = conn.flow.lock().expect("not poisoned");
                 continue;

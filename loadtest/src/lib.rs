@@ -29,3 +29,14 @@ pub struct Midway {
     #[serde(skip)]
     pub moved: Vec<(promised_client::RequestId, Vec<u32>)>,
 }
+
+/// Keeps this process on ordinary pages. A transparent huge page is zeroed whole by the fault
+/// that first touches it (milliseconds on a small VM), and a harness that stalls on one charges
+/// the stall to the server's latency.
+pub fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with integer arguments only; it sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}

@@ -11,6 +11,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    promised_load::no_huge_pages();
     match promised_load::cli::run(promised_load::cli::Args::parse()) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

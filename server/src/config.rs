@@ -44,6 +44,9 @@ pub struct ServerSection {
     pub data_dir: Option<PathBuf>,
     /// How often due holds expire and old dedupe records are forgotten (a logged `tick`).
     pub expiry_tick_ms: Option<u64>,
+    /// Transparent huge pages: "load" (default: for what is loaded at start, none while
+    /// serving), "always" or "never".
+    pub huge_pages: Option<crate::alloc::HugePages>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +202,10 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     );
     println!("  fsync:           {}", or(c.durability.fsync.clone(), "always"));
     println!(
+        "  huge_pages:      {}",
+        or(c.server.huge_pages.map(|h| h.name().to_string()), "load")
+    );
+    println!(
         "  max_connections: {}",
         or(c.limits.max_connections.map(|v| v.to_string()), "10000")
     );
@@ -253,6 +260,18 @@ mod tests {
         assert_eq!(c.limits.max_connections, Some(500));
         assert_eq!(c.token_specs(), vec!["admin:a-long-secret".to_string()]);
         assert!(parse("").is_ok(), "every key is optional");
+    }
+
+    #[test]
+    fn huge_pages_take_a_mode() {
+        use crate::alloc::HugePages;
+        assert_eq!(parse("").unwrap().server.huge_pages, None);
+        let c = parse("[server]\nhuge_pages = \"always\"\n").unwrap();
+        assert_eq!(c.server.huge_pages, Some(HugePages::Always));
+        let e = parse("[server]\nhuge_pages = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("load") && e.contains("never"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    promised_load::no_huge_pages();
     let args = Args::parse();
     let listener = std::net::TcpListener::bind(&args.listen)?;
     println!("promised-noop listening on {}", listener.local_addr()?);

@@ -312,6 +312,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }),
         ..defaults
     };
+    let huge_pages = file.server.huge_pages.unwrap_or_default();
+    huge_pages.apply(false);
     let storage = Arc::new(FsStorage::open(&data_dir).with_context(|| format!("{}", data_dir.display()))?);
     let db = promised::alloc::bulk_load(|| DurableEngine::open(storage, options))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -321,6 +323,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(set) = &args.demo {
         load_demo(&db, set)?;
     }
+    huge_pages.apply(true);
     let token_specs = if args.tokens.iter().any(|t| !t.is_empty()) {
         args.tokens.clone()
     } else {
