@@ -94,3 +94,24 @@ pub fn stop_huge_pages() {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn huge_pages_off() -> bool {
+        // SAFETY: prctl with integer arguments only; it reads a flag of this process.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+    }
+
+    /// The only test that touches the process-wide flag (tests share the process).
+    #[test]
+    fn load_mode_stops_huge_pages_once_loaded() {
+        assert!(!huge_pages_off(), "a test process starts with huge pages allowed");
+        HugePages::Always.apply(true);
+        HugePages::Load.apply(false);
+        assert!(!huge_pages_off(), "before and during the load they stay allowed");
+        HugePages::Load.apply(true);
+        assert!(huge_pages_off(), "serving takes ordinary pages");
+    }
+}
