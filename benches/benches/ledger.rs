@@ -295,6 +295,23 @@ fn queries(c: &mut Criterion) {
             engine.atp(sku, node, now, None).expect("atp")
         })
     });
+    // Batches of 256 single-position queries through `atp_many`, as a batched ATP request is
+    // answered: per query.
+    let batched = |picks: &[(SkuId, NodeId)], iters: u64| {
+        let batches = iters.div_ceil(256);
+        let start = std::time::Instant::now();
+        for k in 0..batches {
+            let at = (k as usize * 256) % (PICKS - 256);
+            std::hint::black_box(engine.atp_many(&picks[at..at + 256], now, None));
+        }
+        start.elapsed().mul_f64(iters as f64 / (batches * 256) as f64)
+    };
+    g.bench_function("atp_many_zipf_256", |b| {
+        b.iter_custom(|iters| batched(&zipf, iters))
+    });
+    g.bench_function("atp_many_uniform_256", |b| {
+        b.iter_custom(|iters| batched(&uniform, iters))
+    });
     g.bench_function("atp_one_position_cached_1k", |b| {
         b.iter(|| {
             let (sku, node) = zipf[next() % 1024];

@@ -1504,6 +1504,25 @@ impl Harness {
                 prop_assert_eq!(got, want, "step {}: position({:?}, {:?})", i, s, n);
             }
         }
+        // Every position at once, unknown ids among them, several times over (the look-ahead
+        // runs past its distances): the same answers as one at a time.
+        let all: Vec<(SkuId, NodeId)> = (0..=N_SKUS)
+            .flat_map(|s| (0..=N_NODES).map(move |n| (sku(s), node(n))))
+            .collect();
+        let queries: Vec<(SkuId, NodeId)> = all.iter().chain(&all).chain(&all).copied().collect();
+        for &on in &days {
+            let got: Vec<_> = self
+                .engine
+                .atp_many(&queries, now, on)
+                .into_iter()
+                .map(|r| r.map_err(|e| e.code()))
+                .collect();
+            let want: Vec<_> = queries
+                .iter()
+                .map(|&(s, n)| self.engine.atp(s, n, now, on).map_err(|e| e.code()))
+                .collect();
+            prop_assert_eq!(got, want, "step {}: atp_many on {:?}", i, on);
+        }
         for n in (0..=N_NODES).map(node) {
             let want = self.model.feed_seq.get(&n).copied().unwrap_or(0);
             prop_assert_eq!(self.engine.feed_seq(n), want, "step {}: feed_seq({:?})", i, n);
