@@ -19,6 +19,7 @@ mod chain;
 mod instance;
 pub mod network;
 mod presolve;
+mod pricing;
 pub mod solver;
 
 use smallvec::SmallVec;

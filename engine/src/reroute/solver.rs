@@ -24,8 +24,7 @@
 //! order (order index, or regret then index), so the same instance gives the same plan, bound
 //! and gap on any number of threads.
 
-use rayon::prelude::*;
-
+use super::pricing::Pricer;
 use crate::optimise::{Solution, relative_gap};
 
 /// One candidate plan: its cost and the resources it uses (`uses[first..first + len]`).
@@ -60,7 +59,7 @@ impl Instance {
     }
 
     /// `c`'s cost plus what its uses cost at `prices`.
-    fn priced(&self, c: &Candidate, prices: &[f64]) -> f64 {
+    pub(super) fn priced(&self, c: &Candidate, prices: &[f64]) -> f64 {
         c.cost
             + self
                 .uses_of(c)
@@ -148,73 +147,13 @@ const DEFLECTION: f64 = 0.8;
 /// Weight of the newest prices in the running average the last plan is also built at.
 const AVERAGE_WEIGHT: f64 = 0.05;
 
-/// Orders a pricing task works through.
-const PRICE_CHUNK: usize = 16_384;
-/// Up to this many resources, each pricing task also sums its orders' loads (a vector of its
-/// own), so the subgradient needs no second pass over the orders.
-const FUSED_RESOURCES_MAX: usize = 1 << 16;
-
-/// Per order, its cheapest candidate at `prices`, its priced cost, and the second cheapest's
-/// (for the regret order), into `out`; into `used`, what those candidates use of each resource.
-/// Sums of integers: the same on any number of threads.
-fn price_orders(instance: &Instance, prices: &[f64], out: &mut Vec<(u32, f64, f64)>, used: &mut [u64]) {
-    let cheapest = |j: usize| {
-        let mut best = (u32::MAX, f64::INFINITY, f64::INFINITY);
-        for (i, c) in instance.candidates_of(j).iter().enumerate() {
-            let priced = instance.priced(c, prices);
-            if priced < best.1 {
-                best = (i as u32, priced, best.1);
-            } else if priced < best.2 {
-                best.2 = priced;
-            }
-        }
-        best
-    };
-    let add = |used: &mut [u64], j: usize, best: (u32, f64, f64)| {
-        if best.0 != u32::MAX {
-            for &(r, a) in instance.uses_of(&instance.candidates_of(j)[best.0 as usize]) {
-                used[r as usize] += u64::from(a);
-            }
-        }
-    };
-    out.resize(instance.n_orders(), (u32::MAX, 0.0, 0.0));
-    let m = used.len();
-    if m <= FUSED_RESOURCES_MAX {
-        let loads: Vec<Vec<u64>> = out
-            .par_chunks_mut(PRICE_CHUNK)
-            .enumerate()
-            .map(|(k, chunk)| {
-                let mut local = vec![0u64; m];
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let j = k * PRICE_CHUNK + i;
-                    *o = cheapest(j);
-                    add(&mut local, j, *o);
-                }
-                local
-            })
-            .collect();
-        used.fill(0);
-        for local in loads {
-            used.iter_mut().zip(local).for_each(|(u, l)| *u += l);
-        }
-    } else {
-        out.par_iter_mut()
-            .with_min_len(512)
-            .enumerate()
-            .for_each(|(j, o)| *o = cheapest(j));
-        used.fill(0);
-        for (j, &o) in out.iter().enumerate() {
-            add(used, j, o);
-        }
-    }
-}
-
 /// Solves `instance`; `stop` is asked once an iteration.
 pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sync)) -> Solution {
     let started = std::time::Instant::now();
     let original = instance;
     let reduced = super::presolve::reduce(original);
     let instance = &reduced.instance;
+    let pricer = Pricer::new(instance);
     let tighten_s = started.elapsed().as_secs_f64();
     let n = instance.n_orders();
     // Small problems cost little an iteration: many more, and a plan from each.
@@ -254,7 +193,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             stopped = true;
             break;
         }
-        price_orders(instance, &prices, &mut priced, &mut used);
+        pricer.price(&prices, &mut priced, &mut used);
         // Sums in order index order: the same bound on any number of threads.
         // Orders with no candidate at all are left out of the bound (and of every plan).
         let mut bound: f64 = priced.iter().filter(|p| p.0 != u32::MAX).map(|p| p.1).sum();
@@ -373,7 +312,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
             &[&best_prices, &average_prices]
         };
         for &at in at_prices {
-            price_orders(instance, at, &mut priced, &mut used);
+            pricer.price(at, &mut priced, &mut used);
             // On a large instance greedy's plans leave many more out than those from the
             // orders' own plans (46k against 23k orders far from a fair price at 1M orders).
             for plan in plans_at(instance, &priced, at, !large, true) {
@@ -383,7 +322,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
         plans_s += plan_started.elapsed().as_secs_f64();
     }
     let (choice, _, _) = best.unwrap_or_else(|| {
-        price_orders(instance, &prices, &mut priced, &mut used);
+        pricer.price(&prices, &mut priced, &mut used);
         let plan = settle(instance, improve(instance, greedy(instance, &priced, &prices)));
         (plan, 0.0, 0)
     });
@@ -1103,11 +1042,11 @@ mod tests {
         let (mut priced, mut used) = (Vec::new(), vec![0; 3]);
         // Resource 0 is worth 2 to whoever holds it: order 0 does better elsewhere.
         let prices = [2.0, 0.0, 0.0];
-        price_orders(&inst, &prices, &mut priced, &mut used);
+        Pricer::new(&inst).price(&prices, &mut priced, &mut used);
         assert_eq!(from_stays(&inst, &priced, &prices), vec![Some(1), Some(1)]);
         // At no price nobody moves: order 0 keeps its cheaper plan, order 1 its broken one.
         let prices = [0.0; 3];
-        price_orders(&inst, &prices, &mut priced, &mut used);
+        Pricer::new(&inst).price(&prices, &mut priced, &mut used);
         assert_eq!(from_stays(&inst, &priced, &prices), vec![Some(0), Some(0)]);
     }
 
