@@ -1,7 +1,7 @@
 //! Solves a saved re-route instance (`reroute_bench --save-instance FILE`) and prints what the
 //! solver found: for measuring the solver alone, without a minute of set-up per run.
 //!
-//! `RUST_LOG=promised::reroute=debug cargo run --release -p promised-benches --bin reroute_solve -- FILE [--threads N]`
+//! `RUST_LOG=promised::reroute=debug cargo run --release -p promised-benches --bin reroute_solve -- FILE [--threads N] [--iterations N]`
 
 use std::time::Instant;
 
@@ -17,6 +17,9 @@ struct Args {
     file: std::path::PathBuf,
     #[arg(long)]
     threads: Option<usize>,
+    /// Most subgradient iterations (the engine's default when not given).
+    #[arg(long)]
+    iterations: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,7 +36,11 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let solution = solve(&instance, &Effort::default(), &|| false);
+    let mut effort = Effort::default();
+    if let Some(n) = args.iterations {
+        effort.iterations_max = n;
+    }
+    let solution = solve(&instance, &effort, &|| false);
     let seconds = t.elapsed().as_secs_f64();
     let (cost, left) = promised_engine::reroute::solver::cost_of(&instance, &solution.choice);
     // Orders kept on a plan that no longer ships carry the policy's penalty in their cost.
