@@ -163,26 +163,34 @@ impl<C: Copy + Into<f64> + Send + Sync> Packing<C> {
 
     fn price(&self, prices: &[f64], out: &mut Vec<Priced>, used: &mut [u64]) {
         out.resize(self.starts.len() - 1, (u32::MAX, 0.0, 0.0));
-        let m = used.len();
         // NaN is not `>= 0`: such prices are searched whole.
         let cut = prices.iter().all(|&p| p >= 0.0);
-        let loads: Vec<Vec<u64>> = out
-            .par_chunks_mut(PRICE_CHUNK)
-            .enumerate()
-            .map(|(k, chunk)| {
-                let mut local = vec![0u64; m];
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let (best, uses) = self.cheapest(k * PRICE_CHUNK + i, prices, cut);
-                    *o = best;
-                    for &(r, a) in &self.uses[uses] {
-                        local[usize::from(r)] += u64::from(a);
-                    }
-                }
-                local
-            })
-            .collect();
-        sum_loads(used, loads);
+        price_fused(out, used, |j, local| {
+            let (best, uses) = self.cheapest(j, prices, cut);
+            for &(r, a) in &self.uses[uses] {
+                local[usize::from(r)] += u64::from(a);
+            }
+            best
+        });
     }
+}
+
+/// Prices every order with `price_one`, which also adds its pick's uses to the loads it is
+/// given: one vector per task, summed at the end in task order.
+fn price_fused(out: &mut [Priced], used: &mut [u64], price_one: impl Fn(usize, &mut [u64]) -> Priced + Sync) {
+    let m = used.len();
+    let loads: Vec<Vec<u64>> = out
+        .par_chunks_mut(PRICE_CHUNK)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let mut local = vec![0u64; m];
+            for (i, o) in chunk.iter_mut().enumerate() {
+                *o = price_one(k * PRICE_CHUNK + i, &mut local);
+            }
+            local
+        })
+        .collect();
+    sum_loads(used, loads);
 }
 
 fn sum_loads(used: &mut [u64], loads: Vec<Vec<u64>>) {
@@ -216,20 +224,11 @@ fn price_instance(instance: &Instance, prices: &[f64], out: &mut Vec<Priced>, us
     out.resize(instance.n_orders(), (u32::MAX, 0.0, 0.0));
     let m = used.len();
     if m <= FUSED_RESOURCES_MAX {
-        let loads: Vec<Vec<u64>> = out
-            .par_chunks_mut(PRICE_CHUNK)
-            .enumerate()
-            .map(|(k, chunk)| {
-                let mut local = vec![0u64; m];
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let j = k * PRICE_CHUNK + i;
-                    *o = cheapest(j);
-                    add(&mut local, j, *o);
-                }
-                local
-            })
-            .collect();
-        sum_loads(used, loads);
+        price_fused(out, used, |j, local| {
+            let best = cheapest(j);
+            add(local, j, best);
+            best
+        });
     } else {
         out.par_iter_mut()
             .with_min_len(512)
