@@ -190,10 +190,6 @@ fn price_fused(out: &mut [Priced], used: &mut [u64], price_one: impl Fn(usize, &
             local
         })
         .collect();
-    sum_loads(used, loads);
-}
-
-fn sum_loads(used: &mut [u64], loads: Vec<Vec<u64>>) {
     used.fill(0);
     for local in loads {
         used.iter_mut().zip(local).for_each(|(u, l)| *u += l);

@@ -24,7 +24,7 @@
 //! order (order index, or regret then index), so the same instance gives the same plan, bound
 //! and gap on any number of threads.
 
-use super::pricing::Pricer;
+use super::pricing::{Priced, Pricer};
 use crate::optimise::{Solution, relative_gap};
 
 /// One candidate plan: its cost and the resources it uses (`uses[first..first + len]`).
@@ -387,7 +387,7 @@ pub fn solve(instance: &Instance, effort: &Effort, stop: &(dyn Fn() -> bool + Sy
 /// orders have no plans of their own, and one from their own plans when asked and they have.
 fn plans_at(
     instance: &Instance,
-    priced: &[(u32, f64, f64)],
+    priced: &[Priced],
     prices: &[f64],
     greedy_too: bool,
     stays: bool,
@@ -469,7 +469,7 @@ const FROM_STAYS_PASSES: usize = 10;
 /// plan take. Greedy from nothing cannot promise that: an order it cannot place goes back to
 /// its own plan in `settle` and can push out whoever took the room. On the 1M-order `peak`
 /// re-route greedy's best plan left 46k orders far from any fair price, this one 23k.
-fn from_stays(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Vec<Option<u32>> {
+fn from_stays(instance: &Instance, priced: &[Priced], prices: &[f64]) -> Vec<Option<u32>> {
     let n = instance.n_orders();
     let mut choice: Vec<Option<u32>> = (0..n).map(|j| instance.stay.get(j).copied().flatten()).collect();
     let uses_of = |j: usize, c: Option<u32>| instance.uses_at(j, c);
@@ -529,7 +529,7 @@ fn from_stays(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -
 }
 
 /// Order indices by regret (second cheapest less cheapest priced candidate), most first.
-fn by_regret(priced: &[(u32, f64, f64)]) -> Vec<u32> {
+fn by_regret(priced: &[Priced]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..priced.len() as u32).collect();
     let regret = |j: u32| {
         let p = priced[j as usize];
@@ -540,7 +540,7 @@ fn by_regret(priced: &[(u32, f64, f64)]) -> Vec<u32> {
 }
 
 /// Orders by regret, most first, each taking the cheapest-priced candidate that still fits.
-fn greedy(instance: &Instance, priced: &[(u32, f64, f64)], prices: &[f64]) -> Vec<Option<u32>> {
+fn greedy(instance: &Instance, priced: &[Priced], prices: &[f64]) -> Vec<Option<u32>> {
     let n = instance.n_orders();
     let order = by_regret(priced);
     let mut used = vec![0u64; instance.capacity.len()];
