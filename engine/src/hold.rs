@@ -182,7 +182,10 @@ impl Slab {
         }
         let slot = self.len as u32;
         self.len += 1;
-        self.chunks.last_mut().expect("a chunk with room").push(Some(record));
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(Some(record));
         slot
     }
 

@@ -7,7 +7,7 @@
 //! that fits. Tried only for orders far from any fair price (left out, or kept on a plan that no
 //! longer ships), with small limits, after the ejection passes.
 
-use super::solver::{EJECT_FAR_RATIO, Instance};
+use super::solver::{EJECT_FAR_RATIO, Instance, User};
 
 /// Cheaper candidates of a far order tried, cheapest first.
 const TARGETS: usize = 8;
@@ -26,8 +26,8 @@ pub(super) struct State<'a> {
     pub instance: &'a Instance,
     pub choice: &'a mut [Option<u32>],
     pub used: &'a mut [u64],
-    /// Per resource, (order, candidate) entries; stale ones (the order moved on) are skipped.
-    pub users: &'a mut [Vec<(u32, u32)>],
+    /// Per resource, its users; stale ones (the order moved on) are skipped.
+    pub users: &'a mut [Vec<User>],
 }
 
 impl<'a> State<'a> {
@@ -97,8 +97,10 @@ impl<'a> State<'a> {
     fn live_users(&self, r: u32, n: usize, skip: &[usize]) -> Vec<usize> {
         self.users[r as usize]
             .iter()
-            .filter(|&&(k, c)| self.choice[k as usize] == Some(c) && !skip.contains(&(k as usize)))
-            .map(|&(k, _)| k as usize)
+            .filter(|u| {
+                self.choice[u.order as usize] == Some(u.candidate) && !skip.contains(&(u.order as usize))
+            })
+            .map(|u| u.order as usize)
             .take(n)
             .collect()
     }
@@ -234,8 +236,9 @@ pub(super) fn pass(
                 if let Some(c) = to
                     && state.choice[k] == to
                 {
+                    let user = User::new(state.instance, k, c);
                     for &(r, _) in state.uses(k, Some(c)) {
-                        state.users[r as usize].push((k as u32, c));
+                        state.users[r as usize].push(user);
                     }
                 }
             }
@@ -259,7 +262,12 @@ mod tests {
         inst.push_order([(j_stay, &[(0, 1)][..]), (10.0, &[(1, 1)][..])]);
         inst.push_order([(1.0, &[(1, 1)][..]), (1.0 + step, &[(2, 1)][..])]);
         inst.push_order([(1.0, &[(2, 1)][..]), (1.0 + step, &[(3, 1)][..])]);
-        let mut users = vec![vec![(0, 0)], vec![(1, 0)], vec![(2, 0)], Vec::new()];
+        let mut users = vec![
+            vec![User::new(&inst, 0, 0)],
+            vec![User::new(&inst, 1, 0)],
+            vec![User::new(&inst, 2, 0)],
+            Vec::new(),
+        ];
         let (mut choice, mut used) = (vec![Some(0); 3], vec![1, 1, 1, 0]);
         let mut state = State {
             instance: &inst,

@@ -653,11 +653,11 @@ fn eject(
     let mut used = vec![0u64; m];
     // Who uses each resource: (order, the candidate that uses it). An entry whose order has
     // moved on is stale; ejections drop those as they meet them.
-    let mut users: Vec<Vec<(u32, u32)>> = vec![Vec::new(); m];
+    let mut users: Vec<Vec<User>> = vec![Vec::new(); m];
     for (j, &c) in choice.iter().enumerate() {
         for &(r, a) in uses_of(j, c) {
             used[r as usize] += u64::from(a);
-            users[r as usize].push((j as u32, c.expect("uses come from a candidate")));
+            users[r as usize].push(User::new(instance, j, c.expect("uses come from a candidate")));
         }
     }
     let mut ranked: Vec<u32> = Vec::new();
@@ -668,6 +668,7 @@ fn eject(
     // every target, many of them on one sold-out position or full day.
     let mut blocked: Vec<(u32, u32)> = Vec::new();
     let cheapest: Vec<f64> = (0..choice.len()).map(|j| instance.cheapest(j)).collect();
+    let by_cost = by_cost(instance);
     let mut before = cost_of(instance, &choice);
     for pass in 0..EJECT_PASSES {
         let mut changed = false;
@@ -716,12 +717,13 @@ fn eject(
                     skipped += 1;
                     continue;
                 }
-                match try_eject(instance, &mut choice, &mut used, &mut users, j, to) {
+                match try_eject(instance, &by_cost, &mut choice, &mut used, &mut users, j, to) {
                     Ok(moved) => {
                         moved_orders += 1;
                         for (k, c) in moved {
+                            let user = User::new(instance, k, c.expect("uses come from a candidate"));
                             for &(r, _) in uses_of(k, c) {
-                                users[r as usize].push((k as u32, c.expect("uses come from a candidate")));
+                                users[r as usize].push(user);
                             }
                         }
                         changed = true;
@@ -765,6 +767,55 @@ fn eject(
     (choice, cut)
 }
 
+/// An entry of a resource's user list: an order, the candidate by which it uses the resource,
+/// and the least that moving the order to another candidate adds to its cost. An ejection skips
+/// users no move of which its gain can pay for without reading their candidates (cold in
+/// memory, a million orders apart): on the 1M-order `peak` re-route, 10.8 s -> 9.1 s of
+/// ejection with the floor read from a table beside the lists, less with it in them.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub(super) struct User {
+    pub order: u32,
+    pub candidate: u32,
+    pub floor: f64,
+}
+
+impl User {
+    pub fn new(instance: &Instance, order: usize, candidate: u32) -> Self {
+        let candidates = instance.candidates_of(order);
+        let others = candidates
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i as u32 != candidate)
+            .map(|(_, c)| c.cost)
+            .fold(f64::INFINITY, f64::min);
+        Self {
+            order: order as u32,
+            candidate,
+            floor: others - candidates[candidate as usize].cost,
+        }
+    }
+}
+
+/// Per order, its candidates' indices cheapest first (ties by index), at the order's range of
+/// `starts`: a scan for the cheapest candidate that fits stops at the first that does.
+fn by_cost(instance: &Instance) -> Vec<u32> {
+    use rayon::prelude::*;
+    (0..instance.n_orders())
+        .into_par_iter()
+        .flat_map_iter(|j| {
+            let candidates = instance.candidates_of(j);
+            let mut order: smallvec::SmallVec<[u32; 16]> = (0..candidates.len() as u32).collect();
+            // `+ 0.0` makes -0 equal to 0, as the `<` of a plain scan sees them.
+            order.sort_by(|&a, &b| {
+                (candidates[a as usize].cost + 0.0)
+                    .total_cmp(&(candidates[b as usize].cost + 0.0))
+                    .then(a.cmp(&b))
+            });
+            order
+        })
+        .collect()
+}
+
 /// The orders an ejection moved (with their new candidates), or the (resource, amount) it could
 /// not free room for, if that was why it failed.
 type Ejected = Result<Vec<(usize, Option<u32>)>, Option<(u32, u32)>>;
@@ -774,9 +825,10 @@ type Ejected = Result<Vec<(usize, Option<u32>)>, Option<(u32, u32)>>;
 /// or the (resource, amount) it could not free room for, if that was why not.
 fn try_eject(
     instance: &Instance,
+    by_cost: &[u32],
     choice: &mut [Option<u32>],
     used: &mut [u64],
-    users: &mut [Vec<(u32, u32)>],
+    users: &mut [Vec<User>],
     j: usize,
     to: u32,
 ) -> Ejected {
@@ -807,7 +859,11 @@ fn try_eject(
             if used[r as usize] + u64::from(a) <= cap || tries >= EJECT_TRIES {
                 break;
             }
-            let (k, c) = users[r as usize][at];
+            let User {
+                order: k,
+                candidate: c,
+                floor,
+            } = users[r as usize][at];
             let k = k as usize;
             if choice[k] != Some(c) && !moved.iter().any(|m| m.0 == k) {
                 users[r as usize].swap_remove(at);
@@ -820,16 +876,25 @@ fn try_eject(
                 continue;
             }
             tries += 1;
-            // k's cheapest other candidate that fits and leaves r alone.
+            // No other candidate of k is cheap enough for the gain to pay for the move.
+            if gain - floor <= 1e-9 {
+                continue;
+            }
+            let from_cost = cost_at(k, from);
+            // k's cheapest other candidate that fits and leaves r alone, cheapest first: past
+            // the first that would cost the move its gain, none can pay, so the scan stops.
             apply(used, k, from, None);
             let mut pick: Option<(u32, f64)> = None;
-            for (i, c) in instance.candidates_of(k).iter().enumerate() {
-                if Some(i as u32) != from
-                    && !instance.uses_of(c).iter().any(|u| u.0 == r)
-                    && instance.fits(c, used)
-                    && pick.is_none_or(|p| c.cost < p.1)
+            let candidates = instance.candidates_of(k);
+            for &i in &by_cost[instance.starts[k]..instance.starts[k + 1]] {
+                let c = &candidates[i as usize];
+                if gain - (c.cost - from_cost) <= 1e-9 {
+                    break;
+                }
+                if Some(i) != from && !instance.uses_of(c).iter().any(|u| u.0 == r) && instance.fits(c, used)
                 {
-                    pick = Some((i as u32, c.cost));
+                    pick = Some((i, c.cost));
+                    break;
                 }
             }
             match pick {
